@@ -1,0 +1,1 @@
+//! Switchboard hub library.
