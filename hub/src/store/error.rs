@@ -1,0 +1,74 @@
+//! Errors of the store.
+
+use crate::store::{DeviceId, QueueId};
+
+/// Why a store operation failed. Every failure leaves what was already durable untouched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The queue holds as many unconsumed messages as its limit allows; the sender is told
+    /// `recipient-backlog-full`.
+    #[error("queue {queue} holds {backlog} messages, its limit")]
+    BacklogFull {
+        /// The queue.
+        queue: QueueId,
+        /// The limit that was reached.
+        backlog: u64,
+    },
+    /// The store's disk budget is used up: new messages are refused until space returns.
+    /// Acknowledgements, which free space, still work.
+    #[error("disk budget of {budget} bytes used up ({used} bytes in use)")]
+    DiskFull {
+        /// Bytes in use.
+        used: u64,
+        /// The budget.
+        budget: u64,
+    },
+    /// No queue with this id.
+    #[error("unknown queue {0}")]
+    UnknownQueue(QueueId),
+    /// No device with this id.
+    #[error("unknown device {0}")]
+    UnknownDevice(DeviceId),
+    /// The device does not read this queue.
+    #[error("device {device} does not read queue {queue}")]
+    NotSubscribed {
+        /// The queue.
+        queue: QueueId,
+        /// The device.
+        device: DeviceId,
+    },
+    /// An ack names a sequence the queue never reached.
+    #[error("ack of sequence {seq} on queue {queue}, whose last sequence is {last}")]
+    AckBeyondTail {
+        /// The queue.
+        queue: QueueId,
+        /// The sequence acknowledged.
+        seq: u64,
+        /// The queue's last sequence.
+        last: u64,
+    },
+    /// A device holds more selective acks above its cursor than allowed.
+    #[error("more than {limit} selective acks above the cursor")]
+    TooManySelectiveAcks {
+        /// The limit.
+        limit: usize,
+    },
+    /// A queue name is empty or longer than 1,024 bytes.
+    #[error("invalid queue name: {0}")]
+    InvalidName(String),
+    /// RocksDB failed (I/O error, out of space, corruption); the operation did not happen.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// A stored record could not be read back; the store refuses to guess.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The store is shut down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(error: rocksdb::Error) -> Self {
+        Self::Storage(error.into_string())
+    }
+}

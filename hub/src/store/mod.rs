@@ -1,0 +1,578 @@
+//! Durable per-recipient queues in RocksDB, sharded by recipient, with group commit.
+//!
+//! A *queue* holds the messages of one recipient: a user, or a shared line (a department, a
+//! group), or the outbound traffic for one remote hub. Each queue has its own increasing
+//! sequence numbers. *Devices* read queues: a device reads its user's queue and the queue of
+//! every line it is subscribed to, each with its own cursor. An entry is removed when every
+//! device that reads its queue has acknowledged it, or when its time-to-live ends. A message to a
+//! line of 10,000 members is therefore one append; only deliveries grow with the line.
+//!
+//! Every queue belongs to one shard. Each shard has one writer thread that owns the in-memory
+//! state of its queues (sequence counters, reader cursors) and receives commands over a channel.
+//! The writer takes every command waiting, applies them all to one RocksDB `WriteBatch`, writes
+//! it with `sync = true` (one fsync for the lot: group commit), and only then completes the
+//! callers. Nothing is acknowledged before it is durable.
+//!
+//! Reads ([`Store::read`]) go straight to RocksDB from the calling thread; they block, so call
+//! them from a thread that may block (a shard writer, `spawn_blocking`, a test).
+//!
+//! After a crash, [`Store::open`] replays nothing by hand: RocksDB's state is the truth, and
+//! sequence numbers continue after the last durable one.
+
+mod error;
+mod keys;
+mod writer;
+
+use std::{
+    fmt,
+    future::Future,
+    path::PathBuf,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    thread::JoinHandle,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+use rocksdb::{DB, Direction, IteratorMode, ReadOptions};
+use tokio::sync::oneshot;
+
+pub use error::StoreError;
+use writer::{Command, ShardWriter};
+
+/// The id of a queue. Allocated by the store; stable for the queue's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub u64);
+
+/// The id of a device (a reader of queues). Allocated by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub u64);
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "q{}", self.0)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "d{}", self.0)
+    }
+}
+
+/// Where a new reader's cursor starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the oldest message the queue still holds: a user's new device gets what is still
+    /// waiting for the user's other devices.
+    Oldest,
+    /// After the newest message: a new member of a line sees only what comes from now on.
+    Next,
+}
+
+/// Settings of the store. Every field has a default measured on a 2-core machine.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The RocksDB directory.
+    pub path: PathBuf,
+    /// Number of shards, each with one writer thread. Default: 2.
+    pub shards: usize,
+    /// Most commands one writer puts in one write batch (one fsync). Default: 8,192.
+    pub max_batch: usize,
+    /// Most unconsumed messages per queue before `BacklogFull`. Default: 1,000,000.
+    pub backlog_limit: u64,
+    /// Bytes the store may use on disk before new messages are refused; `None`: no limit.
+    /// Default: none.
+    pub disk_budget: Option<u64>,
+    /// How long a (sender, id) pair is remembered to drop duplicates. Default: 7 days.
+    pub dedupe_window: Duration,
+    /// Most selective acks a device may hold above its cursor in one queue. Default: 4,096.
+    pub max_selective: usize,
+    /// Fsync every write batch. Default: true. Only benchmarks of the non-durable case turn it
+    /// off.
+    pub sync: bool,
+}
+
+impl StoreConfig {
+    /// The defaults, with the database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            shards: 2,
+            max_batch: 8192,
+            backlog_limit: 1_000_000,
+            disk_budget: None,
+            dedupe_window: Duration::from_secs(7 * 24 * 3600),
+            max_selective: 4096,
+            sync: true,
+        }
+    }
+}
+
+/// A message to append to a queue.
+#[derive(Debug, Clone)]
+pub struct EnqueueRequest {
+    /// The sender's id of the message; with `sender`, the dedupe key.
+    pub id: u128,
+    /// The sender (its address text); with `id`, the dedupe key.
+    pub sender: Bytes,
+    /// When the entry expires, Unix milliseconds.
+    pub expires_ms: u64,
+    /// The stored bytes (the encoded envelope); opaque to the store.
+    pub payload: Bytes,
+}
+
+/// The result of an enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The message's sequence in its queue.
+    pub seq: u64,
+    /// True when the same (sender, id) was already in the queue: nothing was appended and
+    /// `seq` is the first copy's.
+    pub duplicate: bool,
+}
+
+/// One message read from a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its sequence.
+    pub seq: u64,
+    /// When it expires, Unix milliseconds.
+    pub expires_ms: u64,
+    /// The stored bytes.
+    pub payload: Bytes,
+}
+
+/// A device's position in one queue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cursor {
+    /// Every sequence up to this one is acknowledged.
+    pub acked: u64,
+    /// Sequences above `acked` also acknowledged, ascending.
+    pub selective: Vec<u64>,
+}
+
+/// The outbound queue for one remote hub, with its single reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outbound {
+    /// The queue of messages waiting for the remote hub.
+    pub queue: QueueId,
+    /// The reader that stands for the hub link.
+    pub link: DeviceId,
+}
+
+/// What a queue holds, as its writer last committed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    /// The last sequence given out (0 before the first message).
+    pub last_seq: u64,
+    /// Every sequence up to this one has been removed (acknowledged by all, or expired).
+    pub floor: u64,
+}
+
+impl QueueStats {
+    /// Messages between the floor and the tail: the queue's backlog.
+    pub fn backlog(&self) -> u64 {
+        self.last_seq - self.floor
+    }
+}
+
+/// An operation handed to a shard writer; resolves when it is durable (or failed).
+///
+/// Await it from async code, or call [`Pending::wait`] from a thread that may block.
+#[must_use = "the operation's result says whether it is durable"]
+pub struct Pending<T> {
+    rx: oneshot::Receiver<Result<T, StoreError>>,
+}
+
+impl<T> Pending<T> {
+    /// Blocks until the operation is durable or failed. Must not be called on a tokio worker.
+    pub fn wait(self) -> Result<T, StoreError> {
+        self.rx.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn failed(error: StoreError) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Err(error));
+        Self { rx }
+    }
+}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T, StoreError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
+/// Counters of the writers' work, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    /// Write batches committed (each one fsync when `sync` is on).
+    pub batches: AtomicU64,
+    /// Commands committed in those batches.
+    pub commands: AtomicU64,
+    /// Messages appended (duplicates not counted).
+    pub enqueued: AtomicU64,
+}
+
+/// The durable queue store. Cheap to share behind an `Arc`; dropping it stops the writers after
+/// they finish what they hold.
+pub struct Store {
+    db: Arc<DB>,
+    shards: Vec<Sender<Command>>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+/// State every writer and the store handle share.
+pub(crate) struct Shared {
+    pub(crate) config: StoreConfig,
+    pub(crate) metrics: StoreMetrics,
+    /// Current disk budget (0: unlimited); changeable at run time.
+    pub(crate) disk_budget: AtomicU64,
+    /// Bytes in use as last measured.
+    pub(crate) disk_used: AtomicU64,
+    pub(crate) clock: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `config.path` and starts its shard writers.
+    pub fn open(config: StoreConfig) -> Result<Self, StoreError> {
+        Self::open_with_clock(config, Box::new(system_clock_ms))
+    }
+
+    /// Like [`Store::open`], with a clock (Unix milliseconds) other than the system's, for tests
+    /// of expiry and dedupe windows.
+    pub fn open_with_clock(
+        config: StoreConfig,
+        clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Result<Self, StoreError> {
+        let shard_count = config.shards.clamp(1, u16::MAX as usize);
+        let db = Arc::new(DB::open(&db_options(), &config.path)?);
+        let budget = config.disk_budget.unwrap_or(0);
+        let shared = Arc::new(Shared {
+            config,
+            metrics: StoreMetrics::default(),
+            disk_budget: AtomicU64::new(budget),
+            disk_used: AtomicU64::new(0),
+            clock,
+        });
+        let mut shards = Vec::with_capacity(shard_count);
+        let mut threads = Vec::with_capacity(shard_count);
+        for index in 0..shard_count {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let writer = ShardWriter::new(index as u16, shard_count, db.clone(), shared.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("store-shard-{index}"))
+                .spawn(move || writer.run(rx))
+                .map_err(|e| StoreError::Storage(format!("cannot start shard writer: {e}")))?;
+            shards.push(tx);
+            threads.push(thread);
+        }
+        let store = Self { db, shards, threads, shared };
+        store.measure_disk();
+        Ok(store)
+    }
+
+    /// Creates the queue named `name`, or returns the existing one's id.
+    pub fn create_queue(&self, name: &str) -> Pending<QueueId> {
+        if name.is_empty() || name.len() > 1024 {
+            return Pending::failed(StoreError::InvalidName(format!("{} bytes", name.len())));
+        }
+        let shard = self.shard_of_name(name);
+        self.submit(shard, |done| Command::CreateQueue { name: name.into(), done })
+    }
+
+    /// The id of the queue named `name`, if there is one.
+    pub fn queue_id(&self, name: &str) -> Result<Option<QueueId>, StoreError> {
+        let value = self.db.get_pinned(keys::queue_name(name))?;
+        value.map(|v| decode_u64(&v, "queue name").map(QueueId)).transpose()
+    }
+
+    /// Registers a new device of the account whose queue is `account`; it reads that queue
+    /// from its oldest message.
+    pub fn add_device(&self, account: QueueId) -> Pending<DeviceId> {
+        self.submit(self.shard_of(account), |done| Command::AddDevice { account, done })
+    }
+
+    /// The account queue a device belongs to, if the device exists.
+    pub fn device_account(&self, device: DeviceId) -> Result<Option<QueueId>, StoreError> {
+        let value = self.db.get_pinned(keys::device(device))?;
+        value.map(|v| decode_u64(&v, "device").map(QueueId)).transpose()
+    }
+
+    /// Makes `device` a reader of `queue` (a line or group), durably. Subscribing again keeps
+    /// the device's cursor.
+    pub fn subscribe(&self, device: DeviceId, queue: QueueId, start: StartAt) -> Pending<()> {
+        self.submit(self.shard_of(queue), |done| Command::Subscribe { queue, device, start, done })
+    }
+
+    /// Stops `device` reading `queue`, durably; what only it held back may then be trimmed.
+    pub fn unsubscribe(&self, device: DeviceId, queue: QueueId) -> Pending<()> {
+        self.submit(self.shard_of(queue), |done| Command::Unsubscribe { queue, device, done })
+    }
+
+    /// The queues `device` reads.
+    pub fn subscriptions(&self, device: DeviceId) -> Result<Vec<QueueId>, StoreError> {
+        let prefix = keys::subscriptions_of(device);
+        self.scan_keys(&prefix, keys::subscription_queue)
+    }
+
+    /// The devices that read `queue`.
+    pub fn readers(&self, queue: QueueId) -> Result<Vec<DeviceId>, StoreError> {
+        let prefix = keys::readers_of(queue);
+        self.scan_keys(&prefix, keys::reader_device)
+    }
+
+    /// Removes a device: unsubscribes it from every queue it reads, then forgets it. Each step
+    /// is durable and idempotent, so a crash in between is repaired by calling it again.
+    pub async fn remove_device(&self, device: DeviceId) -> Result<(), StoreError> {
+        for queue in self.subscriptions(device)? {
+            self.unsubscribe(device, queue).await?;
+        }
+        let account = self.device_account(device)?.ok_or(StoreError::UnknownDevice(device))?;
+        self.submit(self.shard_of(account), |done| Command::ForgetDevice { device, done }).await
+    }
+
+    /// The outbound queue for the remote hub `hub`, and the one reader (the hub link) that
+    /// reads it; created on first use. Messages for that hub are enqueued on `queue`, read in
+    /// order through `link`, and acknowledged (dropped) after the remote hub's relay-ack.
+    /// One hub link manager owns each outbound queue; it must not call this concurrently for
+    /// the same hub.
+    pub async fn outbound(&self, hub: &str) -> Result<Outbound, StoreError> {
+        let queue = self.create_queue(&format!("hub:{hub}")).await?;
+        let link = match self.readers(queue)?.first() {
+            Some(&link) => link,
+            None => self.add_device(queue).await?,
+        };
+        Ok(Outbound { queue, link })
+    }
+
+    /// Appends one message to `queue`. Resolves once it is durable. The same (sender, id) within
+    /// the dedupe window appends nothing and answers the first copy's sequence.
+    pub fn enqueue(&self, queue: QueueId, request: EnqueueRequest) -> Pending<Enqueued> {
+        self.submit(self.shard_of(queue), |done| Command::Enqueue { queue, request, done })
+    }
+
+    /// Acknowledges, for `device`, every entry of `queue` up to `up_to` and the listed
+    /// `selective` ones; entries every reader has acknowledged are removed.
+    pub fn ack(
+        &self,
+        queue: QueueId,
+        device: DeviceId,
+        up_to: u64,
+        selective: Vec<u64>,
+    ) -> Pending<Cursor> {
+        self.submit(self.shard_of(queue), |done| Command::Ack {
+            queue,
+            device,
+            up_to,
+            selective,
+            done,
+        })
+    }
+
+    /// The cursor of `device` in `queue`.
+    pub fn cursor(&self, queue: QueueId, device: DeviceId) -> Result<Cursor, StoreError> {
+        let value = self
+            .db
+            .get_pinned(keys::reader(queue, device))?
+            .ok_or(StoreError::NotSubscribed { queue, device })?;
+        writer::decode_cursor(&value)
+    }
+
+    /// Up to `max` entries of `queue` that `device` has not acknowledged, in order, skipping
+    /// expired ones. Blocks on RocksDB.
+    pub fn read(
+        &self,
+        queue: QueueId,
+        device: DeviceId,
+        max: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let cursor = self.cursor(queue, device)?;
+        let mut entries = self.read_after(queue, cursor.acked, max + cursor.selective.len())?;
+        entries.retain(|e| cursor.selective.binary_search(&e.seq).is_err());
+        entries.truncate(max);
+        Ok(entries)
+    }
+
+    /// Up to `max` unexpired entries of `queue` with a sequence above `after`, in order.
+    pub fn read_after(
+        &self,
+        queue: QueueId,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        let now = (self.shared.clock)();
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::entry(QueueId(queue.0 + 1), 0).to_vec());
+        let start = keys::entry(queue, after.saturating_add(1));
+        let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options);
+        let mut entries = Vec::with_capacity(max.min(1024));
+        for item in iter {
+            if entries.len() >= max {
+                break;
+            }
+            let (key, value) = item?;
+            let seq = keys::entry_seq(&key)
+                .ok_or_else(|| StoreError::Corrupt("entry key of the wrong size".into()))?;
+            let entry = writer::decode_entry(seq, &value)?;
+            if entry.expires_ms > now {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The queue's sequence counters.
+    pub fn stats(&self, queue: QueueId) -> Result<QueueStats, StoreError> {
+        let value =
+            self.db.get_pinned(keys::queue_meta(queue))?.ok_or(StoreError::UnknownQueue(queue))?;
+        writer::decode_meta(&value).map(|m| m.stats())
+    }
+
+    /// Removes expired entries and dedupe records older than the window, in every shard.
+    /// The writers also do this by themselves when idle.
+    pub async fn sweep(&self) -> Result<(), StoreError> {
+        let mut pending = Vec::with_capacity(self.shards.len());
+        for shard in 0..self.shards.len() {
+            pending.push(self.submit(shard, |done| Command::Sweep { done }));
+        }
+        for p in pending {
+            p.await?;
+        }
+        Ok(())
+    }
+
+    /// Sets the disk budget in bytes (`None`: unlimited); takes effect at once.
+    pub fn set_disk_budget(&self, budget: Option<u64>) {
+        self.shared.disk_budget.store(budget.unwrap_or(0), Ordering::Relaxed);
+        self.measure_disk();
+    }
+
+    /// Bytes the database uses on disk (SST files and the write-ahead logs), as measured now.
+    pub fn measure_disk(&self) -> u64 {
+        let used = disk_usage(&self.db, &self.shared.config.path);
+        self.shared.disk_used.store(used, Ordering::Relaxed);
+        used
+    }
+
+    /// The writers' counters.
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.shared.metrics
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Stops the writers after they commit what they hold, and closes the database.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shards.clear(); // disconnects the channels: each writer drains and exits
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    fn shard_of(&self, queue: QueueId) -> usize {
+        (keys::mix(queue.0) % self.shards.len() as u64) as usize
+    }
+
+    fn shard_of_name(&self, name: &str) -> usize {
+        (keys::stable_hash(name.as_bytes()) % self.shards.len() as u64) as usize
+    }
+
+    fn submit<T>(
+        &self,
+        shard: usize,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Pending<T> {
+        let (tx, rx) = oneshot::channel();
+        // A send fails only when the writer has stopped; the dropped sender then resolves the
+        // pending result as `Closed`.
+        let _ = self.shards[shard].send(command(tx));
+        Pending { rx }
+    }
+
+    fn scan_keys<T>(
+        &self,
+        prefix: &[u8],
+        parse: impl Fn(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::prefix_end(prefix));
+        let iter = self.db.iterator_opt(IteratorMode::From(prefix, Direction::Forward), options);
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, _) = item?;
+            out.push(
+                parse(&key).ok_or_else(|| StoreError::Corrupt("key of the wrong size".into()))?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn db_options() -> rocksdb::Options {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    options.increase_parallelism(2);
+    options.set_max_background_jobs(2);
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    options.set_write_buffer_size(64 << 20);
+    options.set_max_write_buffer_number(4);
+    // Dedupe and metadata lookups are point reads, most of them misses: bloom filters in the
+    // memtable and in every table make a miss cost a few hash probes.
+    options.set_memtable_whole_key_filtering(true);
+    options.set_memtable_prefix_bloom_ratio(0.1);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_bloom_filter(10.0, false);
+    table.set_whole_key_filtering(true);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_block_cache(&rocksdb::Cache::new_lru_cache(128 << 20));
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+fn disk_usage(db: &DB, path: &std::path::Path) -> u64 {
+    let sst = db.property_int_value("rocksdb.total-sst-files-size").ok().flatten().unwrap_or(0);
+    let wal: u64 = std::fs::read_dir(path)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    sst + wal
+}
+
+pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
+    if bytes.len() < 8 {
+        return Err(StoreError::Corrupt(format!("{what} record of {} bytes", bytes.len())));
+    }
+    Ok(keys::be_u64(bytes))
+}
+
+/// The system clock in Unix milliseconds.
+pub fn system_clock_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,741 @@
+//! A shard writer: one thread that owns the in-memory state of its queues and commits every
+//! command it receives in group-committed write batches.
+
+use std::{
+    collections::{BTreeMap, HashMap, hash_map},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+use tokio::sync::oneshot;
+
+use crate::store::{
+    Cursor, DeviceId, EnqueueRequest, Enqueued, Entry, QueueId, QueueStats, Shared, StartAt,
+    StoreError, decode_u64, disk_usage, keys,
+};
+
+type Done<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// Work for a shard writer. Each carries the channel its result goes back on.
+pub(crate) enum Command {
+    CreateQueue { name: Box<str>, done: Done<QueueId> },
+    AddDevice { account: QueueId, done: Done<DeviceId> },
+    Subscribe { queue: QueueId, device: DeviceId, start: StartAt, done: Done<()> },
+    Unsubscribe { queue: QueueId, device: DeviceId, done: Done<()> },
+    ForgetDevice { device: DeviceId, done: Done<()> },
+    Enqueue { queue: QueueId, request: EnqueueRequest, done: Done<Enqueued> },
+    Ack { queue: QueueId, device: DeviceId, up_to: u64, selective: Vec<u64>, done: Done<Cursor> },
+    Sweep { done: Done<()> },
+}
+
+/// How long a writer waits for work before it sweeps.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+/// How often the disk usage is measured.
+const DISK_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// Queues looked at per idle sweep.
+const SWEEP_QUEUES_PER_TICK: usize = 256;
+/// Expired entries removed from one queue per sweep.
+const SWEEP_ENTRIES_PER_QUEUE: usize = 10_000;
+/// Above this many entries, a trim writes one range deletion instead of one deletion each.
+const RANGE_DELETE_ABOVE: u64 = 4096;
+
+/// A queue's persisted counters, and its readers once someone needed them.
+struct QueueState {
+    last_seq: u64,
+    floor: u64,
+    name: Box<str>,
+    readers: Option<Readers>,
+}
+
+/// The cursors of every device reading a queue, with a count of readers per cursor so that
+/// the lowest cursor (how far the queue may be trimmed) costs O(log n) even for 10,000 readers.
+#[derive(Default)]
+struct Readers {
+    cursors: HashMap<DeviceId, Cursor>,
+    by_position: BTreeMap<u64, u32>,
+}
+
+impl Readers {
+    fn insert(&mut self, device: DeviceId, cursor: Cursor) {
+        if let Some(old) = self.cursors.insert(device, cursor.clone()) {
+            self.forget_position(old.acked);
+        }
+        *self.by_position.entry(cursor.acked).or_default() += 1;
+    }
+
+    fn remove(&mut self, device: DeviceId) -> bool {
+        match self.cursors.remove(&device) {
+            Some(old) => {
+                self.forget_position(old.acked);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn forget_position(&mut self, position: u64) {
+        if let Some(count) = self.by_position.get_mut(&position) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_position.remove(&position);
+            }
+        }
+    }
+
+    fn lowest(&self) -> Option<u64> {
+        self.by_position.keys().next().copied()
+    }
+}
+
+/// What the commands of one batch have done that is not yet in RocksDB.
+#[derive(Default)]
+struct Staged {
+    dedupe: HashMap<[u8; 33], u64>,
+    names: HashMap<Box<str>, QueueId>,
+    devices: HashMap<DeviceId, QueueId>,
+    dirty: Vec<QueueId>,
+    enqueued: u64,
+}
+
+/// Sends a command's result once the batch holding it is durable (or failed).
+type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+fn reply<T: Send + 'static>(done: Done<T>, result: Result<T, StoreError>) -> Reply {
+    Box::new(move |commit| {
+        let result = match (commit, result) {
+            (Err(error), Ok(_)) => Err(error.clone()),
+            (_, result) => result,
+        };
+        // The caller may have stopped waiting; the operation is durable either way.
+        let _ = done.send(result);
+    })
+}
+
+pub(crate) struct ShardWriter {
+    index: u16,
+    shard_count: usize,
+    db: Arc<DB>,
+    shared: Arc<Shared>,
+    queues: HashMap<QueueId, QueueState>,
+    next_ids: HashMap<u8, u64>,
+    sweep_after: Option<QueueId>,
+    last_sweep: Instant,
+    last_disk_check: Instant,
+    write_options: WriteOptions,
+}
+
+impl ShardWriter {
+    pub(crate) fn new(index: u16, shard_count: usize, db: Arc<DB>, shared: Arc<Shared>) -> Self {
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(shared.config.sync);
+        Self {
+            index,
+            shard_count,
+            db,
+            shared,
+            queues: HashMap::new(),
+            next_ids: HashMap::new(),
+            sweep_after: None,
+            last_sweep: Instant::now(),
+            last_disk_check: Instant::now(),
+            write_options,
+        }
+    }
+
+    pub(crate) fn run(mut self, rx: Receiver<Command>) {
+        let max_batch = self.shared.config.max_batch.max(1);
+        loop {
+            self.maybe_measure_disk();
+            let first = match rx.recv_timeout(IDLE_TICK) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.idle_sweep();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut commands = Vec::with_capacity(64);
+            commands.push(first);
+            while commands.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(command) => commands.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.commit(commands);
+            if self.last_sweep.elapsed() > Duration::from_secs(1) {
+                self.idle_sweep();
+            }
+        }
+    }
+
+    fn commit(&mut self, commands: Vec<Command>) {
+        let count = commands.len() as u64;
+        let mut batch = WriteBatch::default();
+        let mut staged = Staged::default();
+        let replies: Vec<Reply> =
+            commands.into_iter().map(|c| self.apply(c, &mut batch, &mut staged)).collect();
+        for queue in std::mem::take(&mut staged.dirty) {
+            if let Some(state) = self.queues.get(&queue) {
+                batch.put(
+                    keys::queue_meta(queue),
+                    encode_meta(state.last_seq, state.floor, &state.name),
+                );
+            }
+        }
+        let outcome = if batch.is_empty() {
+            Ok(())
+        } else {
+            self.db.write_opt(batch, &self.write_options).map_err(StoreError::from)
+        };
+        match &outcome {
+            Ok(()) => {
+                let metrics = &self.shared.metrics;
+                metrics.batches.fetch_add(1, Ordering::Relaxed);
+                metrics.commands.fetch_add(count, Ordering::Relaxed);
+                metrics.enqueued.fetch_add(staged.enqueued, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::error!(shard = self.index, %error, "write batch failed; nothing in it was acknowledged");
+                // The in-memory state ran ahead of the failed batch: drop it and reload from
+                // RocksDB, which holds the truth.
+                self.queues.clear();
+                self.next_ids.clear();
+            }
+        }
+        let commit = outcome.as_ref().map(|_| ());
+        for reply in replies {
+            reply(commit);
+        }
+    }
+
+    fn apply(&mut self, command: Command, batch: &mut WriteBatch, staged: &mut Staged) -> Reply {
+        match command {
+            Command::Enqueue { queue, request, done } => {
+                reply(done, self.enqueue(queue, request, batch, staged))
+            }
+            Command::Ack { queue, device, up_to, selective, done } => {
+                reply(done, self.ack(queue, device, up_to, selective, batch, staged))
+            }
+            Command::CreateQueue { name, done } => {
+                reply(done, self.create_queue(name, batch, staged))
+            }
+            Command::AddDevice { account, done } => {
+                reply(done, self.add_device(account, batch, staged))
+            }
+            Command::Subscribe { queue, device, start, done } => {
+                reply(done, self.subscribe(queue, device, start, batch, staged))
+            }
+            Command::Unsubscribe { queue, device, done } => {
+                reply(done, self.unsubscribe(queue, device, batch, staged))
+            }
+            Command::ForgetDevice { device, done } => {
+                batch.delete(keys::device(device));
+                reply(done, Ok(()))
+            }
+            Command::Sweep { done } => reply(done, self.sweep(usize::MAX, batch, staged)),
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        queue: QueueId,
+        request: EnqueueRequest,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+    ) -> Result<Enqueued, StoreError> {
+        let budget = self.shared.disk_budget.load(Ordering::Relaxed);
+        let used = self.shared.disk_used.load(Ordering::Relaxed);
+        if budget > 0 && used >= budget {
+            return Err(StoreError::DiskFull { used, budget });
+        }
+        let dedupe_key = keys::dedupe(queue, request.id, keys::stable_hash(&request.sender));
+        let limit = self.shared.config.backlog_limit;
+        self.queue(queue)?;
+        if let Some(&seq) = staged.dedupe.get(&dedupe_key) {
+            return Ok(Enqueued { seq, duplicate: true });
+        }
+        if let Some(seq) = self.db.get_pinned(dedupe_key)? {
+            return Ok(Enqueued { seq: decode_u64(&seq, "dedupe")?, duplicate: true });
+        }
+        let state = self.queue(queue)?;
+        if state.last_seq - state.floor >= limit {
+            return Err(StoreError::BacklogFull { queue, backlog: limit });
+        }
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        let mut value = Vec::with_capacity(8 + request.payload.len());
+        value.extend_from_slice(&request.expires_ms.to_be_bytes());
+        value.extend_from_slice(&request.payload);
+        batch.put(keys::entry(queue, seq), value);
+        batch.put(dedupe_key, seq.to_be_bytes());
+        staged.dedupe.insert(dedupe_key, seq);
+        staged.enqueued += 1;
+        mark_dirty(staged, queue);
+        Ok(Enqueued { seq, duplicate: false })
+    }
+
+    fn ack(
+        &mut self,
+        queue: QueueId,
+        device: DeviceId,
+        up_to: u64,
+        selective: Vec<u64>,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+    ) -> Result<Cursor, StoreError> {
+        let max_selective = self.shared.config.max_selective;
+        let state = self.readers_of(queue)?;
+        let last = state.last_seq;
+        if let Some(&seq) = selective.iter().chain([&up_to]).find(|&&s| s > last) {
+            return Err(StoreError::AckBeyondTail { queue, seq, last });
+        }
+        let readers = state.readers.as_mut().expect("readers_of loads the readers");
+        let old =
+            readers.cursors.get(&device).ok_or(StoreError::NotSubscribed { queue, device })?;
+        let cursor = advance(old, state.floor, up_to, &selective);
+        if cursor.selective.len() > max_selective {
+            return Err(StoreError::TooManySelectiveAcks { limit: max_selective });
+        }
+        if cursor != *old {
+            batch.put(keys::reader(queue, device), encode_cursor(&cursor));
+            readers.insert(device, cursor.clone());
+            self.trim(queue, batch, staged);
+        }
+        Ok(cursor)
+    }
+
+    fn create_queue(
+        &mut self,
+        name: Box<str>,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+    ) -> Result<QueueId, StoreError> {
+        if let Some(&queue) = staged.names.get(&name) {
+            return Ok(queue);
+        }
+        if let Some(existing) = self.db.get_pinned(keys::queue_name(&name))? {
+            return decode_u64(&existing, "queue name").map(QueueId);
+        }
+        let queue = QueueId(self.allocate(keys::ALLOC_QUEUE, batch)?);
+        batch.put(keys::queue_name(&name), queue.0.to_be_bytes());
+        batch.put(keys::queue_meta(queue), encode_meta(0, 0, &name));
+        staged.names.insert(name, queue);
+        Ok(queue)
+    }
+
+    fn add_device(
+        &mut self,
+        account: QueueId,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+    ) -> Result<DeviceId, StoreError> {
+        self.queue(account)?;
+        let device = DeviceId(self.allocate(keys::ALLOC_DEVICE, batch)?);
+        batch.put(keys::device(device), account.0.to_be_bytes());
+        staged.devices.insert(device, account);
+        self.subscribe(account, device, StartAt::Oldest, batch, staged)?;
+        Ok(device)
+    }
+
+    fn subscribe(
+        &mut self,
+        queue: QueueId,
+        device: DeviceId,
+        start: StartAt,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+    ) -> Result<(), StoreError> {
+        let known = staged.devices.contains_key(&device)
+            || self.db.get_pinned(keys::device(device))?.is_some();
+        if !known {
+            return Err(StoreError::UnknownDevice(device));
+        }
+        let state = self.readers_of(queue)?;
+        let readers = state.readers.as_mut().expect("readers_of loads the readers");
+        if readers.cursors.contains_key(&device) {
+            return Ok(());
+        }
+        let acked = match start {
+            StartAt::Oldest => state.floor,
+            StartAt::Next => state.last_seq,
+        };
+        let cursor = Cursor { acked, selective: Vec::new() };
+        batch.put(keys::reader(queue, device), encode_cursor(&cursor));
+        batch.put(keys::subscription(device, queue), []);
+        readers.insert(device, cursor);
+        Ok(())
+    }
+
+    fn unsubscribe(
+        &mut self,
+        queue: QueueId,
+        device: DeviceId,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+    ) -> Result<(), StoreError> {
+        let state = self.readers_of(queue)?;
+        let readers = state.readers.as_mut().expect("readers_of loads the readers");
+        batch.delete(keys::subscription(device, queue));
+        if readers.remove(device) {
+            batch.delete(keys::reader(queue, device));
+            self.trim(queue, batch, staged);
+        }
+        Ok(())
+    }
+
+    /// Removes every entry all readers have acknowledged. A queue without readers keeps its
+    /// entries (until they expire): a user with no device yet still gets them later.
+    fn trim(&mut self, queue: QueueId, batch: &mut WriteBatch, staged: &mut Staged) {
+        let Some(state) = self.queues.get_mut(&queue) else { return };
+        let Some(lowest) = state.readers.as_ref().and_then(Readers::lowest) else { return };
+        if lowest > state.floor {
+            delete_entries(batch, queue, state.floor, lowest);
+            state.floor = lowest;
+            mark_dirty(staged, queue);
+        }
+    }
+
+    /// Removes expired entries at the head of queues, and dedupe records older than the
+    /// window, for up to `max_queues` queues of this shard after the last one swept.
+    fn sweep(
+        &mut self,
+        max_queues: usize,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+    ) -> Result<(), StoreError> {
+        let now = (self.shared.clock)();
+        let window = self.shared.config.dedupe_window.as_millis() as u64;
+        let dedupe_cutoff = (u128::from(now.saturating_sub(window))) << 80;
+        let start = match self.sweep_after {
+            Some(q) => keys::queue_meta(QueueId(q.0 + 1)),
+            None => keys::queue_meta(QueueId(0)),
+        };
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(vec![keys::QUEUE_META + 1]);
+        let mut ours = Vec::new();
+        let mut reached_end = true;
+        for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options) {
+            let (key, _) = item?;
+            let Some(queue) = keys::queue_meta_id(&key) else { continue };
+            if self.shard_of(queue) != self.index as usize {
+                continue;
+            }
+            ours.push(queue);
+            if ours.len() >= max_queues {
+                reached_end = false;
+                break;
+            }
+        }
+        self.sweep_after = if reached_end { None } else { ours.last().copied() };
+        for queue in ours {
+            self.expire_head(queue, now, batch, staged)?;
+            self.forget_old_dedupe(queue, dedupe_cutoff, batch)?;
+        }
+        Ok(())
+    }
+
+    fn expire_head(
+        &mut self,
+        queue: QueueId,
+        now: u64,
+        batch: &mut WriteBatch,
+        staged: &mut Staged,
+    ) -> Result<(), StoreError> {
+        let floor = match self.queues.get(&queue) {
+            Some(state) => state.floor,
+            None => {
+                decode_meta(
+                    &self
+                        .db
+                        .get_pinned(keys::queue_meta(queue))?
+                        .ok_or(StoreError::UnknownQueue(queue))?,
+                )?
+                .floor
+            }
+        };
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::entry(QueueId(queue.0 + 1), 0).to_vec());
+        let start = keys::entry(queue, floor + 1);
+        let mut expired_to = None;
+        for item in self
+            .db
+            .iterator_opt(IteratorMode::From(&start, Direction::Forward), options)
+            .take(SWEEP_ENTRIES_PER_QUEUE)
+        {
+            let (key, value) = item?;
+            let seq =
+                keys::entry_seq(&key).ok_or_else(|| StoreError::Corrupt("entry key".into()))?;
+            if decode_u64(&value, "entry")? > now {
+                break;
+            }
+            expired_to = Some(seq);
+        }
+        let Some(expired_to) = expired_to else { return Ok(()) };
+        let state = self.queue(queue)?;
+        if expired_to > state.floor {
+            delete_entries(batch, queue, state.floor, expired_to);
+            state.floor = expired_to;
+            mark_dirty(staged, queue);
+        }
+        Ok(())
+    }
+
+    fn forget_old_dedupe(
+        &self,
+        queue: QueueId,
+        cutoff: u128,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        let first = keys::dedupe(queue, 0, 0);
+        let end = keys::dedupe(queue, cutoff, 0);
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(end.to_vec());
+        let any_old =
+            self.db.iterator_opt(IteratorMode::From(&first, Direction::Forward), options).next();
+        if let Some(item) = any_old {
+            item?;
+            batch.delete_range(first, end);
+        }
+        Ok(())
+    }
+
+    fn idle_sweep(&mut self) {
+        self.last_sweep = Instant::now();
+        let mut batch = WriteBatch::default();
+        let mut staged = Staged::default();
+        if let Err(error) = self.sweep(SWEEP_QUEUES_PER_TICK, &mut batch, &mut staged) {
+            tracing::warn!(shard = self.index, %error, "sweep failed");
+            return;
+        }
+        for queue in staged.dirty {
+            if let Some(state) = self.queues.get(&queue) {
+                batch.put(
+                    keys::queue_meta(queue),
+                    encode_meta(state.last_seq, state.floor, &state.name),
+                );
+            }
+        }
+        if !batch.is_empty()
+            && let Err(error) = self.db.write_opt(batch, &self.write_options)
+        {
+            tracing::warn!(shard = self.index, %error, "sweep batch failed");
+            self.queues.clear();
+        }
+    }
+
+    fn maybe_measure_disk(&mut self) {
+        if self.index != 0 || self.last_disk_check.elapsed() < DISK_CHECK_EVERY {
+            return;
+        }
+        self.last_disk_check = Instant::now();
+        let used = disk_usage(&self.db, &self.shared.config.path);
+        self.shared.disk_used.store(used, Ordering::Relaxed);
+    }
+
+    /// The state of a queue this shard owns, loaded from RocksDB on first use.
+    fn queue(&mut self, queue: QueueId) -> Result<&mut QueueState, StoreError> {
+        match self.queues.entry(queue) {
+            hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            hash_map::Entry::Vacant(vacant) => {
+                let raw = self.db.get_pinned(keys::queue_meta(queue))?;
+                let meta = decode_meta(&raw.ok_or(StoreError::UnknownQueue(queue))?)?;
+                Ok(vacant.insert(QueueState {
+                    last_seq: meta.last_seq,
+                    floor: meta.floor,
+                    name: meta.name,
+                    readers: None,
+                }))
+            }
+        }
+    }
+
+    /// Like [`Self::queue`], with the readers loaded too.
+    fn readers_of(&mut self, queue: QueueId) -> Result<&mut QueueState, StoreError> {
+        let db = self.db.clone();
+        let state = self.queue(queue)?;
+        if state.readers.is_none() {
+            let prefix = keys::readers_of(queue);
+            let mut options = ReadOptions::default();
+            options.set_iterate_upper_bound(keys::prefix_end(&prefix));
+            let mut readers = Readers::default();
+            for item in db.iterator_opt(IteratorMode::From(&prefix, Direction::Forward), options) {
+                let (key, value) = item?;
+                let device = keys::reader_device(&key)
+                    .ok_or_else(|| StoreError::Corrupt("reader key".into()))?;
+                readers.insert(device, decode_cursor(&value)?);
+            }
+            state.readers = Some(readers);
+        }
+        Ok(state)
+    }
+
+    /// A new id, unique across shards and restarts: a per-shard counter in the high 48 bits and
+    /// the shard index in the low 16.
+    fn allocate(&mut self, kind: u8, batch: &mut WriteBatch) -> Result<u64, StoreError> {
+        let key = keys::allocator(kind, self.index);
+        let next = match self.next_ids.get(&kind) {
+            Some(&next) => next,
+            None => match self.db.get_pinned(key)? {
+                Some(raw) => decode_u64(&raw, "allocator")?,
+                None => 1,
+            },
+        };
+        self.next_ids.insert(kind, next + 1);
+        batch.put(key, (next + 1).to_be_bytes());
+        Ok((next << 16) | u64::from(self.index))
+    }
+
+    fn shard_of(&self, queue: QueueId) -> usize {
+        (keys::mix(queue.0) % self.shard_count as u64) as usize
+    }
+}
+
+fn mark_dirty(staged: &mut Staged, queue: QueueId) {
+    if !staged.dirty.contains(&queue) {
+        staged.dirty.push(queue);
+    }
+}
+
+/// Deletes the entries of `queue` with sequences in `(from, to]`.
+fn delete_entries(batch: &mut WriteBatch, queue: QueueId, from: u64, to: u64) {
+    if to - from > RANGE_DELETE_ABOVE {
+        batch.delete_range(keys::entry(queue, from + 1), keys::entry(queue, to + 1));
+    } else {
+        for seq in from + 1..=to {
+            batch.delete(keys::entry(queue, seq));
+        }
+    }
+}
+
+/// The cursor after acknowledging `up_to` and `selective` from `old`, with `floor` (entries
+/// already removed) counted as acknowledged.
+fn advance(old: &Cursor, floor: u64, up_to: u64, selective: &[u64]) -> Cursor {
+    let mut acked = old.acked.max(up_to).max(floor);
+    let mut above: Vec<u64> =
+        old.selective.iter().chain(selective).copied().filter(|&s| s > acked).collect();
+    above.sort_unstable();
+    above.dedup();
+    let mut consumed = 0;
+    for &seq in &above {
+        if seq != acked + 1 {
+            break;
+        }
+        acked = seq;
+        consumed += 1;
+    }
+    above.drain(..consumed);
+    Cursor { acked, selective: above }
+}
+
+pub(crate) struct Meta {
+    last_seq: u64,
+    floor: u64,
+    name: Box<str>,
+}
+
+impl Meta {
+    pub(crate) fn stats(&self) -> QueueStats {
+        QueueStats { last_seq: self.last_seq, floor: self.floor }
+    }
+}
+
+fn encode_meta(last_seq: u64, floor: u64, name: &str) -> Vec<u8> {
+    let mut value = Vec::with_capacity(16 + name.len());
+    value.extend_from_slice(&last_seq.to_be_bytes());
+    value.extend_from_slice(&floor.to_be_bytes());
+    value.extend_from_slice(name.as_bytes());
+    value
+}
+
+pub(crate) fn decode_meta(value: &[u8]) -> Result<Meta, StoreError> {
+    if value.len() < 16 {
+        return Err(StoreError::Corrupt(format!("queue record of {} bytes", value.len())));
+    }
+    let name = std::str::from_utf8(&value[16..])
+        .map_err(|_| StoreError::Corrupt("queue name is not UTF-8".into()))?;
+    Ok(Meta { last_seq: keys::be_u64(value), floor: keys::be_u64(&value[8..]), name: name.into() })
+}
+
+fn encode_cursor(cursor: &Cursor) -> Vec<u8> {
+    let mut value = Vec::with_capacity(10 + 8 * cursor.selective.len());
+    value.extend_from_slice(&cursor.acked.to_be_bytes());
+    value.extend_from_slice(&(cursor.selective.len() as u16).to_be_bytes());
+    for seq in &cursor.selective {
+        value.extend_from_slice(&seq.to_be_bytes());
+    }
+    value
+}
+
+pub(crate) fn decode_cursor(value: &[u8]) -> Result<Cursor, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("reader record of {} bytes", value.len()));
+    if value.len() < 10 {
+        return Err(corrupt());
+    }
+    let count = usize::from(u16::from_be_bytes([value[8], value[9]]));
+    if value.len() != 10 + 8 * count {
+        return Err(corrupt());
+    }
+    let selective = value[10..].chunks_exact(8).map(keys::be_u64).collect();
+    Ok(Cursor { acked: keys::be_u64(value), selective })
+}
+
+pub(crate) fn decode_entry(seq: u64, value: &[u8]) -> Result<Entry, StoreError> {
+    let expires_ms = decode_u64(value, "entry")?;
+    Ok(Entry { seq, expires_ms, payload: Bytes::copy_from_slice(&value[8..]) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(acked: u64, selective: &[u64]) -> Cursor {
+        Cursor { acked, selective: selective.to_vec() }
+    }
+
+    #[test]
+    fn cumulative_ack_moves_the_cursor_and_drops_selective_below_it() {
+        assert_eq!(advance(&cursor(2, &[5, 9]), 0, 6, &[]), cursor(6, &[9]));
+    }
+
+    #[test]
+    fn selective_ack_that_closes_the_gap_moves_the_cursor_over_the_run() {
+        assert_eq!(advance(&cursor(2, &[4, 5, 7]), 0, 0, &[3]), cursor(5, &[7]));
+    }
+
+    #[test]
+    fn an_older_cumulative_ack_never_moves_the_cursor_back() {
+        assert_eq!(advance(&cursor(10, &[]), 0, 4, &[]), cursor(10, &[]));
+    }
+
+    #[test]
+    fn removed_entries_below_the_floor_count_as_acknowledged() {
+        assert_eq!(advance(&cursor(1, &[]), 8, 0, &[9, 11]), cursor(9, &[11]));
+    }
+
+    #[test]
+    fn lowest_reader_position_follows_inserts_and_removals() {
+        let mut readers = Readers::default();
+        readers.insert(DeviceId(1), cursor(5, &[]));
+        readers.insert(DeviceId(2), cursor(3, &[]));
+        readers.insert(DeviceId(3), cursor(3, &[]));
+        assert_eq!(readers.lowest(), Some(3));
+        readers.insert(DeviceId(2), cursor(7, &[]));
+        assert_eq!(readers.lowest(), Some(3));
+        readers.remove(DeviceId(3));
+        assert_eq!(readers.lowest(), Some(5));
+        readers.remove(DeviceId(1));
+        readers.remove(DeviceId(2));
+        assert_eq!(readers.lowest(), None);
+    }
+
+    #[test]
+    fn cursor_records_round_trip_and_bad_lengths_are_corrupt() {
+        let c = cursor(42, &[44, 50]);
+        assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
+        assert!(matches!(decode_cursor(&[0; 11]), Err(StoreError::Corrupt(_))));
+    }
+}
