@@ -163,7 +163,9 @@ fn crash_child() {
             tasks.push(tokio::spawn(async move {
                 for counter in 0u64.. {
                     let request = EnqueueRequest {
-                        id: (u128::from(cycle) << 64) | ((task as u128) << 32) | u128::from(counter),
+                        id: (u128::from(cycle) << 64)
+                            | ((task as u128) << 32)
+                            | u128::from(counter),
                         sender: Bytes::from_static(b"crash@example.org"),
                         expires_ms: u64::MAX,
                         payload: Bytes::from(body(cycle, task, counter)),

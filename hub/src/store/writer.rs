@@ -290,12 +290,12 @@ impl ShardWriter {
         let max_selective = self.shared.config.max_selective;
         let state = self.readers_of(queue)?;
         let last = state.last_seq;
-        if let Some(&seq) = selective.iter().chain([&up_to]).find(|&&s| s > last) {
-            return Err(StoreError::AckBeyondTail { queue, seq, last });
-        }
         let readers = state.readers.as_mut().expect("readers_of loads the readers");
         let old =
             readers.cursors.get(&device).ok_or(StoreError::NotSubscribed { queue, device })?;
+        if let Some(&seq) = selective.iter().chain([&up_to]).find(|&&s| s > last) {
+            return Err(StoreError::AckBeyondTail { queue, seq, last });
+        }
         let cursor = advance(old, state.floor, up_to, &selective);
         if cursor.selective.len() > max_selective {
             return Err(StoreError::TooManySelectiveAcks { limit: max_selective });
