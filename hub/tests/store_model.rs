@@ -43,11 +43,10 @@ struct ModelQueue {
 
 impl ModelQueue {
     fn trim(&mut self) {
-        if let Some(lowest) = self.readers.values().map(|(acked, _)| *acked).min() {
-            if lowest > self.floor {
-                self.floor = lowest;
-                self.entries.retain(|&seq, _| seq > lowest);
-            }
+        let lowest = self.readers.values().map(|(acked, _)| *acked).min();
+        if let Some(lowest) = lowest.filter(|&lowest| lowest > self.floor) {
+            self.floor = lowest;
+            self.entries.retain(|&seq, _| seq > lowest);
         }
     }
 }
@@ -111,6 +110,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let m = &mut model[queue];
                 let at = if oldest { m.floor } else { m.last_seq };
                 m.readers.entry(device).or_insert((at, BTreeSet::new()));
+                m.trim();
             }
             Op::Unsubscribe { device, queue } => {
                 let Some(&id) = devices.get(device) else { continue };

@@ -367,6 +367,8 @@ impl ShardWriter {
         batch.put(keys::reader(queue, device), encode_cursor(&cursor));
         batch.put(keys::subscription(device, queue), []);
         readers.insert(device, cursor);
+        // A queue whose only readers start after its backlog holds nothing anyone will read.
+        self.trim(queue, batch, staged);
         Ok(())
     }
 
