@@ -1,1 +1,38 @@
-//! Benchmarks live in `benches/`; this library is empty.
+//! Helpers shared by the criterion benchmarks in `benches/`.
+#![warn(missing_docs, unreachable_pub)]
+
+use std::{
+    path::Path,
+    sync::{Arc, atomic::Ordering},
+};
+
+use bytes::Bytes;
+use switchboard_hub::store::{EnqueueRequest, Store, StoreConfig};
+
+/// Body size used by the store benchmarks.
+pub const BODY_LEN: usize = 256;
+
+/// Opens a store with its defaults in `dir`, except the per-queue backlog limit, which is
+/// lifted: the benchmarks append millions of messages nobody reads.
+pub fn open_store(dir: &Path) -> Arc<Store> {
+    let mut config = StoreConfig::new(dir);
+    config.backlog_limit = u64::MAX;
+    Arc::new(Store::open(config).expect("open store"))
+}
+
+/// An enqueue request with a unique id and a 256-byte body.
+pub fn request(id: u128) -> EnqueueRequest {
+    static BODY: [u8; BODY_LEN] = [0x5a; BODY_LEN];
+    EnqueueRequest {
+        id,
+        sender: Bytes::from_static(b"bench@example.org"),
+        expires_ms: u64::MAX,
+        payload: Bytes::from_static(&BODY),
+    }
+}
+
+/// Write batches (fsyncs) and messages the store has committed so far.
+pub fn fsyncs_and_messages(store: &Store) -> (u64, u64) {
+    let m = store.metrics();
+    (m.batches.load(Ordering::Relaxed), m.enqueued.load(Ordering::Relaxed))
+}

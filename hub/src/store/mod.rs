@@ -19,6 +19,7 @@
 //! After a crash, [`Store::open`] replays nothing by hand: RocksDB's state is the truth, and
 //! sequence numbers continue after the last durable one.
 
+mod batch;
 mod error;
 mod keys;
 mod writer;

@@ -9,12 +9,12 @@ use std::{
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{DB, Direction, IteratorMode, ReadOptions, WriteOptions};
 use tokio::sync::oneshot;
 
 use crate::store::{
     Cursor, DeviceId, EnqueueRequest, Enqueued, Entry, QueueId, QueueStats, Shared, StartAt,
-    StoreError, decode_u64, disk_usage, keys,
+    StoreError, batch::Batch, decode_u64, disk_usage, keys,
 };
 
 type Done<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -174,7 +174,7 @@ impl ShardWriter {
 
     fn commit(&mut self, commands: Vec<Command>) {
         let count = commands.len() as u64;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut staged = Staged::default();
         let replies: Vec<Reply> =
             commands.into_iter().map(|c| self.apply(c, &mut batch, &mut staged)).collect();
@@ -189,7 +189,9 @@ impl ShardWriter {
         let outcome = if batch.is_empty() {
             Ok(())
         } else {
-            self.db.write_opt(batch, &self.write_options).map_err(StoreError::from)
+            self.db
+                .write_opt(batch.into_write_batch(), &self.write_options)
+                .map_err(StoreError::from)
         };
         match &outcome {
             Ok(()) => {
@@ -212,7 +214,7 @@ impl ShardWriter {
         }
     }
 
-    fn apply(&mut self, command: Command, batch: &mut WriteBatch, staged: &mut Staged) -> Reply {
+    fn apply(&mut self, command: Command, batch: &mut Batch, staged: &mut Staged) -> Reply {
         match command {
             Command::Enqueue { queue, request, done } => {
                 reply(done, self.enqueue(queue, request, batch, staged))
@@ -244,7 +246,7 @@ impl ShardWriter {
         &mut self,
         queue: QueueId,
         request: EnqueueRequest,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<Enqueued, StoreError> {
         let budget = self.shared.disk_budget.load(Ordering::Relaxed);
@@ -284,7 +286,7 @@ impl ShardWriter {
         device: DeviceId,
         up_to: u64,
         selective: Vec<u64>,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<Cursor, StoreError> {
         let max_selective = self.shared.config.max_selective;
@@ -311,7 +313,7 @@ impl ShardWriter {
     fn create_queue(
         &mut self,
         name: Box<str>,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<QueueId, StoreError> {
         if let Some(&queue) = staged.names.get(&name) {
@@ -330,7 +332,7 @@ impl ShardWriter {
     fn add_device(
         &mut self,
         account: QueueId,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<DeviceId, StoreError> {
         self.queue(account)?;
@@ -346,7 +348,7 @@ impl ShardWriter {
         queue: QueueId,
         device: DeviceId,
         start: StartAt,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<(), StoreError> {
         let known = staged.devices.contains_key(&device)
@@ -376,7 +378,7 @@ impl ShardWriter {
         &mut self,
         queue: QueueId,
         device: DeviceId,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<(), StoreError> {
         let state = self.readers_of(queue)?;
@@ -391,7 +393,7 @@ impl ShardWriter {
 
     /// Removes every entry all readers have acknowledged. A queue without readers keeps its
     /// entries (until they expire): a user with no device yet still gets them later.
-    fn trim(&mut self, queue: QueueId, batch: &mut WriteBatch, staged: &mut Staged) {
+    fn trim(&mut self, queue: QueueId, batch: &mut Batch, staged: &mut Staged) {
         let Some(state) = self.queues.get_mut(&queue) else { return };
         let Some(lowest) = state.readers.as_ref().and_then(Readers::lowest) else { return };
         if lowest > state.floor {
@@ -406,7 +408,7 @@ impl ShardWriter {
     fn sweep(
         &mut self,
         max_queues: usize,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<(), StoreError> {
         let now = (self.shared.clock)();
@@ -444,7 +446,7 @@ impl ShardWriter {
         &mut self,
         queue: QueueId,
         now: u64,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<(), StoreError> {
         let floor = match self.queues.get(&queue) {
@@ -490,7 +492,7 @@ impl ShardWriter {
         &self,
         queue: QueueId,
         cutoff: u128,
-        batch: &mut WriteBatch,
+        batch: &mut Batch,
     ) -> Result<(), StoreError> {
         let first = keys::dedupe(queue, 0, 0);
         let end = keys::dedupe(queue, cutoff, 0);
@@ -507,7 +509,7 @@ impl ShardWriter {
 
     fn idle_sweep(&mut self) {
         self.last_sweep = Instant::now();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::default();
         let mut staged = Staged::default();
         if let Err(error) = self.sweep(SWEEP_QUEUES_PER_TICK, &mut batch, &mut staged) {
             tracing::warn!(shard = self.index, %error, "sweep failed");
@@ -522,7 +524,7 @@ impl ShardWriter {
             }
         }
         if !batch.is_empty()
-            && let Err(error) = self.db.write_opt(batch, &self.write_options)
+            && let Err(error) = self.db.write_opt(batch.into_write_batch(), &self.write_options)
         {
             tracing::warn!(shard = self.index, %error, "sweep batch failed");
             self.queues.clear();
@@ -577,7 +579,7 @@ impl ShardWriter {
 
     /// A new id, unique across shards and restarts: a per-shard counter in the high 48 bits and
     /// the shard index in the low 16.
-    fn allocate(&mut self, kind: u8, batch: &mut WriteBatch) -> Result<u64, StoreError> {
+    fn allocate(&mut self, kind: u8, batch: &mut Batch) -> Result<u64, StoreError> {
         let key = keys::allocator(kind, self.index);
         let next = match self.next_ids.get(&kind) {
             Some(&next) => next,
@@ -603,7 +605,7 @@ fn mark_dirty(staged: &mut Staged, queue: QueueId) {
 }
 
 /// Deletes the entries of `queue` with sequences in `(from, to]`.
-fn delete_entries(batch: &mut WriteBatch, queue: QueueId, from: u64, to: u64) {
+fn delete_entries(batch: &mut Batch, queue: QueueId, from: u64, to: u64) {
     if to - from > RANGE_DELETE_ABOVE {
         batch.delete_range(keys::entry(queue, from + 1), keys::entry(queue, to + 1));
     } else {
