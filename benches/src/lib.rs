@@ -17,6 +17,11 @@ pub const BODY_LEN: usize = 256;
 pub fn open_store(dir: &Path) -> Arc<Store> {
     let mut config = StoreConfig::new(dir);
     config.backlog_limit = u64::MAX;
+    if let Some(shards) =
+        std::env::var("SWITCHBOARD_BENCH_SHARDS").ok().and_then(|v| v.parse().ok())
+    {
+        config.shards = shards;
+    }
     Arc::new(Store::open(config).expect("open store"))
 }
 

@@ -433,9 +433,7 @@ impl Store {
 
     /// The queue's sequence counters.
     pub fn stats(&self, queue: QueueId) -> Result<QueueStats, StoreError> {
-        let value =
-            self.db.get_pinned(keys::queue_meta(queue))?.ok_or(StoreError::UnknownQueue(queue))?;
-        writer::decode_meta(&value).map(|m| m.stats())
+        writer::load_meta(&self.db, queue).map(|m| m.stats())
     }
 
     /// Removes expired entries and dedupe records older than the window, in every shard.

@@ -276,7 +276,9 @@ impl ShardWriter {
         batch.put(dedupe_key, seq.to_be_bytes());
         staged.dedupe.insert(dedupe_key, seq);
         staged.enqueued += 1;
-        mark_dirty(staged, queue);
+        // The queue record is not rewritten for an append: on load, the last sequence is
+        // recovered from the queue's last entry key. Only a trim or an expiry, which can remove
+        // that entry, writes the record (with the last sequence) again.
         Ok(Enqueued { seq, duplicate: false })
     }
 
@@ -545,8 +547,7 @@ impl ShardWriter {
         match self.queues.entry(queue) {
             hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
             hash_map::Entry::Vacant(vacant) => {
-                let raw = self.db.get_pinned(keys::queue_meta(queue))?;
-                let meta = decode_meta(&raw.ok_or(StoreError::UnknownQueue(queue))?)?;
+                let meta = load_meta(&self.db, queue)?;
                 Ok(vacant.insert(QueueState {
                     last_seq: meta.last_seq,
                     floor: meta.floor,
@@ -645,6 +646,23 @@ impl Meta {
     pub(crate) fn stats(&self) -> QueueStats {
         QueueStats { last_seq: self.last_seq, floor: self.floor }
     }
+}
+
+/// A queue's record, with the last sequence raised to the queue's last entry (appends do not
+/// rewrite the record).
+pub(crate) fn load_meta(db: &DB, queue: QueueId) -> Result<Meta, StoreError> {
+    let raw = db.get_pinned(keys::queue_meta(queue))?.ok_or(StoreError::UnknownQueue(queue))?;
+    let mut meta = decode_meta(&raw)?;
+    let mut options = ReadOptions::default();
+    options.set_iterate_lower_bound(keys::entry(queue, 0).to_vec());
+    let last_key = keys::entry(queue, u64::MAX);
+    let mut iter = db.iterator_opt(IteratorMode::From(&last_key, Direction::Reverse), options);
+    if let Some(item) = iter.next() {
+        let (key, _) = item?;
+        let seq = keys::entry_seq(&key).ok_or_else(|| StoreError::Corrupt("entry key".into()))?;
+        meta.last_seq = meta.last_seq.max(seq);
+    }
+    Ok(meta)
 }
 
 fn encode_meta(last_seq: u64, floor: u64, name: &str) -> Vec<u8> {
