@@ -22,6 +22,11 @@ pub fn open_store(dir: &Path) -> Arc<Store> {
     {
         config.shards = shards;
     }
+    if let Some(mib) =
+        std::env::var("SWITCHBOARD_BENCH_MEMTABLE_MIB").ok().and_then(|v| v.parse::<usize>().ok())
+    {
+        config.memtable_bytes = mib << 20;
+    }
     Arc::new(Store::open(config).expect("open store"))
 }
 

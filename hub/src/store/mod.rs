@@ -94,6 +94,8 @@ pub struct StoreConfig {
     pub dedupe_window: Duration,
     /// Most selective acks a device may hold above its cursor in one queue. Default: 4,096.
     pub max_selective: usize,
+    /// Bytes of one RocksDB memtable (write buffer). Default: 64 MiB.
+    pub memtable_bytes: usize,
     /// Fsync every write batch. Default: true. Only benchmarks of the non-durable case turn it
     /// off.
     pub sync: bool,
@@ -110,6 +112,7 @@ impl StoreConfig {
             disk_budget: None,
             dedupe_window: Duration::from_secs(7 * 24 * 3600),
             max_selective: 4096,
+            memtable_bytes: 64 << 20,
             sync: true,
         }
     }
@@ -255,7 +258,7 @@ impl Store {
         clock: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Result<Self, StoreError> {
         let shard_count = config.shards.clamp(1, u16::MAX as usize);
-        let db = Arc::new(DB::open(&db_options(), &config.path)?);
+        let db = Arc::new(DB::open(&db_options(&config), &config.path)?);
         let budget = config.disk_budget.unwrap_or(0);
         let shared = Arc::new(Shared {
             config,
@@ -529,13 +532,13 @@ impl Drop for Store {
     }
 }
 
-fn db_options() -> rocksdb::Options {
+fn db_options(config: &StoreConfig) -> rocksdb::Options {
     let mut options = rocksdb::Options::default();
     options.create_if_missing(true);
     options.increase_parallelism(2);
     options.set_max_background_jobs(2);
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    options.set_write_buffer_size(64 << 20);
+    options.set_write_buffer_size(config.memtable_bytes);
     options.set_max_write_buffer_number(4);
     // Dedupe and metadata lookups are point reads, most of them misses: bloom filters in the
     // memtable and in every table make a miss cost a few hash probes.
