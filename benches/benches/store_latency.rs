@@ -1,0 +1,95 @@
+//! Open-loop latency of durable enqueue: requests are issued at a fixed rate (not when the
+//! previous one finished), and each latency is measured from the request's *intended* start, so
+//! a stall shows up in the figures instead of slowing the load (no coordinated omission).
+//!
+//! `SWITCHBOARD_BENCH_RATE` (messages/s, default 60,000) and `SWITCHBOARD_BENCH_SECONDS`
+//! (default 10) set the load. Prints p50, p90, p99, p99.9 and max.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use switchboard_benches::{open_store, request};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` asks every bench binary for its benchmarks
+    }
+    let rate = env_or("SWITCHBOARD_BENCH_RATE", 60_000);
+    let seconds = env_or("SWITCHBOARD_BENCH_SECONDS", 10);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    let queues: Arc<Vec<_>> = Arc::new(
+        (0..1024).map(|i| store.create_queue(&format!("user{i}@example.org")).wait().unwrap()).collect(),
+    );
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let total = rate * seconds;
+    rt.block_on(async {
+        let start = Instant::now();
+        let tick = Duration::from_millis(1);
+        let per_tick = rate as f64 / 1000.0;
+        let mut issued = 0u64;
+        let mut handles = Vec::new();
+        let mut n = 0u64;
+        while issued < total {
+            n += 1;
+            tokio::time::sleep_until((start + tick * n as u32).into()).await;
+            let due = ((n as f64 * per_tick) as u64).min(total);
+            while issued < due {
+                // The intended start of request `issued`, whatever the scheduler did.
+                let intended = start + Duration::from_nanos(issued * 1_000_000_000 / rate);
+                let store = store.clone();
+                let queue = queues[(issued % queues.len() as u64) as usize];
+                let histogram = histogram.clone();
+                let errors = errors.clone();
+                let id = u128::from(issued + 1);
+                handles.push(tokio::spawn(async move {
+                    match store.enqueue(queue, request(id)).await {
+                        Ok(_) => {
+                            let micros = intended.elapsed().as_micros() as u64;
+                            histogram.lock().unwrap().saturating_record(micros.max(1));
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }));
+                issued += 1;
+            }
+            if handles.len() > 10_000 {
+                for h in handles.drain(..5_000) {
+                    h.await.unwrap();
+                }
+            }
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let h = histogram.lock().unwrap();
+        println!(
+            "store_latency: target {rate}/s for {seconds} s, achieved {:.0}/s, errors {}",
+            total as f64 / elapsed,
+            errors.load(Ordering::Relaxed)
+        );
+        println!(
+            "  enqueue latency µs: p50 {} p90 {} p99 {} p99.9 {} max {}",
+            h.value_at_quantile(0.50),
+            h.value_at_quantile(0.90),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    });
+}
