@@ -26,13 +26,17 @@ fn main() {
     }
     let rate = env_or("SWITCHBOARD_BENCH_RATE", 60_000);
     let seconds = env_or("SWITCHBOARD_BENCH_SECONDS", 10);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
     let queues: Arc<Vec<_>> = Arc::new(
-        (0..1024).map(|i| store.create_queue(&format!("user{i}@example.org")).wait().unwrap()).collect(),
+        (0..1024)
+            .map(|i| store.create_queue(&format!("user{i}@example.org")).wait().unwrap())
+            .collect(),
     );
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
+    let histogram =
+        Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
     let errors = Arc::new(AtomicU64::new(0));
     let total = rate * seconds;
     rt.block_on(async {

@@ -10,23 +10,36 @@ use rocksdb::WriteBatch;
 /// Point writes (puts and deletes) and range deletions of one group commit.
 #[derive(Default)]
 pub(crate) struct Batch {
-    points: Vec<(Box<[u8]>, Option<Box<[u8]>>)>,
-    ranges: Vec<(Box<[u8]>, Box<[u8]>)>,
+    points: Vec<PointWrite>,
+    ranges: Vec<RangeDelete>,
+}
+
+/// A put (`value` is `Some`) or a delete of one key.
+struct PointWrite {
+    key: Box<[u8]>,
+    value: Option<Box<[u8]>>,
+}
+
+/// Deletion of the keys in `[from, to)`.
+struct RangeDelete {
+    from: Box<[u8]>,
+    to: Box<[u8]>,
 }
 
 impl Batch {
     pub(crate) fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.points.push((key.as_ref().into(), Some(value.as_ref().into())));
+        self.points
+            .push(PointWrite { key: key.as_ref().into(), value: Some(value.as_ref().into()) });
     }
 
     pub(crate) fn delete(&mut self, key: impl AsRef<[u8]>) {
-        self.points.push((key.as_ref().into(), None));
+        self.points.push(PointWrite { key: key.as_ref().into(), value: None });
     }
 
     /// Deletes `[from, to)`. Range deletions are applied after every point write of the batch;
     /// the writer never puts a key into a range it deletes in the same batch.
     pub(crate) fn delete_range(&mut self, from: impl AsRef<[u8]>, to: impl AsRef<[u8]>) {
-        self.ranges.push((from.as_ref().into(), to.as_ref().into()));
+        self.ranges.push(RangeDelete { from: from.as_ref().into(), to: to.as_ref().into() });
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -36,16 +49,16 @@ impl Batch {
     /// The RocksDB batch: point writes sorted by key (a stable sort, so writes to one key keep
     /// their order), then the range deletions in the order they were made.
     pub(crate) fn into_write_batch(mut self) -> WriteBatch {
-        self.points.sort_by(|a, b| a.0.cmp(&b.0));
+        self.points.sort_by(|a, b| a.key.cmp(&b.key));
         let mut batch = WriteBatch::default();
-        for (key, value) in self.points {
-            match value {
-                Some(value) => batch.put(key, value),
-                None => batch.delete(key),
+        for write in self.points {
+            match write.value {
+                Some(value) => batch.put(write.key, value),
+                None => batch.delete(write.key),
             }
         }
-        for (from, to) in self.ranges {
-            batch.delete_range(from, to);
+        for range in self.ranges {
+            batch.delete_range(range.from, range.to);
         }
         batch
     }
