@@ -187,8 +187,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `PROPTEST_CASES` raises the number of cases for a longer run.
+fn cases_or(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(cases_or(128)))]
 
     #[test]
     fn store_matches_the_in_memory_model(ops in prop::collection::vec(op(), 1..80)) {

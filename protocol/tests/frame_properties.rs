@@ -7,8 +7,13 @@ use common::*;
 use proptest::prelude::*;
 use switchboard_protocol::*;
 
+/// `PROPTEST_CASES` raises the number of cases for a longer run.
+fn cases_or(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases_or(512)))]
 
     #[test]
     fn every_frame_decodes_to_itself_whatever_the_split(
