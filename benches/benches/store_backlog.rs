@@ -13,7 +13,7 @@ use std::{
 };
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use switchboard_benches::{open_store, request};
+use switchboard_benches::{open_store, request, user_queues};
 use switchboard_hub::store::{QueueId, Store};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -57,10 +57,7 @@ fn backlog(c: &mut Criterion) {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
-    let queues: Vec<QueueId> = (0..1024)
-        .map(|i| store.create_queue(&format!("user{i}@example.org")).wait().unwrap())
-        .collect();
-    let queues = Arc::new(queues);
+    let queues = user_queues(&store, 1024);
     let mut group = c.benchmark_group("store_enqueue_with_backlog");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);

@@ -13,7 +13,7 @@ use std::{
 };
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use switchboard_benches::{fsyncs_and_messages, open_store, request};
+use switchboard_benches::{fsyncs_and_messages, open_store, request, user_queues};
 use switchboard_hub::store::{QueueId, StartAt, Store};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -68,10 +68,7 @@ fn to_users(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
-    let queues: Vec<QueueId> = (0..1024)
-        .map(|i| store.create_queue(&format!("user{i}@example.org")).wait().unwrap())
-        .collect();
-    let queues = Arc::new(queues);
+    let queues = user_queues(&store, 1024);
     let mut group = c.benchmark_group("store_enqueue_to_users");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);

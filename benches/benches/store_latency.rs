@@ -14,7 +14,7 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
-use switchboard_benches::{open_store, request};
+use switchboard_benches::{open_store, request, user_queues};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -30,11 +30,7 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
-    let queues: Arc<Vec<_>> = Arc::new(
-        (0..1024)
-            .map(|i| store.create_queue(&format!("user{i}@example.org")).wait().unwrap())
-            .collect(),
-    );
+    let queues = user_queues(&store, 1024);
     let histogram =
         Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap()));
     let errors = Arc::new(AtomicU64::new(0));

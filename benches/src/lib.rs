@@ -7,7 +7,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use switchboard_hub::store::{EnqueueRequest, Store, StoreConfig};
+use switchboard_hub::store::{EnqueueRequest, QueueId, Store, StoreConfig};
 
 /// Body size used by the store benchmarks.
 pub const BODY_LEN: usize = 256;
@@ -45,4 +45,12 @@ pub fn request(id: u128) -> EnqueueRequest {
 pub fn fsyncs_and_messages(store: &Store) -> (u64, u64) {
     let m = store.metrics();
     (m.batches.load(Ordering::Relaxed), m.enqueued.load(Ordering::Relaxed))
+}
+
+/// Creates `count` user queues (`user0@example.org`, ...) and returns their ids.
+pub fn user_queues(store: &Store, count: usize) -> Arc<Vec<QueueId>> {
+    let queues = (0..count)
+        .map(|i| store.create_queue(&format!("user{i}@example.org")).wait().expect("create queue"))
+        .collect();
+    Arc::new(queues)
 }

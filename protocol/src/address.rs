@@ -91,7 +91,12 @@ impl Address {
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(AddressError::InvalidCharacter);
         }
-        let text = text.to_ascii_lowercase();
+        // Canonical text is lower case; most addresses already are, and then need no copy.
+        let text = if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            text.to_ascii_lowercase()
+        } else {
+            text.to_owned()
+        };
         let len = text.len() as u16; // bounded by MAX_ADDRESS_LEN above
         if let Some(rest) = text.strip_prefix('#') {
             let (name, domain) = match rest.split_once('@') {

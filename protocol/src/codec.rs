@@ -70,13 +70,23 @@ pub(crate) fn get_str(
     field: &'static str,
     max: usize,
 ) -> Result<String, DecodeError> {
+    let raw = get_str_bytes(buf, field, max)?;
+    String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { field })
+}
+
+/// Reads a u16-length-prefixed string of at most `max` bytes as raw bytes, without copying;
+/// the caller checks UTF-8 (or, for addresses, ASCII).
+pub(crate) fn get_str_bytes(
+    buf: &mut Bytes,
+    field: &'static str,
+    max: usize,
+) -> Result<Bytes, DecodeError> {
     let len = usize::from(u16::decode(buf)?);
     if len > max {
         return Err(DecodeError::FieldTooLong { field, len, max });
     }
     need(buf, len)?;
-    let raw = buf.split_to(len);
-    String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { field })
+    Ok(buf.split_to(len))
 }
 
 /// Writes a byte string with a u32 length prefix.

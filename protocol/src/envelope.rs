@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes};
 
 use crate::{
     address::Address,
-    codec::{Wire, get_bytes, get_str, put_bytes, put_str},
+    codec::{Wire, get_bytes, get_str_bytes, put_bytes, put_str},
     error::DecodeError,
 };
 
@@ -177,8 +177,9 @@ impl Wire for Address {
 
 /// Reads an address, naming `field` in the error.
 pub(crate) fn decode_address(buf: &mut Bytes, field: &'static str) -> Result<Address, DecodeError> {
-    let text = get_str(buf, field, crate::address::MAX_ADDRESS_LEN)?;
-    Address::parse(&text).map_err(|source| DecodeError::InvalidAddress { field, source })
+    let raw = get_str_bytes(buf, field, crate::address::MAX_ADDRESS_LEN)?;
+    let text = std::str::from_utf8(&raw).map_err(|_| DecodeError::InvalidUtf8 { field })?;
+    Address::parse(text).map_err(|source| DecodeError::InvalidAddress { field, source })
 }
 
 #[cfg(test)]
