@@ -28,7 +28,7 @@ pub use decoder::{DEFAULT_MAX_PAYLOAD, Decoder, HEADER_LEN, VERSION};
 pub use envelope::{Envelope, Flags, MessageId};
 pub use error::{DecodeError, EncodeError, ErrorCode, RejectReason};
 pub use frame::{
-    Accepted, Ack, Challenge, Close, Credit, Deliver, ErrorFrame, Frame, FrameType, Hello,
-    HubHello, MAX_CODE_LEN, MAX_HUB_NAME_LEN, MAX_TEXT_LEN, Ping, Pong, Proof, Receipt,
+    Accepted, Ack, Challenge, Close, Credit, Deliver, DeliverReceipt, ErrorFrame, Frame, FrameType,
+    Hello, HubHello, MAX_CODE_LEN, MAX_HUB_NAME_LEN, MAX_TEXT_LEN, Ping, Pong, Proof, Receipt,
     ReceiptKind, Rejected, Relay, RelayAck, RelayRejection, Send, Welcome, proof_message,
 };

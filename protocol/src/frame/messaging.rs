@@ -84,6 +84,19 @@ pub struct Receipt {
     pub at_ms: u64,
 }
 
+/// Hub to device: a receipt from a queue the device reads. Receipts travel durably, in queue
+/// order with the messages, so they carry a queue position and are acknowledged with `ack`
+/// like a `deliver`; each uses one unit of delivery credit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverReceipt {
+    /// The queue it comes from.
+    pub queue: Address,
+    /// Its position in that queue.
+    pub seq: u64,
+    /// The receipt.
+    pub receipt: Receipt,
+}
+
 /// Either direction: the sender of this frame lets the peer have `grant` more flow-controlled
 /// frames in flight (`deliver` from a hub, `send` from a device).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +212,21 @@ impl Wire for Receipt {
             message_from: decode_address(buf, "message_from")?,
             by: decode_address(buf, "by")?,
             at_ms: Wire::decode(buf)?,
+        })
+    }
+}
+
+impl Wire for DeliverReceipt {
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        self.queue.encode(out);
+        self.seq.encode(out);
+        self.receipt.encode(out);
+    }
+    fn decode(buf: &mut Bytes) -> Result<Self, DecodeError> {
+        Ok(Self {
+            queue: decode_address(buf, "queue")?,
+            seq: Wire::decode(buf)?,
+            receipt: Wire::decode(buf)?,
         })
     }
 }

@@ -11,7 +11,9 @@ pub(crate) mod session;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use messaging::{Accepted, Ack, Credit, Deliver, Receipt, ReceiptKind, Rejected, Send};
+pub use messaging::{
+    Accepted, Ack, Credit, Deliver, DeliverReceipt, Receipt, ReceiptKind, Rejected, Send,
+};
 pub use relay::{HubHello, MAX_HUB_NAME_LEN, Relay, RelayAck, RelayRejection};
 pub use session::{
     Challenge, Close, ErrorFrame, Hello, MAX_CODE_LEN, MAX_TEXT_LEN, Ping, Pong, Proof, Welcome,
@@ -110,6 +112,7 @@ frames! {
     Ack(Ack) = 0x14, "ack";
     Receipt(Receipt) = 0x15, "receipt";
     Credit(Credit) = 0x16, "credit";
+    DeliverReceipt(DeliverReceipt) = 0x17, "deliver-receipt";
     HubHello(HubHello) = 0x20, "hub-hello";
     Relay(Relay) = 0x21, "relay";
     RelayAck(RelayAck) = 0x22, "relay-ack";
@@ -175,6 +178,7 @@ impl Frame {
             | Self::Pong(_)
             | Self::Accepted(_)
             | Self::Receipt(_)
+            | Self::DeliverReceipt(_)
             | Self::Credit(_) => Ok(()),
         }
     }

@@ -64,6 +64,18 @@ pub fn sample_frames() -> Vec<Frame> {
         }
         .into(),
         Credit { grant: 128 }.into(),
+        DeliverReceipt {
+            queue: addr("alice@example.org"),
+            seq: 7,
+            receipt: Receipt {
+                id: MessageId(3),
+                kind: ReceiptKind::Delivered,
+                message_from: addr("alice@example.org"),
+                by: addr("bob@example.org"),
+                at_ms: 100,
+            },
+        }
+        .into(),
         HubHello {
             hub: "hub1.example.org".into(),
             domains: vec![addr("@example.org"), addr("@example.net")],
@@ -227,6 +239,18 @@ pub fn frame() -> impl Strategy<Value = Frame> {
                 let kind = [ReceiptKind::Delivered, ReceiptKind::Read, ReceiptKind::Answered]
                     [usize::from(k - 1)];
                 Receipt { id: MessageId(id), kind, message_from, by, at_ms }.into()
+            }
+        ),
+        (address(), any::<u64>(), any::<u128>(), address(), address()).prop_map(
+            |(queue, seq, id, message_from, by)| {
+                let receipt = Receipt {
+                    id: MessageId(id),
+                    kind: ReceiptKind::Read,
+                    message_from,
+                    by,
+                    at_ms: 1,
+                };
+                DeliverReceipt { queue, seq, receipt }.into()
             }
         ),
         any::<u32>().prop_map(|grant| Credit { grant }.into()),
