@@ -56,6 +56,18 @@ pub enum StoreError {
     /// A queue name is empty or longer than 1,024 bytes.
     #[error("invalid queue name: {0}")]
     InvalidName(String),
+    /// A user or device with this name already exists.
+    #[error("{0} already exists")]
+    Exists(String),
+    /// No user with this name.
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    /// No device with this name.
+    #[error("unknown device {0}")]
+    UnknownDeviceName(String),
+    /// The enrolment code is unknown, spent, expired or issued for another user.
+    #[error("enrolment refused: {0}")]
+    EnrolmentRefused(&'static str),
     /// RocksDB failed (I/O error, out of space, corruption); the operation did not happen.
     #[error("storage failure: {0}")]
     Storage(String),

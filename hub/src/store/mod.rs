@@ -22,6 +22,7 @@
 mod batch;
 mod error;
 mod keys;
+mod registry;
 mod writer;
 
 use std::{
@@ -44,14 +45,21 @@ use rocksdb::{DB, Direction, IteratorMode, ReadOptions};
 use tokio::sync::oneshot;
 
 pub use error::StoreError;
+pub use registry::{DeviceRecord, UserRecord, UserStatus};
 use writer::{Command, ShardWriter};
 
 /// The id of a queue. Allocated by the store; stable for the queue's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct QueueId(pub u64);
 
 /// The id of a device (a reader of queues). Allocated by the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct DeviceId(pub u64);
 
 impl fmt::Display for QueueId {
@@ -480,6 +488,104 @@ impl Store {
         self.stop();
     }
 
+    /// Adds a user: its queue and its record. Fails with [`StoreError::Exists`] if the user
+    /// is there already.
+    pub fn create_user(&self, name: &str) -> Pending<UserRecord> {
+        if name.is_empty() || name.len() > 1024 {
+            return Pending::failed(StoreError::InvalidName(format!("{} bytes", name.len())));
+        }
+        let shard = self.shard_of_name(name);
+        self.submit(shard, |done| Command::CreateUser { name: name.into(), done })
+    }
+
+    /// The user named `name`, if there is one.
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let value = self.db.get_pinned(registry::user_key(name))?;
+        value.map(|v| registry::decode_user(name.into(), &v)).transpose()
+    }
+
+    /// Every user, ordered by name.
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        self.scan_records(&[keys::USER], registry::decode_user)
+    }
+
+    /// Stores an enrolment code for the user whose queue is `account`, valid until
+    /// `expires_ms`. Only the code's SHA-256 hash is kept.
+    pub fn issue_code(&self, account: QueueId, code: &str, expires_ms: u64) -> Pending<()> {
+        let key = registry::code_key(account, &code_hash(code));
+        self.submit(self.shard_of(account), |done| Command::IssueCode {
+            account,
+            key,
+            expires_ms,
+            done,
+        })
+    }
+
+    /// Enrols the device `name` of the user whose queue is `account` with `public_key`,
+    /// spending `code` in the same atomic write. The device reads its user's queue from the
+    /// oldest message kept.
+    pub fn enrol_device(
+        &self,
+        account: QueueId,
+        name: &str,
+        public_key: [u8; 32],
+        code: &str,
+    ) -> Pending<DeviceRecord> {
+        let code = registry::code_key(account, &code_hash(code));
+        self.submit(self.shard_of(account), |done| Command::Enrol {
+            account,
+            name: name.into(),
+            public_key,
+            code,
+            done,
+        })
+    }
+
+    /// The device named `name` (`user@domain/device`), if it ever enrolled.
+    pub fn device_record(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let value = self.db.get_pinned(registry::device_key(name))?;
+        value.map(|v| registry::decode_device(name.into(), &v)).transpose()
+    }
+
+    /// The devices of the user `user` (every device when `None`), ordered by name.
+    pub fn device_records(&self, user: Option<&str>) -> Result<Vec<DeviceRecord>, StoreError> {
+        let prefix = match user {
+            Some(user) => registry::device_key(&format!("{user}/")),
+            None => vec![keys::DEVICE_RECORD],
+        };
+        self.scan_records(&prefix, registry::decode_device)
+    }
+
+    /// Revokes the device `name`: it is refused from now on, and stops reading every queue
+    /// so that it holds nothing back. Idempotent: calling it again finishes a revocation a
+    /// crash interrupted.
+    pub async fn revoke_device(&self, name: &str) -> Result<DeviceRecord, StoreError> {
+        let record =
+            self.device_record(name)?.ok_or_else(|| StoreError::UnknownDeviceName(name.into()))?;
+        let shard = self.shard_of(record.account);
+        let record = self.submit(shard, |done| Command::Revoke { name: name.into(), done }).await?;
+        if self.device_account(record.device)?.is_some() {
+            self.remove_device(record.device).await?;
+        }
+        Ok(record)
+    }
+
+    fn scan_records<T>(
+        &self,
+        prefix: &[u8],
+        decode: impl Fn(String, &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::prefix_end(prefix));
+        let iter = self.db.iterator_opt(IteratorMode::From(prefix, Direction::Forward), options);
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            out.push(decode(registry::key_name(&key)?, &value)?);
+        }
+        Ok(out)
+    }
+
     fn stop(&mut self) {
         self.shards.clear(); // disconnects the channels: each writer drains and exits
         for thread in self.threads.drain(..) {
@@ -576,6 +682,11 @@ pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
         return Err(StoreError::Corrupt(format!("{what} record of {} bytes", bytes.len())));
     }
     Ok(keys::be_u64(bytes))
+}
+
+fn code_hash(code: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(code.as_bytes()).into()
 }
 
 /// The system clock in Unix milliseconds.

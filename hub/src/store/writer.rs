@@ -14,21 +14,75 @@ use tokio::sync::oneshot;
 
 use crate::store::{
     Cursor, DeviceId, EnqueueRequest, Enqueued, Entry, QueueId, QueueStats, Shared, StartAt,
-    StoreError, batch::Batch, decode_u64, disk_usage, keys,
+    StoreError,
+    batch::Batch,
+    decode_u64, disk_usage, keys,
+    registry::{self, DeviceRecord, UserRecord, UserStatus},
 };
 
 type Done<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// Work for a shard writer. Each carries the channel its result goes back on.
 pub(crate) enum Command {
-    CreateQueue { name: Box<str>, done: Done<QueueId> },
-    AddDevice { account: QueueId, done: Done<DeviceId> },
-    Subscribe { queue: QueueId, device: DeviceId, start: StartAt, done: Done<()> },
-    Unsubscribe { queue: QueueId, device: DeviceId, done: Done<()> },
-    ForgetDevice { device: DeviceId, done: Done<()> },
-    Enqueue { queue: QueueId, request: EnqueueRequest, done: Done<Enqueued> },
-    Ack { queue: QueueId, device: DeviceId, up_to: u64, selective: Vec<u64>, done: Done<Cursor> },
-    Sweep { done: Done<()> },
+    CreateQueue {
+        name: Box<str>,
+        done: Done<QueueId>,
+    },
+    AddDevice {
+        account: QueueId,
+        done: Done<DeviceId>,
+    },
+    Subscribe {
+        queue: QueueId,
+        device: DeviceId,
+        start: StartAt,
+        done: Done<()>,
+    },
+    Unsubscribe {
+        queue: QueueId,
+        device: DeviceId,
+        done: Done<()>,
+    },
+    ForgetDevice {
+        device: DeviceId,
+        done: Done<()>,
+    },
+    Enqueue {
+        queue: QueueId,
+        request: EnqueueRequest,
+        done: Done<Enqueued>,
+    },
+    Ack {
+        queue: QueueId,
+        device: DeviceId,
+        up_to: u64,
+        selective: Vec<u64>,
+        done: Done<Cursor>,
+    },
+    Sweep {
+        done: Done<()>,
+    },
+    CreateUser {
+        name: Box<str>,
+        done: Done<UserRecord>,
+    },
+    IssueCode {
+        account: QueueId,
+        key: Vec<u8>,
+        expires_ms: u64,
+        done: Done<()>,
+    },
+    Enrol {
+        account: QueueId,
+        name: Box<str>,
+        public_key: [u8; 32],
+        code: Vec<u8>,
+        done: Done<DeviceRecord>,
+    },
+    Revoke {
+        name: Box<str>,
+        done: Done<DeviceRecord>,
+    },
 }
 
 /// How long a writer waits for work before it sweeps.
@@ -98,6 +152,8 @@ struct Staged {
     devices: HashMap<DeviceId, QueueId>,
     dirty: Vec<QueueId>,
     enqueued: u64,
+    /// Registry records written (Some) or deleted (None) earlier in this batch.
+    records: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 /// Sends a command's result once the batch holding it is durable (or failed).
@@ -239,7 +295,102 @@ impl ShardWriter {
                 reply(done, Ok(()))
             }
             Command::Sweep { done } => reply(done, self.sweep(usize::MAX, batch, staged)),
+            Command::CreateUser { name, done } => {
+                reply(done, self.create_user(name, batch, staged))
+            }
+            Command::IssueCode { account, key, expires_ms, done } => {
+                let result = self.queue(account).map(|_| {
+                    put_record(batch, staged, key, expires_ms.to_be_bytes().to_vec());
+                });
+                reply(done, result)
+            }
+            Command::Enrol { account, name, public_key, code, done } => {
+                reply(done, self.enrol(account, name, public_key, code, batch, staged))
+            }
+            Command::Revoke { name, done } => reply(done, self.revoke(&name, batch, staged)),
         }
+    }
+
+    /// A registry record as this batch leaves it.
+    fn record(&self, staged: &Staged, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match staged.records.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.db.get(key)?),
+        }
+    }
+
+    fn create_user(
+        &mut self,
+        name: Box<str>,
+        batch: &mut Batch,
+        staged: &mut Staged,
+    ) -> Result<UserRecord, StoreError> {
+        let key = registry::user_key(&name);
+        if self.record(staged, &key)?.is_some() {
+            return Err(StoreError::Exists(name.into()));
+        }
+        let queue = self.create_queue(name.clone(), batch, staged)?;
+        let user = UserRecord {
+            name: name.into(),
+            queue,
+            status: UserStatus::Active,
+            created_ms: (self.shared.clock)(),
+        };
+        put_record(batch, staged, key, registry::encode_user(&user));
+        Ok(user)
+    }
+
+    fn enrol(
+        &mut self,
+        account: QueueId,
+        name: Box<str>,
+        public_key: [u8; 32],
+        code: Vec<u8>,
+        batch: &mut Batch,
+        staged: &mut Staged,
+    ) -> Result<DeviceRecord, StoreError> {
+        let now = (self.shared.clock)();
+        let expires = match self.record(staged, &code)? {
+            Some(value) => decode_u64(&value, "enrolment code")?,
+            None => return Err(StoreError::EnrolmentRefused("unknown or already used code")),
+        };
+        if expires <= now {
+            return Err(StoreError::EnrolmentRefused("the code has expired"));
+        }
+        let key = registry::device_key(&name);
+        if self.record(staged, &key)?.is_some() {
+            return Err(StoreError::Exists(name.into()));
+        }
+        let device = self.add_device(account, batch, staged)?;
+        let record = DeviceRecord {
+            name: name.into(),
+            device,
+            account,
+            public_key,
+            revoked: false,
+            enrolled_ms: now,
+        };
+        batch.delete(code.clone());
+        staged.records.insert(code, None);
+        put_record(batch, staged, key, registry::encode_device(&record));
+        Ok(record)
+    }
+
+    fn revoke(
+        &mut self,
+        name: &str,
+        batch: &mut Batch,
+        staged: &mut Staged,
+    ) -> Result<DeviceRecord, StoreError> {
+        let key = registry::device_key(name);
+        let value =
+            self.record(staged, &key)?.ok_or_else(|| StoreError::UnknownDeviceName(name.into()))?;
+        let mut record = registry::decode_device(name.into(), &value)?;
+        if !record.revoked {
+            record.revoked = true;
+            put_record(batch, staged, key, registry::encode_device(&record));
+        }
+        Ok(record)
     }
 
     fn enqueue(
@@ -589,6 +740,11 @@ impl ShardWriter {
     fn shard_of(&self, queue: QueueId) -> usize {
         (keys::mix(queue.0) % self.shard_count as u64) as usize
     }
+}
+
+fn put_record(batch: &mut Batch, staged: &mut Staged, key: Vec<u8>, value: Vec<u8>) {
+    batch.put(key.clone(), value.clone());
+    staged.records.insert(key, Some(value));
 }
 
 fn mark_dirty(staged: &mut Staged, queue: QueueId) {
