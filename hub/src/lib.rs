@@ -6,6 +6,16 @@
 //!
 //! - [`store`]: durable per-recipient queues in RocksDB, sharded, with group commit. Nothing
 //!   outside it knows a RocksDB key.
+//! - [`fanout`]: from an accepted send to the queues that hold it; wake-ups for sessions.
+//! - [`net`]: the QUIC endpoint, TLS, device sessions, and the running hub.
+//! - [`admin`]: the HTTP admin API (users, codes, devices, health).
+//! - [`client`]: the device side of the protocol, used by the CLI, loadgen and tests.
+//! - [`config`]: the TOML configuration.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod fanout;
+pub mod net;
 pub mod store;

@@ -1,20 +1,435 @@
 //! The `hub` binary: parses the command line and hands over to the library.
 
-use clap::{CommandFactory, Parser};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use switchboard_hub::{
+    admin::{self, AdminClient},
+    client::{Client, DeviceIdentity, Event, client_endpoint},
+    config::{Config, DEFAULT_TOML, LogFormat},
+    net,
+};
+use switchboard_protocol::{Address, AddressKind, ReceiptKind};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Switchboard hub: holds every message durably until each device of its recipient has taken it.
 ///
-/// The server (`hub serve`) is not built yet: this binary has no subcommands so far and prints
-/// this help.
+/// With no command, `hub` serves on its embedded defaults (QUIC on 127.0.0.1:7447, admin API on
+/// 127.0.0.1:7448, data in ~/.local/share/switchboard).
 #[derive(Debug, Parser)]
 #[command(name = "hub", version, about, long_about)]
-struct Cli {}
+struct Cli {
+    /// Configuration file (TOML; every key optional; see `hub config --default`).
+    #[arg(long, global = true, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the configuration's `data_dir`).
+    #[arg(long, global = true, env = "SWITCHBOARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    // No subcommand exists yet; say what the binary is rather than exit silently.
-    let _ = Cli::command().print_long_help();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve devices until SIGINT or SIGTERM.
+    Serve {
+        /// QUIC listen address (overrides `quic.listen`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Admin API listen address (overrides `admin.listen`).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Turn UDP segmentation offload off (for interfaces where it fails).
+        #[arg(long)]
+        no_gso: bool,
+    },
+    /// Print configuration.
+    Config {
+        /// Print the whole default configuration file, with comments.
+        #[arg(long)]
+        default: bool,
+    },
+    /// Users of this hub (talks to the running hub's admin API).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Devices of this hub's users (talks to the running hub's admin API).
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Enrol this machine as a device with a one-time code and keep its identity in a file.
+    Enrol {
+        /// The device's address, `user@domain/device`.
+        device: String,
+        /// The enrolment code from `hub user add`.
+        #[arg(long)]
+        code: String,
+        /// The hub's QUIC address (default: the configuration's `quic.listen`).
+        #[arg(long)]
+        hub: Option<SocketAddr>,
+        /// The hub's certificate, DER (default: `<data_dir>/tls/cert.der`).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Where to keep the identity.
+        #[arg(long, env = "SWITCHBOARD_IDENTITY")]
+        identity: Option<PathBuf>,
+    },
+    /// Send a text message and wait until the hub has it durably.
+    Send {
+        /// Recipient address.
+        #[arg(long)]
+        to: String,
+        /// The text.
+        text: String,
+        /// The device identity to send as.
+        #[arg(long, env = "SWITCHBOARD_IDENTITY")]
+        identity: Option<PathBuf>,
+    },
+    /// Print messages as they arrive and acknowledge them.
+    Listen {
+        /// The device identity to listen as.
+        #[arg(long, env = "SWITCHBOARD_IDENTITY")]
+        identity: Option<PathBuf>,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user and print a one-time enrolment code, valid 7 days.
+    Add {
+        /// The user's address, `local@domain`.
+        name: String,
+        /// Also enrol this machine as the user's device with this name.
+        #[arg(long)]
+        device: Option<String>,
+        /// Where to keep that device's identity.
+        #[arg(long, env = "SWITCHBOARD_IDENTITY")]
+        identity: Option<PathBuf>,
+    },
+    /// List the users.
+    List,
+    /// Print a new enrolment code for a user (to enrol another device, or to send again).
+    Code {
+        /// The user's address.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// List devices.
+    List {
+        /// Only this user's devices.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a device: it is refused from now on and its live sessions are closed.
+    Revoke {
+        /// The device's address, `user@domain/device`.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hub: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = load_config(&cli)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        None => runtime.block_on(serve(config)),
+        Some(Command::Serve { listen, admin_listen, no_gso }) => {
+            if let Some(listen) = listen {
+                config.quic.listen = listen;
+            }
+            if let Some(listen) = admin_listen {
+                config.admin.listen = listen;
+            }
+            if no_gso {
+                config.quic.segmentation_offload = false;
+            }
+            runtime.block_on(serve(config))
+        }
+        Some(Command::Config { default }) => {
+            if default {
+                print!("{DEFAULT_TOML}");
+            } else {
+                println!("data directory: {}", config.data_dir().display());
+                println!("QUIC listen: {}", config.quic.listen);
+                println!("admin listen: {}", config.admin.listen);
+                println!("(`hub config --default` prints the whole default file)");
+            }
+            Ok(())
+        }
+        Some(Command::User(command)) => runtime.block_on(user(&config, command)),
+        Some(Command::Device(command)) => runtime.block_on(device(&config, command)),
+        Some(Command::Enrol { device, code, hub, cert, identity }) => runtime.block_on(async {
+            let address = parse_device(&device)?;
+            let path = identity.unwrap_or_else(default_identity_path);
+            enrol(&config, address, &code, hub, cert, &path).await
+        }),
+        Some(Command::Send { to, text, identity }) => runtime.block_on(async {
+            let to = Address::parse(&to).with_context(|| format!("recipient {to}"))?;
+            send(&identity.unwrap_or_else(default_identity_path), to, &text).await
+        }),
+        Some(Command::Listen { identity, count }) => {
+            runtime.block_on(listen(&identity.unwrap_or_else(default_identity_path), count))
+        }
+    }
+}
+
+fn init_logs(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logs(&config);
+    let hub = net::start(config).await?;
+    eprintln!(
+        "hub serving: QUIC {} · admin http://{} · data {}",
+        hub.quic_addr,
+        hub.admin_addr,
+        hub.data_dir.display()
+    );
+    wait_for_signal().await?;
+    tracing::info!("stopping: no new connections; finishing commits in progress");
+    hub.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn admin_client(config: &Config) -> anyhow::Result<AdminClient> {
+    let data_dir = config.data_dir();
+    let path = data_dir.join("admin.token");
+    let token = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the admin token {} (has the hub been started with this data directory?)",
+            path.display()
+        )
+    })?;
+    Ok(AdminClient::new(config.admin.listen, token.trim().to_string()))
+}
+
+async fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
+    let admin = admin_client(config)?;
+    match command {
+        UserCommand::Add { name, device, identity } => {
+            let added = admin.add_user(&name).await?;
+            println!("added {}", added.user.name);
+            match device {
+                None => {
+                    println!("enrolment code: {}", added.code);
+                    println!("valid until:    {}", format_ms(added.code_expires_ms));
+                    println!(
+                        "enrol a device: hub enrol {}/DEVICE --code {}",
+                        added.user.name, added.code
+                    );
+                }
+                Some(device) => {
+                    let address = parse_device(&format!("{}/{device}", added.user.name))?;
+                    let path = identity.unwrap_or_else(default_identity_path);
+                    enrol(config, address, &added.code, None, None, &path).await?;
+                }
+            }
+        }
+        UserCommand::List => {
+            for user in admin.users().await? {
+                println!("{}\t{:?}\tadded {}", user.name, user.status, format_ms(user.created_ms));
+            }
+        }
+        UserCommand::Code { name } => {
+            let code = admin.new_code(&name).await?;
+            println!("enrolment code for {}: {}", code.user.name, code.code);
+            println!("valid until: {}", format_ms(code.code_expires_ms));
+        }
+    }
+    Ok(())
+}
+
+async fn device(config: &Config, command: DeviceCommand) -> anyhow::Result<()> {
+    let admin = admin_client(config)?;
+    match command {
+        DeviceCommand::List { user } => {
+            for device in admin.devices(user.as_deref()).await? {
+                let state = if device.revoked { "revoked" } else { "active" };
+                println!(
+                    "{}\t{state}\tkey {}…\tenrolled {}",
+                    device.name,
+                    admin::hex(&device.public_key[..8]),
+                    format_ms(device.enrolled_ms)
+                );
+            }
+        }
+        DeviceCommand::Revoke { name } => {
+            let device = admin.revoke(&name).await?;
+            println!("revoked {}", device.name);
+        }
+    }
+    Ok(())
+}
+
+fn parse_device(text: &str) -> anyhow::Result<Address> {
+    let address = Address::parse(text).with_context(|| format!("device address {text}"))?;
+    if address.kind() != AddressKind::Device {
+        bail!("{text} is not a device address (user@domain/device)");
+    }
+    Ok(address)
+}
+
+async fn enrol(
+    config: &Config,
+    address: Address,
+    code: &str,
+    hub: Option<SocketAddr>,
+    cert: Option<PathBuf>,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let cert_path = cert.unwrap_or_else(|| config.data_dir().join("tls/cert.der"));
+    let cert = std::fs::read(&cert_path)
+        .with_context(|| format!("the hub's certificate {}", cert_path.display()))?;
+    let identity = DeviceIdentity::generate(address, hub.unwrap_or(config.quic.listen), cert)?;
+    let endpoint = client_endpoint(true)?;
+    let client = Client::connect(&endpoint, &identity, Some(code)).await?;
+    client.close().await;
+    identity.save(path)?;
+    println!("enrolled {} · identity kept in {}", identity.address, path.display());
+    Ok(())
+}
+
+async fn send(path: &Path, to: Address, text: &str) -> anyhow::Result<()> {
+    let identity = DeviceIdentity::load(path)?;
+    let endpoint = client_endpoint(true)?;
+    let mut client = Client::connect(&endpoint, &identity, None).await?;
+    let id = client.send_text(&to, text).await?;
+    while let Some(event) = client.next_event().await {
+        match event {
+            Event::Accepted(accepted) if accepted == id => {
+                println!("accepted {id}");
+                client.close().await;
+                return Ok(());
+            }
+            Event::Rejected(rejected) if rejected.id == id => {
+                bail!("rejected: {}: {}", rejected.reason, rejected.detail);
+            }
+            Event::Closed { code, reason } => bail!("the hub closed the session: {code}: {reason}"),
+            _ => {}
+        }
+    }
+    bail!("the session ended before an answer")
+}
+
+async fn listen(path: &Path, count: Option<u64>) -> anyhow::Result<()> {
+    let identity = DeviceIdentity::load(path)?;
+    let endpoint = client_endpoint(true)?;
+    let mut client = Client::connect(&endpoint, &identity, None).await?;
+    eprintln!("listening as {}", identity.address);
+    let mut seen = 0;
+    while let Some(event) = client.next_event().await {
+        match event {
+            Event::Deliver(deliver) => {
+                let envelope = &deliver.envelope;
+                println!(
+                    "{} {} -> {}: {}",
+                    format_ms(envelope.created_ms),
+                    envelope.from,
+                    envelope.to,
+                    String::from_utf8_lossy(&envelope.body)
+                );
+                client.ack(deliver.queue, deliver.seq, vec![]).await?;
+                seen += 1;
+            }
+            Event::Receipt(receipt) => {
+                let kind = match receipt.receipt.kind {
+                    ReceiptKind::Delivered => "delivered",
+                    ReceiptKind::Read => "read",
+                    ReceiptKind::Answered => "answered",
+                };
+                println!("receipt: {} {kind} to {}", receipt.receipt.id, receipt.receipt.by);
+                client.ack(receipt.queue, receipt.seq, vec![]).await?;
+            }
+            Event::Error(error) => eprintln!("hub error: {}: {}", error.code, error.text),
+            Event::Closed { code, reason } => bail!("the hub closed the session: {code}: {reason}"),
+            Event::Accepted(_) | Event::Rejected(_) => {}
+        }
+        if count.is_some_and(|count| seen >= count) {
+            client.close().await;
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn default_identity_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("switchboard/identity.toml")
+}
+
+/// Unix milliseconds as UTC `YYYY-MM-DD hh:mm:ss`.
+fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

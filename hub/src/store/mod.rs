@@ -301,6 +301,11 @@ impl Store {
         self.submit(shard, |done| Command::CreateQueue { name: name.into(), done })
     }
 
+    /// The name of `queue`.
+    pub fn queue_name(&self, queue: QueueId) -> Result<String, StoreError> {
+        Ok(writer::load_meta(&self.db, queue)?.name.into())
+    }
+
     /// The id of the queue named `name`, if there is one.
     pub fn queue_id(&self, name: &str) -> Result<Option<QueueId>, StoreError> {
         let value = self.db.get_pinned(keys::queue_name(name))?;

@@ -785,9 +785,9 @@ fn advance(old: &Cursor, floor: u64, up_to: u64, selective: &[u64]) -> Cursor {
 }
 
 pub(crate) struct Meta {
-    last_seq: u64,
-    floor: u64,
-    name: Box<str>,
+    pub(crate) last_seq: u64,
+    pub(crate) floor: u64,
+    pub(crate) name: Box<str>,
 }
 
 impl Meta {

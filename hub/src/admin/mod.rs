@@ -1,0 +1,386 @@
+//! The admin API over HTTP: users, enrolment codes, devices, health.
+//!
+//! Every route but `/v1/health` needs `Authorization: Bearer <token>`, the token being the
+//! contents of `<data_dir>/admin.token` (made on first start, readable by its owner only). The
+//! `hub user ...` and `hub device ...` commands read that file and call this API.
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /v1/health` | | `{"status":"ok"}` |
+//! | `GET /v1/users` | | `[user]` |
+//! | `POST /v1/users` | `{"name"}` | `{"user", "code", "code_expires_ms"}` (201) |
+//! | `POST /v1/users/code` | `{"name"}` | `{"user", "code", "code_expires_ms"}`: a new code |
+//! | `GET /v1/devices[?user=NAME]` | | `[device]` |
+//! | `POST /v1/devices/revoke` | `{"name"}` | `device` |
+//!
+//! Errors answer `{"error": "..."}` with 400 (bad input), 401 (token), 404 (unknown), 409
+//! (exists) or 500.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::{Address, AddressKind};
+use tokio::sync::watch;
+
+use crate::{
+    fanout::Hub,
+    store::{DeviceRecord, StoreError, UserRecord, system_clock_ms},
+};
+
+/// How long an enrolment code stays valid.
+pub const CODE_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Reads `<data_dir>/admin.token`, making it on first start.
+pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("admin.token");
+    match std::fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let token = hex(&rand::random::<[u8; 32]>());
+    crate::net::tls::write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A new enrolment code: 16 characters from an alphabet without look-alikes, in groups of four.
+pub fn new_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let raw: [u8; 16] = rand::random();
+    let chars: Vec<char> =
+        raw.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect();
+    chars.chunks(4).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().join("-")
+}
+
+#[derive(Clone)]
+struct AppState {
+    hub: Arc<Hub>,
+    token: Arc<str>,
+}
+
+/// Serves the admin API on `listener` until `shutdown` turns true.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    hub: Arc<Hub>,
+    token: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = Router::new()
+        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/v1/users", get(list_users).post(add_user))
+        .route("/v1/users/code", post(new_user_code))
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/revoke", post(revoke_device))
+        .with_state(AppState { hub, token: token.into() });
+    let stop = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::error!(%error, "admin API stopped");
+    }
+}
+
+/// An error answer.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        let status = match &error {
+            StoreError::Exists(_) => StatusCode::CONFLICT,
+            StoreError::UnknownUser(_) | StoreError::UnknownDeviceName(_) => StatusCode::NOT_FOUND,
+            StoreError::InvalidName(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, error.to_string())
+    }
+}
+
+fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare without an early exit so the time taken says nothing about the token.
+    let expected = state.token.as_bytes();
+    let same = given.len() == expected.len()
+        && given.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::UNAUTHORIZED, "missing or wrong admin token".into()))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(error) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct NameBody {
+    name: String,
+}
+
+/// The answer to adding a user or asking a new code.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserWithCode {
+    /// The user.
+    pub user: UserRecord,
+    /// A one-time enrolment code.
+    pub code: String,
+    /// When the code expires, Unix milliseconds.
+    pub code_expires_ms: u64,
+}
+
+fn account_name(name: &str) -> Result<String, ApiError> {
+    match Address::parse(name) {
+        Ok(address) if address.kind() == AddressKind::Account => Ok(address.as_str().to_string()),
+        Ok(_) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{name} is not a user address (local@domain)"),
+        )),
+        Err(error) => Err(ApiError(StatusCode::BAD_REQUEST, format!("{name}: {error}"))),
+    }
+}
+
+async fn issue(state: &AppState, user: UserRecord) -> Result<Json<UserWithCode>, ApiError> {
+    let code = new_code();
+    let expires = system_clock_ms() + CODE_VALIDITY.as_millis() as u64;
+    state.hub.store.issue_code(user.queue, &code, expires).await?;
+    Ok(Json(UserWithCode { user, code, code_expires_ms: expires }))
+}
+
+async fn add_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NameBody>,
+) -> Result<(StatusCode, Json<UserWithCode>), ApiError> {
+    authorise(&state, &headers)?;
+    let name = account_name(&body.name)?;
+    let user = state.hub.store.create_user(&name).await?;
+    tracing::info!(user = %user.name, "user added");
+    Ok((StatusCode::CREATED, issue(&state, user).await?))
+}
+
+async fn new_user_code(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NameBody>,
+) -> Result<Json<UserWithCode>, ApiError> {
+    authorise(&state, &headers)?;
+    let name = account_name(&body.name)?;
+    let store = state.hub.store.clone();
+    let lookup = name.clone();
+    let user = blocking(move || store.user(&lookup)).await?;
+    let user = user.ok_or(ApiError(StatusCode::NOT_FOUND, format!("unknown user {name}")))?;
+    issue(&state, user).await
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<UserRecord>>, ApiError> {
+    authorise(&state, &headers)?;
+    let store = state.hub.store.clone();
+    Ok(Json(blocking(move || store.users()).await?))
+}
+
+#[derive(Deserialize)]
+struct DeviceQuery {
+    user: Option<String>,
+}
+
+async fn list_devices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<DeviceQuery>,
+) -> Result<Json<Vec<DeviceRecord>>, ApiError> {
+    authorise(&state, &headers)?;
+    let user = query.user.as_deref().map(account_name).transpose()?;
+    let store = state.hub.store.clone();
+    Ok(Json(blocking(move || store.device_records(user.as_deref())).await?))
+}
+
+async fn revoke_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NameBody>,
+) -> Result<Json<DeviceRecord>, ApiError> {
+    authorise(&state, &headers)?;
+    let name = match Address::parse(&body.name) {
+        Ok(address) if address.kind() == AddressKind::Device => address.as_str().to_string(),
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{} is not a device address (local@domain/device)", body.name),
+            ));
+        }
+    };
+    let record = state.hub.store.revoke_device(&name).await?;
+    state.hub.kick(record.device);
+    tracing::info!(device = %record.name, "device revoked");
+    Ok(Json(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_four_groups_of_four_unambiguous_characters() {
+        let code = new_code();
+        assert_eq!(code.len(), 19);
+        assert!(code.split('-').all(|g| g.len() == 4));
+        assert!(!code.contains(['0', 'O', '1', 'I']));
+        assert_ne!(new_code(), code);
+    }
+}
+
+/// A client of the admin API, as the `hub user` and `hub device` commands and the tests use it.
+pub struct AdminClient {
+    addr: std::net::SocketAddr,
+    token: String,
+}
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The hub could not be reached.
+    #[error("cannot reach the hub's admin API at {addr} ({reason}); is the hub running?")]
+    Unreachable {
+        /// The address tried.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The hub answered with an error.
+    #[error("{status}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The hub's message.
+        message: String,
+    },
+    /// The answer could not be read.
+    #[error("bad answer: {0}")]
+    Answer(String),
+}
+
+impl AdminClient {
+    /// A client for the API at `addr` with `token`.
+    pub fn new(addr: std::net::SocketAddr, token: String) -> Self {
+        Self { addr, token }
+    }
+
+    /// Adds a user; the answer holds its first enrolment code.
+    pub async fn add_user(&self, name: &str) -> Result<UserWithCode, AdminError> {
+        self.call("POST", "/v1/users", Some(serde_json::json!({ "name": name }))).await
+    }
+
+    /// A new enrolment code for an existing user.
+    pub async fn new_code(&self, name: &str) -> Result<UserWithCode, AdminError> {
+        self.call("POST", "/v1/users/code", Some(serde_json::json!({ "name": name }))).await
+    }
+
+    /// Every user.
+    pub async fn users(&self) -> Result<Vec<UserRecord>, AdminError> {
+        self.call("GET", "/v1/users", None).await
+    }
+
+    /// The devices of `user`, or all.
+    pub async fn devices(&self, user: Option<&str>) -> Result<Vec<DeviceRecord>, AdminError> {
+        let path = match user {
+            Some(user) => format!("/v1/devices?user={}", percent_encode(user)),
+            None => "/v1/devices".to_string(),
+        };
+        self.call("GET", &path, None).await
+    }
+
+    /// Revokes a device.
+    pub async fn revoke(&self, device: &str) -> Result<DeviceRecord, AdminError> {
+        self.call("POST", "/v1/devices/revoke", Some(serde_json::json!({ "name": device }))).await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, AdminError> {
+        use http_body_util::{BodyExt, Full};
+        let unreachable = |reason: String| AdminError::Unreachable { addr: self.addr, reason };
+        let stream = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(connection);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| AdminError::Answer(e.to_string()))?;
+        let response =
+            sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| AdminError::Answer(e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(AdminError::Api { status: status.as_u16(), message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| AdminError::Answer(e.to_string()))
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => {
+                char::from(b).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,406 @@
+//! The hub's configuration: a TOML file in which every key is optional.
+//!
+//! [`DEFAULT_TOML`] is the whole default file with a comment on every key (`hub config
+//! --default` prints it); a test checks that it parses to exactly [`Config::default`].
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+use crate::store::StoreConfig;
+
+/// The default configuration file, with comments. Every value in it is the built-in default.
+pub const DEFAULT_TOML: &str = r#"# Switchboard hub configuration.
+# Every key is optional: a missing key takes the value shown here, which is the built-in default.
+
+# Where the hub keeps its data: the message store (store/), its TLS certificate and key (tls/)
+# and the admin token (admin.token). Empty: $XDG_DATA_HOME/switchboard, else
+# ~/.local/share/switchboard, else ./switchboard-data.
+data_dir = ""
+
+[quic]
+# UDP address devices connect to.
+listen = "127.0.0.1:7447"
+# Most connections at once; further ones are refused with too-many-connections.
+max_connections = 100000
+# A connection that sends nothing (not even a ping or a QUIC keep-alive) for this long is closed.
+idle_timeout_secs = 30
+# A device must finish the handshake (hello, proof) within this time.
+handshake_timeout_secs = 10
+# Largest frame payload accepted from a device, in bytes.
+max_payload = 1048576
+# UDP receive and send buffer size asked of the kernel (bytes). Small buffers drop packets
+# when many devices reconnect at once.
+udp_buffer_bytes = 4194304
+# UDP segmentation offload. Turn off where a loopback or virtual interface fails with it.
+segmentation_offload = true
+# Ask new clients to prove their address (QUIC retry) before the hub keeps any state for them.
+address_validation = true
+
+[delivery]
+# deliver frames in flight (unacknowledged) per device session.
+window = 256
+# send frames a device may have unanswered at once.
+send_credit = 256
+# Time to live of a message that does not set one (seconds).
+default_ttl_secs = 604800
+# Longest time to live a message may ask for (seconds); longer ones are cut to this.
+max_ttl_secs = 2592000
+
+[limits]
+# Sends per second allowed to one device session, and the burst above that rate. Past them a
+# send is rejected with rate-limited.
+sends_per_second = 20000
+send_burst = 40000
+# Largest message body accepted (bytes); a larger one is rejected with too-large. It must fit in
+# quic.max_payload with the envelope around it.
+max_body_bytes = 524288
+
+[store]
+# Shards: writer threads, each owning part of the queues.
+shards = 2
+# Most commands one group commit takes.
+max_batch = 8192
+# Unconsumed messages one queue may hold; past it senders get recipient-backlog-full.
+backlog_limit = 1000000
+# Total bytes the store may use on disk; past it new messages get disk-full. 0: no limit.
+disk_budget_bytes = 0
+# How long a message id is remembered to drop a retried duplicate (seconds).
+dedupe_window_secs = 604800
+# RocksDB memtable size (MiB).
+memtable_mib = 64
+
+[admin]
+# HTTP address of the admin API (users, devices, health). It answers only requests that carry
+# the token in <data_dir>/admin.token; keep it on a loopback or private address.
+listen = "127.0.0.1:7448"
+
+[log]
+# "human" or "json".
+format = "human"
+# A tracing filter: a level (error, warn, info, debug, trace) or per-module directives.
+# The RUST_LOG environment variable, when set, takes precedence.
+level = "info"
+"#;
+
+/// The hub's configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Data directory; empty means the platform default (see [`Config::data_dir`]).
+    pub data_dir: PathBuf,
+    /// QUIC listener.
+    pub quic: QuicConfig,
+    /// Delivery flow control and message lifetimes.
+    pub delivery: DeliveryConfig,
+    /// Per-device limits.
+    pub limits: LimitsConfig,
+    /// The message store.
+    pub store: StoreSection,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[quic]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuicConfig {
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// Most connections at once.
+    pub max_connections: usize,
+    /// Idle timeout, seconds.
+    pub idle_timeout_secs: u64,
+    /// Handshake deadline, seconds.
+    pub handshake_timeout_secs: u64,
+    /// Largest payload accepted from a device.
+    pub max_payload: u32,
+    /// UDP socket buffer size.
+    pub udp_buffer_bytes: usize,
+    /// UDP segmentation offload.
+    pub segmentation_offload: bool,
+    /// QUIC retry before keeping state for a new client.
+    pub address_validation: bool,
+}
+
+/// `[delivery]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Deliveries in flight per device session.
+    pub window: u32,
+    /// Unanswered sends per device session.
+    pub send_credit: u32,
+    /// Default time to live, seconds.
+    pub default_ttl_secs: u32,
+    /// Longest time to live, seconds.
+    pub max_ttl_secs: u32,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sustained sends per second per session.
+    pub sends_per_second: u32,
+    /// Burst of sends above the rate.
+    pub send_burst: u32,
+    /// Largest message body.
+    pub max_body_bytes: usize,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// Shard writer threads.
+    pub shards: usize,
+    /// Most commands per group commit.
+    pub max_batch: usize,
+    /// Unconsumed messages per queue.
+    pub backlog_limit: u64,
+    /// Disk budget in bytes, 0 for none.
+    pub disk_budget_bytes: u64,
+    /// Dedupe window, seconds.
+    pub dedupe_window_secs: u64,
+    /// Memtable size, MiB.
+    pub memtable_mib: usize,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Filter directives.
+    pub level: String,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::new(),
+            quic: QuicConfig::default(),
+            delivery: DeliveryConfig::default(),
+            limits: LimitsConfig::default(),
+            store: StoreSection::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7447)),
+            max_connections: 100_000,
+            idle_timeout_secs: 30,
+            handshake_timeout_secs: 10,
+            max_payload: 1 << 20,
+            udp_buffer_bytes: 4 << 20,
+            segmentation_offload: true,
+            address_validation: true,
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self { window: 256, send_credit: 256, default_ttl_secs: 604_800, max_ttl_secs: 2_592_000 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { sends_per_second: 20_000, send_burst: 40_000, max_body_bytes: 512 << 10 }
+    }
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            shards: 2,
+            max_batch: 8192,
+            backlog_limit: 1_000_000,
+            disk_budget_bytes: 0,
+            dedupe_window_secs: 604_800,
+            memtable_mib: 64,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7448)) }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Human, level: "info".into() }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration (unknown key, wrong type...).
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of its range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.into(), source },
+            other => other,
+        })
+    }
+
+    /// Parses and checks a configuration text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::new(), source: Box::new(e) })?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_string()));
+        if self.delivery.window == 0 {
+            return bad("delivery.window must be at least 1");
+        }
+        if self.delivery.send_credit == 0 {
+            return bad("delivery.send_credit must be at least 1");
+        }
+        if self.quic.max_payload < 1024 {
+            return bad("quic.max_payload must be at least 1024 bytes");
+        }
+        if self.store.shards == 0 || self.store.shards > 256 {
+            return bad("store.shards must be between 1 and 256");
+        }
+        if self.quic.idle_timeout_secs == 0 || self.quic.handshake_timeout_secs == 0 {
+            return bad("quic timeouts must be at least 1 second");
+        }
+        if self.limits.max_body_bytes + 4096 > switchboard_protocol::DEFAULT_MAX_PAYLOAD as usize {
+            return bad("limits.max_body_bytes must leave 4 KiB of a 1 MiB frame for the envelope");
+        }
+        if self.limits.max_body_bytes + 4096 > self.quic.max_payload as usize {
+            return bad(
+                "limits.max_body_bytes must leave 4 KiB of quic.max_payload for the envelope",
+            );
+        }
+        if self.limits.sends_per_second == 0 {
+            return bad("limits.sends_per_second must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The data directory: the configured one, else the platform default.
+    pub fn data_dir(&self) -> PathBuf {
+        if !self.data_dir.as_os_str().is_empty() {
+            return self.data_dir.clone();
+        }
+        default_data_dir()
+    }
+
+    /// The store's settings under `data_dir`.
+    pub fn store_config(&self, data_dir: &Path) -> StoreConfig {
+        let mut store = StoreConfig::new(data_dir.join("store"));
+        store.shards = self.store.shards;
+        store.max_batch = self.store.max_batch.max(1);
+        store.backlog_limit = self.store.backlog_limit;
+        store.disk_budget =
+            (self.store.disk_budget_bytes > 0).then_some(self.store.disk_budget_bytes);
+        store.dedupe_window = Duration::from_secs(self.store.dedupe_window_secs);
+        store.memtable_bytes = self.store.memtable_mib.max(1) << 20;
+        store
+    }
+}
+
+/// `$XDG_DATA_HOME/switchboard`, else `~/.local/share/switchboard`, else `./switchboard-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("switchboard");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/share/switchboard");
+    }
+    PathBuf::from("switchboard-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_file_is_exactly_the_built_in_defaults() {
+        assert_eq!(Config::parse(DEFAULT_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults_and_a_partial_file_keeps_the_rest() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let config = Config::parse("[delivery]\nwindow = 8\n").unwrap();
+        assert_eq!(config.delivery.window, 8);
+        assert_eq!(config.delivery.send_credit, DeliveryConfig::default().send_credit);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(matches!(
+            Config::parse("[quic]\nlisten_port = 1\n"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(Config::parse("[delivery]\nwindow = 0\n"), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            Config::parse("[log]\nformat = \"xml\"\n"),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

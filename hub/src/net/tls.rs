@@ -1,0 +1,170 @@
+//! TLS for QUIC: the hub's certificate (made on first start and kept in the data directory),
+//! the server configuration, and a client configuration that trusts exactly one pinned
+//! certificate (a self-signed hub has no authority to chain to; like an SSH host key, the
+//! device keeps the hub's certificate and accepts no other).
+
+use std::{path::Path, sync::Arc};
+
+use rustls::{
+    DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime},
+};
+
+/// ALPN protocol name of protocol version 1.
+pub const ALPN: &[u8] = b"switchboard/1";
+
+/// Failures setting up TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Reading or writing the certificate files failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Making the certificate failed.
+    #[error("cannot make a certificate: {0}")]
+    Generate(String),
+    /// rustls or quinn refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The hub's certificate and private key, both DER.
+pub struct Identity {
+    /// The certificate.
+    pub cert: CertificateDer<'static>,
+    /// Its private key (PKCS #8).
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// Loads `dir/cert.der` and `dir/key.der`, making a self-signed pair on first start.
+pub fn load_or_create(dir: &Path) -> Result<Identity, TlsError> {
+    let cert_path = dir.join("cert.der");
+    let key_path = dir.join("key.der");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TlsError::Io { path, source }
+    };
+    if !cert_path.exists() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let made = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "switchboard-hub".to_string(),
+        ])
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+        write_private(&key_path, &made.signing_key.serialize_der()).map_err(io(&key_path))?;
+        std::fs::write(&cert_path, made.cert.der()).map_err(io(&cert_path))?;
+        tracing::info!(path = %cert_path.display(), "made a self-signed certificate");
+    }
+    let cert = std::fs::read(&cert_path).map_err(io(&cert_path))?;
+    let key = std::fs::read(&key_path).map_err(io(&key_path))?;
+    Ok(Identity {
+        cert: CertificateDer::from(cert),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+    })
+}
+
+/// Writes a file only its owner can read.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls server side for QUIC: TLS 1.3, ALPN `switchboard/1`, no client certificates.
+pub fn server_crypto(
+    identity: &Identity,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+/// The rustls client side for QUIC that accepts only the certificate `pinned` (DER).
+pub fn client_crypto(pinned: Vec<u8>) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedCert {
+        cert: pinned,
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+/// Accepts the one certificate it holds, byte for byte, and checks the handshake signatures
+/// against that certificate's key.
+#[derive(Debug)]
+struct PinnedCert {
+    cert: Vec<u8>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_slice() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("the hub's certificate is not the pinned one".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
