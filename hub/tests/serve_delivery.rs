@@ -202,3 +202,31 @@ async fn the_sender_gets_a_delivered_receipt_once_per_recipient() {
     assert_eq!(receipts[0].kind, ReceiptKind::Delivered);
     assert_eq!(receipts[0].by, bob);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_senders_other_devices_see_messages_to_many_recipients_in_send_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let alice_phone = hub.enrol("alice@example.org", "phone").await;
+    let alice_laptop = hub.enrol("alice@example.org", "laptop").await;
+    let mut recipients = Vec::new();
+    for name in ["bob", "carol", "dave", "erin"] {
+        recipients.push(hub.enrol(&format!("{name}@example.org"), "phone").await.account());
+    }
+    let mut phone = connect(&alice_phone).await;
+    // Sends to four recipients (queues on different shards), all in flight at once.
+    let mut sent = Vec::new();
+    let mut waiting = std::collections::HashSet::new();
+    for i in 0..400 {
+        let text = format!("x{i:04}");
+        waiting.insert(phone.send_text(&recipients[i % 4], &text).await.unwrap());
+        sent.push(text);
+    }
+    while !waiting.is_empty() {
+        if let Event::Accepted(id) = next(&mut phone, 20).await {
+            waiting.remove(&id);
+        }
+    }
+    let mut laptop = connect(&alice_laptop).await;
+    assert_eq!(receive(&mut laptop, sent.len()).await, sent);
+}

@@ -185,7 +185,7 @@ async fn add_user(
 ) -> Result<(StatusCode, Json<UserWithCode>), ApiError> {
     authorise(&state, &headers)?;
     let name = account_name(&body.name)?;
-    let user = state.hub.store.create_user(&name).await?;
+    let user = state.hub.add_user(&name).await?;
     tracing::info!(user = %user.name, "user added");
     Ok((StatusCode::CREATED, issue(&state, user).await?))
 }

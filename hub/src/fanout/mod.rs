@@ -21,7 +21,10 @@ pub use notify::{Notifier, Watch};
 
 use crate::{
     config::Config,
-    store::{DeviceId, EnqueueRequest, QueueId, Store, StoreError, system_clock_ms},
+    store::{
+        DeviceId, EnqueueRequest, Enqueued, Pending, QueueId, Store, StoreError, UserRecord,
+        system_clock_ms,
+    },
 };
 
 /// What a queue entry holds.
@@ -108,12 +111,51 @@ pub struct Hub {
     /// Settings.
     pub config: Config,
     kicks: std::sync::Mutex<HashMap<DeviceId, Vec<std::sync::Weak<Notify>>>>,
+    /// Every user's queue by address, so that resolving a recipient never reads RocksDB on
+    /// a network thread. Loaded at start; users are added through [`Hub::add_user`].
+    directory: std::sync::RwLock<HashMap<Box<str>, QueueId>>,
+}
+
+/// A send whose commit to the recipient's queue is under way.
+pub struct Submission {
+    /// The recipient's queue.
+    pub recipient: QueueId,
+    /// The commit to the recipient's queue.
+    pub commit: Pending<Enqueued>,
+    /// The copy for the sender's own queue, to commit once the first is durable.
+    pub copy: Option<(QueueId, EnqueueRequest)>,
 }
 
 impl Hub {
     /// A hub over `store`.
     pub fn new(store: Arc<Store>, config: Config) -> Self {
-        Self { store, notifier: Notifier::default(), config, kicks: Default::default() }
+        Self {
+            store,
+            notifier: Notifier::default(),
+            config,
+            kicks: Default::default(),
+            directory: Default::default(),
+        }
+    }
+
+    /// Loads every user into the directory. Blocks on RocksDB.
+    pub fn load_directory(&self) -> Result<usize, StoreError> {
+        let users = self.store.users()?;
+        let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+        for user in &users {
+            directory.insert(user.name.as_str().into(), user.queue);
+        }
+        Ok(users.len())
+    }
+
+    /// Adds a user durably, then to the directory.
+    pub async fn add_user(&self, name: &str) -> Result<UserRecord, StoreError> {
+        let user = self.store.create_user(name).await?;
+        self.directory
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(user.name.as_str().into(), user.queue);
+        Ok(user)
     }
 
     /// Registers a live session of `device` so that [`Hub::kick`] can end it.
@@ -151,16 +193,18 @@ impl Hub {
                 ));
             }
         }
-        match self.store.user(to.as_str()) {
-            Ok(Some(user)) => Ok(user.queue),
-            Ok(None) => Err(Refusal::new(RejectReason::UNKNOWN_RECIPIENT, format!("no user {to}"))),
-            Err(error) => Err(error.into()),
+        let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
+        match directory.get(to.as_str()) {
+            Some(&queue) => Ok(queue),
+            None => Err(Refusal::new(RejectReason::UNKNOWN_RECIPIENT, format!("no user {to}"))),
         }
     }
 
-    /// Commits `envelope` from `sender`: to its recipient's queue and to the sender's own queue.
-    /// Resolves when both are durable; a retry of the same (from, id) commits nothing new.
-    pub async fn submit(&self, sender: &Sender, mut envelope: Envelope) -> Result<(), Refusal> {
+    /// Starts committing `envelope` from `sender` to its recipient's queue. The commit is
+    /// submitted before this returns, so sends submitted in order are appended in order. Once
+    /// it is durable, the caller commits [`Submission::copy`] (the sender's own queue, for the
+    /// sender's other devices) with [`Hub::commit_copy`], and answers `accepted` after that.
+    pub fn submit(&self, sender: &Sender, mut envelope: Envelope) -> Result<Submission, Refusal> {
         if envelope.from != sender.account {
             if envelope.flags.contains(Flags::AS_LINE) {
                 return Err(Refusal::new(
@@ -190,28 +234,20 @@ impl Hub {
             ttl => ttl.min(delivery.max_ttl_secs),
         };
         envelope.ttl_secs = ttl;
-        let now = system_clock_ms();
         let request = EnqueueRequest {
             id: envelope.id.0,
             sender: Bytes::copy_from_slice(envelope.from.as_str().as_bytes()),
-            expires_ms: now.saturating_add(u64::from(ttl) * 1000),
+            expires_ms: system_clock_ms().saturating_add(u64::from(ttl) * 1000),
             payload: encode_message(&envelope),
         };
-        let queued = self.store.enqueue(recipient, request.clone()).await?;
-        self.notifier.wake(recipient);
-        if recipient != sender.queue {
-            // The message is durable for its recipient: it is accepted whatever happens to
-            // the sender's copy, which only mirrors it to the sender's other devices. A retry
-            // of a message whose copy failed writes the copy then (dedupe drops a second one).
-            match self.store.enqueue(sender.queue, request).await {
-                Ok(_) => self.notifier.wake(sender.queue),
-                Err(error) => tracing::warn!(
-                    account = %sender.account, %error, duplicate = queued.duplicate,
-                    "a sent message was not copied to the sender's own queue"
-                ),
-            }
-        }
-        Ok(())
+        let copy = (recipient != sender.queue).then(|| (sender.queue, request.clone()));
+        Ok(Submission { recipient, commit: self.store.enqueue(recipient, request), copy })
+    }
+
+    /// Commits the sender's copy of a message whose first commit is durable. A retry of a
+    /// message whose copy failed before writes the copy then; dedupe drops a second one.
+    pub fn commit_copy(&self, copy: (QueueId, EnqueueRequest)) -> Pending<Enqueued> {
+        self.store.enqueue(copy.0, copy.1)
     }
 
     /// Records a receipt for the message `receipt.id` from `receipt.message_from`, into that

@@ -113,6 +113,11 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
         .map_err(|source| StartError::Bind { addr: config.admin.listen, source })?;
 
     let hub = Arc::new(Hub::new(Arc::new(store), config));
+    let loading = hub.clone();
+    let users = tokio::task::spawn_blocking(move || loading.load_directory())
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))??;
+    tracing::info!(users, "directory loaded");
     let (shutdown, shutdown_rx) = watch::channel(false);
     let accepting = tokio::spawn(accept_loop(hub.clone(), endpoint.clone(), shutdown_rx.clone()));
     let admin = tokio::spawn(admin::serve(admin_listener, hub.clone(), token, shutdown_rx));

@@ -14,7 +14,10 @@ use std::{
 };
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use futures_util::{StreamExt, stream::FuturesUnordered};
+use futures_util::{
+    StreamExt,
+    stream::{FuturesOrdered, FuturesUnordered},
+};
 use switchboard_protocol::{
     Ack, Address, Challenge, Close, Deliver, DeliverReceipt, ErrorCode, ErrorFrame, Flags, Frame,
     Hello, MessageId, Pong, Receipt, ReceiptKind, RejectReason, Rejected, Welcome, proof_message,
@@ -22,9 +25,12 @@ use switchboard_protocol::{
 use tokio::sync::{mpsc, watch};
 
 use crate::{
-    fanout::{Hub, Refusal, Sender, Stored, decode_entry},
+    fanout::{Hub, Refusal, Sender, Stored, Submission, decode_entry},
     net::framed::{FrameReader, FrameWriter, ReadError},
-    store::{Cursor, DeviceId, DeviceRecord, QueueId, StoreError, UserStatus, system_clock_ms},
+    store::{
+        Cursor, DeviceId, DeviceRecord, EnqueueRequest, Enqueued, QueueId, StoreError, UserStatus,
+        system_clock_ms,
+    },
 };
 
 /// Largest delivery window a device may ask for with `credit`.
@@ -253,6 +259,13 @@ enum Outcome {
 
 type Work = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
+/// A send's first commit (to its recipient), finished in the order the sends arrived so that
+/// the copies to the sender's own queue are appended in that order too.
+type FirstCommit = Pin<Box<dyn Future<Output = (MessageId, FirstResult, Submitted)> + Send>>;
+type FirstResult = Result<Enqueued, StoreError>;
+/// The recipient's queue and the sender's copy still to commit.
+type Submitted = (QueueId, Option<(QueueId, EnqueueRequest)>);
+
 struct Session {
     hub: Arc<Hub>,
     device: DeviceRecord,
@@ -266,6 +279,7 @@ struct Session {
     more: bool,
     tokens: f64,
     refilled: Instant,
+    first_commits: FuturesOrdered<FirstCommit>,
     work: FuturesUnordered<Work>,
 }
 
@@ -308,6 +322,7 @@ impl Session {
             in_flight: 0,
             unanswered: 0,
             more: true,
+            first_commits: FuturesOrdered::new(),
             work: FuturesUnordered::new(),
         })
     }
@@ -325,16 +340,18 @@ impl Session {
         let kick = hub.register_session(self.device.device);
         let mut draining = *shutdown.borrow();
         loop {
-            if self.more && self.in_flight < self.window && !draining {
-                if let Err(error) = self.fill(writer).await {
-                    tracing::error!(device = %self.device.name, %error, "cannot read queue");
-                    return close(writer, connection, ErrorCode::INTERNAL, "store failure").await;
-                }
+            if self.more
+                && self.in_flight < self.window
+                && !draining
+                && let Err(error) = self.fill(writer).await
+            {
+                tracing::error!(device = %self.device.name, %error, "cannot read queue");
+                return close(writer, connection, ErrorCode::INTERNAL, "store failure").await;
             }
             if writer.pending() > 0 && writer.flush().await.is_err() {
                 return End::PeerGone("write failed".into());
             }
-            if draining && self.work.is_empty() {
+            if draining && self.work.is_empty() && self.first_commits.is_empty() {
                 return close(writer, connection, ErrorCode::SHUTTING_DOWN, "the hub is stopping")
                     .await;
             }
@@ -346,6 +363,9 @@ impl Session {
                 changed = shutdown.changed(), if !draining => {
                     // A dropped sender means the hub is gone: stop as for a shutdown.
                     draining = changed.is_err() || *shutdown.borrow();
+                }
+                Some((id, result, submission)) = self.first_commits.next(), if !self.first_commits.is_empty() => {
+                    self.first_committed(id, result, submission);
                 }
                 Some(outcome) = self.work.next(), if !self.work.is_empty() => {
                     self.finish(outcome, writer);
@@ -457,11 +477,19 @@ impl Session {
                     let _ = writer.push(&rejected.into());
                     return Ok(());
                 }
-                self.unanswered += 1;
-                let (hub, sender) = (self.hub.clone(), self.sender.clone());
-                self.work.push(Box::pin(async move {
-                    Outcome::Sent(id, hub.submit(&sender, send.envelope).await)
-                }));
+                match self.hub.submit(&self.sender, send.envelope) {
+                    Ok(Submission { recipient, commit, copy }) => {
+                        self.unanswered += 1;
+                        self.first_commits.push_back(Box::pin(async move {
+                            (id, commit.await, (recipient, copy))
+                        }));
+                    }
+                    Err(refusal) => {
+                        let rejected =
+                            Rejected { id, reason: refusal.reason, detail: refusal.detail };
+                        let _ = writer.push(&rejected.into());
+                    }
+                }
             }
             Frame::Ack(ack) => self.ack(ack, writer),
             Frame::Receipt(receipt) => {
@@ -503,6 +531,39 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// A send's first commit finished (in send order): commit the sender's copy, then answer.
+    fn first_committed(
+        &mut self,
+        id: MessageId,
+        result: FirstResult,
+        (recipient, copy): Submitted,
+    ) {
+        let hub = self.hub.clone();
+        match result {
+            Ok(_) => {
+                hub.notifier.wake(recipient);
+                let copy = copy.map(|copy| (copy.0, hub.commit_copy(copy)));
+                self.work.push(Box::pin(async move {
+                    if let Some((queue, pending)) = copy {
+                        match pending.await {
+                            Ok(_) => hub.notifier.wake(queue),
+                            // The message is durable for its recipient; the copy only mirrors
+                            // it to the sender's other devices.
+                            Err(error) => tracing::warn!(
+                                %error, "a sent message was not copied to the sender's own queue"
+                            ),
+                        }
+                    }
+                    Outcome::Sent(id, Ok(()))
+                }));
+            }
+            Err(error) => {
+                self.work
+                    .push(Box::pin(async move { Outcome::Sent(id, Err(Refusal::from(error))) }));
+            }
+        }
     }
 
     fn ack(&mut self, ack: Ack, writer: &mut FrameWriter) {
