@@ -344,21 +344,50 @@ async fn send(path: &Path, to: Address, text: &str) -> anyhow::Result<()> {
     let endpoint = client_endpoint(true)?;
     let mut client = Client::connect(&endpoint, &identity, None).await?;
     let id = client.send_text(&to, text).await?;
-    while let Some(event) = client.next_event().await {
-        match event {
-            Event::Accepted(accepted) if accepted == id => {
-                println!("accepted {id}");
-                client.close().await;
-                return Ok(());
+    let account = client.account().clone();
+    let mut accepted = false;
+    // After `accepted`, wait a moment for this message's copy in the sender's own queue and
+    // acknowledge that one entry (this device has the message); anything else is left for
+    // `hub listen` to show.
+    let linger = std::time::Duration::from_millis(500);
+    loop {
+        let event = if accepted {
+            match tokio::time::timeout(linger, client.next_event()).await {
+                Ok(event) => event,
+                Err(_) => break,
             }
-            Event::Rejected(rejected) if rejected.id == id => {
+        } else {
+            client.next_event().await
+        };
+        match event {
+            Some(Event::Accepted(done)) if done == id => {
+                println!("accepted {id}");
+                accepted = true;
+                if to == account {
+                    break; // a message to oneself has no separate copy
+                }
+            }
+            Some(Event::Rejected(rejected)) if rejected.id == id => {
                 bail!("rejected: {}: {}", rejected.reason, rejected.detail);
             }
-            Event::Closed { code, reason } => bail!("the hub closed the session: {code}: {reason}"),
-            _ => {}
+            Some(Event::Deliver(deliver))
+                if deliver.envelope.id == id && deliver.envelope.from == account =>
+            {
+                client.ack(deliver.queue, 0, vec![deliver.seq]).await?;
+                if accepted {
+                    break;
+                }
+            }
+            Some(Event::Closed { code, reason }) => {
+                bail!("the hub closed the session: {code}: {reason}")
+            }
+            Some(_) => {}
+            None if accepted => break,
+            None => bail!("the session ended before an answer"),
         }
     }
-    bail!("the session ended before an answer")
+    client.close().await;
+    Ok(())
 }
 
 async fn listen(path: &Path, count: Option<u64>) -> anyhow::Result<()> {

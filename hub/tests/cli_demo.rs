@@ -1,0 +1,75 @@
+//! The README's demo through the real `hub` binary: add a user with a device, listen, send.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::HubProcess;
+
+#[test]
+fn user_add_listen_and_send_work_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hub = HubProcess::start(&data);
+    // The CLI finds the hub through a configuration naming the addresses this hub bound.
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!("[quic]\nlisten = \"{}\"\n[admin]\nlisten = \"{}\"\n", hub.quic, hub.admin),
+    )
+    .unwrap();
+    let identity = dir.path().join("alice.toml");
+    let hub_cmd = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hub"));
+        command
+            .args(["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()])
+            .env("SWITCHBOARD_IDENTITY", &identity)
+            .env("RUST_LOG", "warn");
+        command
+    };
+
+    let added = hub_cmd()
+        .args(["user", "add", "alice@example.org", "--device", "desktop"])
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(String::from_utf8_lossy(&added.stdout).contains("enrolled alice@example.org/desktop"));
+
+    let listener = hub_cmd()
+        .args(["listen", "--count", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for text in ["first words", "second words"] {
+        let sent = hub_cmd().args(["send", "--to", "alice@example.org", text]).output().unwrap();
+        assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+        assert!(String::from_utf8_lossy(&sent.stdout).starts_with("accepted "));
+    }
+    let out = listener.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let first = printed.find("alice@example.org -> alice@example.org: first words").unwrap();
+    let second = printed.find("alice@example.org -> alice@example.org: second words").unwrap();
+    assert!(first < second, "{printed}");
+
+    // Listing shows the user and the device; an unknown recipient is a clear error.
+    let users = hub_cmd().args(["user", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&users.stdout).contains("alice@example.org"));
+    let devices = hub_cmd().args(["device", "list"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&devices.stdout).contains("alice@example.org/desktop\tactive"));
+    let refused = hub_cmd().args(["send", "--to", "nobody@example.org", "x"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown-recipient"));
+}
+
+#[test]
+fn config_default_prints_a_file_the_hub_accepts() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_hub")).args(["config", "--default"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[quic]") && text.contains("listen = \"127.0.0.1:7447\""));
+    let parsed = switchboard_hub::config::Config::parse(&text).unwrap();
+    assert_eq!(parsed, switchboard_hub::config::Config::default());
+}
