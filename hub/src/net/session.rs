@@ -588,11 +588,11 @@ impl Session {
                 }
             }
         }
-        let (store, queue, device): (_, _, DeviceId) =
-            (self.hub.store.clone(), reading.queue, self.device.device);
-        self.work.push(Box::pin(async move {
-            Outcome::Acked(store.ack(queue, device, ack.up_to, ack.selective).await)
-        }));
+        // Submitted now, not when the future is first polled: an ack the hub has read is
+        // committed even if the session ends at once.
+        let device: DeviceId = self.device.device;
+        let pending = self.hub.store.ack(reading.queue, device, ack.up_to, ack.selective);
+        self.work.push(Box::pin(async move { Outcome::Acked(pending.await) }));
     }
 
     fn finish(&mut self, outcome: Outcome, writer: &mut FrameWriter) {
