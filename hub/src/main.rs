@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use switchboard_hub::{
     admin::{self, AdminClient},
-    client::{Client, DeviceIdentity, Event, client_endpoint},
+    client::{Client, ClientOptions, DeviceIdentity, Event, client_endpoint},
     config::{Config, DEFAULT_TOML, LogFormat},
     net,
 };
@@ -32,6 +32,10 @@ struct Cli {
     /// Data directory (overrides the configuration's `data_dir`).
     #[arg(long, global = true, env = "SWITCHBOARD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Turn UDP segmentation offload off (for interfaces where it fails), for the hub and for
+    /// the client commands.
+    #[arg(long, global = true)]
+    no_gso: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,9 +50,6 @@ enum Command {
         /// Admin API listen address (overrides `admin.listen`).
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
-        /// Turn UDP segmentation offload off (for interfaces where it fails).
-        #[arg(long)]
-        no_gso: bool,
     },
     /// Print configuration.
     Config {
@@ -157,6 +158,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
     }
+    if cli.no_gso {
+        config.quic.segmentation_offload = false;
+    }
     Ok(config)
 }
 
@@ -165,15 +169,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         None => runtime.block_on(serve(config)),
-        Some(Command::Serve { listen, admin_listen, no_gso }) => {
+        Some(Command::Serve { listen, admin_listen }) => {
             if let Some(listen) = listen {
                 config.quic.listen = listen;
             }
             if let Some(listen) = admin_listen {
                 config.admin.listen = listen;
-            }
-            if no_gso {
-                config.quic.segmentation_offload = false;
             }
             runtime.block_on(serve(config))
         }
@@ -197,11 +198,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Some(Command::Send { to, text, identity }) => runtime.block_on(async {
             let to = Address::parse(&to).with_context(|| format!("recipient {to}"))?;
-            send(&identity.unwrap_or_else(default_identity_path), to, &text).await
+            send(&config, &identity.unwrap_or_else(default_identity_path), to, &text).await
         }),
-        Some(Command::Listen { identity, count }) => {
-            runtime.block_on(listen(&identity.unwrap_or_else(default_identity_path), count))
-        }
+        Some(Command::Listen { identity, count }) => runtime.block_on(listen(
+            &config,
+            &identity.unwrap_or_else(default_identity_path),
+            count,
+        )),
     }
 }
 
@@ -331,18 +334,20 @@ async fn enrol(
     let cert = std::fs::read(&cert_path)
         .with_context(|| format!("the hub's certificate {}", cert_path.display()))?;
     let identity = DeviceIdentity::generate(address, hub.unwrap_or(config.quic.listen), cert)?;
-    let endpoint = client_endpoint(true)?;
-    let client = Client::connect(&endpoint, &identity, Some(code)).await?;
+    let endpoint = client_endpoint()?;
+    let client =
+        Client::connect_with(&endpoint, &identity, Some(code), &client_options(config)).await?;
     client.close().await;
     identity.save(path)?;
     println!("enrolled {} · identity kept in {}", identity.address, path.display());
     Ok(())
 }
 
-async fn send(path: &Path, to: Address, text: &str) -> anyhow::Result<()> {
+async fn send(config: &Config, path: &Path, to: Address, text: &str) -> anyhow::Result<()> {
     let identity = DeviceIdentity::load(path)?;
-    let endpoint = client_endpoint(true)?;
-    let mut client = Client::connect(&endpoint, &identity, None).await?;
+    let endpoint = client_endpoint()?;
+    let mut client =
+        Client::connect_with(&endpoint, &identity, None, &client_options(config)).await?;
     let id = client.send_text(&to, text).await?;
     let account = client.account().clone();
     let mut accepted = false;
@@ -390,10 +395,11 @@ async fn send(path: &Path, to: Address, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn listen(path: &Path, count: Option<u64>) -> anyhow::Result<()> {
+async fn listen(config: &Config, path: &Path, count: Option<u64>) -> anyhow::Result<()> {
     let identity = DeviceIdentity::load(path)?;
-    let endpoint = client_endpoint(true)?;
-    let mut client = Client::connect(&endpoint, &identity, None).await?;
+    let endpoint = client_endpoint()?;
+    let mut client =
+        Client::connect_with(&endpoint, &identity, None, &client_options(config)).await?;
     eprintln!("listening as {}", identity.address);
     let mut seen = 0;
     while let Some(event) = client.next_event().await {
@@ -429,6 +435,13 @@ async fn listen(path: &Path, count: Option<u64>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn client_options(config: &Config) -> ClientOptions {
+    ClientOptions {
+        segmentation_offload: config.quic.segmentation_offload,
+        ..ClientOptions::default()
+    }
 }
 
 fn default_identity_path() -> PathBuf {

@@ -20,7 +20,7 @@ use switchboard_protocol::{
 
 /// A raw session: QUIC connected and the stream open, nothing sent yet.
 async fn raw(hub: &HubProcess) -> (quinn::Connection, FrameWriter, FrameReader) {
-    let endpoint = client_endpoint(true).unwrap();
+    let endpoint = client_endpoint().unwrap();
     let mut config =
         quinn::ClientConfig::new(Arc::new(tls::client_crypto(hub.cert.clone()).unwrap()));
     config.transport_config(endpoint::transport(Duration::from_secs(10), None, true));
@@ -101,7 +101,7 @@ async fn a_bad_signature_is_closed_with_authentication_failed() {
     assert_eq!(close_code(&mut reader).await, ErrorCode::AUTHENTICATION_FAILED);
 
     // An impostor with its own key pair and no code fails too, through the client library.
-    let endpoint = client_endpoint(true).unwrap();
+    let endpoint = client_endpoint().unwrap();
     match Client::connect(&endpoint, &impostor, None).await {
         Err(ClientError::Refused { code, .. }) => {
             assert_eq!(code, ErrorCode::AUTHENTICATION_FAILED)
@@ -120,7 +120,7 @@ async fn a_spent_code_and_a_revoked_device_are_refused_and_revocation_closes_liv
     let hub = HubProcess::start(dir.path());
     let admin = hub.admin_client();
     let added = admin.add_user("carol@example.org").await.unwrap();
-    let endpoint = client_endpoint(true).unwrap();
+    let endpoint = client_endpoint().unwrap();
     let first = DeviceIdentity::generate(
         Address::parse("carol@example.org/a").unwrap(),
         hub.quic,
@@ -295,4 +295,73 @@ async fn sending_past_the_send_credit_is_closed_with_flow_control() {
     writer.flush().await.unwrap();
     assert_eq!(close_code(&mut reader).await, ErrorCode::FLOW_CONTROL);
     still_serving(&hub, "f").await;
+}
+
+/// A hub with a configuration file holding `toml`.
+fn hub_with(dir: &tempfile::TempDir, toml: &str) -> HubProcess {
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, toml).unwrap();
+    HubProcess::start_with(&dir.path().join("data"), &["--config", config.to_str().unwrap()])
+}
+
+/// Waits for the answer to `id`.
+async fn answer(client: &mut Client, id: MessageId) -> Result<(), RejectReason> {
+    loop {
+        match next(client, 10).await {
+            Event::Accepted(done) if done == id => return Ok(()),
+            Event::Rejected(rejected) if rejected.id == id => return Err(rejected.reason),
+            Event::Closed { code, reason } => panic!("closed: {code}: {reason}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_past_the_rate_are_rejected_rate_limited_and_later_ones_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_with(&dir, "[limits]\nsends_per_second = 2\nsend_burst = 2\n");
+    let alice = hub.enrol("alice@example.org", "phone").await;
+    let bob = hub.enrol("bob@example.org", "phone").await.account();
+    let mut client = connect(&alice).await;
+    let mut outcomes = Vec::new();
+    for i in 0..4 {
+        let id = client.send_text(&bob, &format!("r{i}")).await.unwrap();
+        outcomes.push(answer(&mut client, id).await);
+    }
+    // The burst of 2 passes; the next two, sent within the same second, do not.
+    assert_eq!(outcomes[..2], [Ok(()), Ok(())]);
+    assert_eq!(outcomes[2..], [Err(RejectReason::RATE_LIMITED), Err(RejectReason::RATE_LIMITED)]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let id = client.send_text(&bob, "later").await.unwrap();
+    assert_eq!(answer(&mut client, id).await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_recipient_queue_is_rejected_backlog_full_until_it_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = hub_with(&dir, "[store]\nbacklog_limit = 3\n");
+    let alice = hub.enrol("alice@example.org", "phone").await;
+    let bob_phone = hub.enrol("bob@example.org", "phone").await;
+    let bob = bob_phone.account();
+    let mut client = connect(&alice).await;
+    for i in 0..3 {
+        let id = client.send_text(&bob, &format!("b{i}")).await.unwrap();
+        assert_eq!(answer(&mut client, id).await, Ok(()));
+    }
+    let id = client.send_text(&bob, "one too many").await.unwrap();
+    assert_eq!(answer(&mut client, id).await, Err(RejectReason::RECIPIENT_BACKLOG_FULL));
+    // Bob takes and acknowledges what is there; the queue has room again.
+    let mut bob_client = connect(&bob_phone).await;
+    assert_eq!(receive(&mut bob_client, 3).await, ["b0", "b1", "b2"]);
+    let mut accepted = false;
+    for _ in 0..50 {
+        let id = client.send_text(&bob, "fits now").await.unwrap();
+        if answer(&mut client, id).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await; // the last ack is still committing
+    }
+    assert!(accepted);
+    assert_eq!(receive(&mut bob_client, 1).await, ["fits now"]);
 }

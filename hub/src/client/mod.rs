@@ -3,7 +3,7 @@
 //! ```no_run
 //! # async fn demo(identity: switchboard_hub::client::DeviceIdentity) -> Result<(), Box<dyn std::error::Error>> {
 //! use switchboard_hub::client::{Client, Event, client_endpoint};
-//! let endpoint = client_endpoint(true)?;
+//! let endpoint = client_endpoint()?;
 //! let mut client = Client::connect(&endpoint, &identity, None).await?;
 //! let id = client.send_text(&"bob@example.org".parse()?, "hello").await?;
 //! while let Some(event) = client.next_event().await {
@@ -183,26 +183,40 @@ impl DeviceIdentity {
     }
 }
 
-/// A QUIC endpoint for clients (one can carry many connections).
-pub fn client_endpoint(segmentation_offload: bool) -> Result<quinn::Endpoint, ClientError> {
-    client_endpoint_at(SocketAddr::from(([0, 0, 0, 0], 0)), segmentation_offload)
+/// A QUIC endpoint for clients (one can carry many connections), on an ephemeral port.
+pub fn client_endpoint() -> Result<quinn::Endpoint, ClientError> {
+    client_endpoint_at(SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
-/// A QUIC endpoint for clients bound at `local`.
-pub fn client_endpoint_at(
-    local: SocketAddr,
-    segmentation_offload: bool,
-) -> Result<quinn::Endpoint, ClientError> {
+/// A QUIC endpoint for clients bound at `local`, with 4 MiB socket buffers.
+pub fn client_endpoint_at(local: SocketAddr) -> Result<quinn::Endpoint, ClientError> {
     let socket =
         endpoint::udp_socket(local, 4 << 20).map_err(|e| ClientError::Setup(e.to_string()))?;
     let runtime =
         quinn::default_runtime().ok_or_else(|| ClientError::Setup("no async runtime".into()))?;
-    let mut config = quinn::EndpointConfig::default();
-    config.grease_quic_bit(true);
-    let endpoint = quinn::Endpoint::new(config, None, socket, runtime)
-        .map_err(|e| ClientError::Setup(e.to_string()))?;
-    let _ = segmentation_offload;
-    Ok(endpoint)
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(|e| ClientError::Setup(e.to_string()))
+}
+
+/// Connection settings of a client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// UDP segmentation offload (turn off where an interface fails with it).
+    pub segmentation_offload: bool,
+    /// Idle timeout of the connection.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive interval (keeps an idle session open).
+    pub keep_alive: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            segmentation_offload: true,
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What the hub sent.
@@ -246,13 +260,23 @@ impl Client {
         identity: &DeviceIdentity,
         enrolment_code: Option<&str>,
     ) -> Result<Self, ClientError> {
+        Self::connect_with(endpoint, identity, enrolment_code, &ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] with explicit connection settings.
+    pub async fn connect_with(
+        endpoint: &quinn::Endpoint,
+        identity: &DeviceIdentity,
+        enrolment_code: Option<&str>,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
         let crypto = tls::client_crypto(identity.hub_cert.clone())
             .map_err(|e| ClientError::Setup(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(endpoint::transport(
-            Duration::from_secs(30),
-            Some(Duration::from_secs(10)),
-            true,
+            options.idle_timeout,
+            Some(options.keep_alive),
+            options.segmentation_offload,
         ));
         let connection = endpoint
             .connect_with(config, identity.hub, "localhost")

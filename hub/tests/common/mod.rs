@@ -77,7 +77,7 @@ impl HubProcess {
         };
         let address = Address::parse(&format!("{user}/{device}")).unwrap();
         let identity = DeviceIdentity::generate(address, self.quic, self.cert.clone()).unwrap();
-        let endpoint = client_endpoint(true).unwrap();
+        let endpoint = client_endpoint().unwrap();
         let client = Client::connect(&endpoint, &identity, Some(&code)).await.unwrap();
         client.close().await;
         identity
@@ -138,7 +138,7 @@ fn spawn(
 
 /// Connects `identity` (already enrolled).
 pub async fn connect(identity: &DeviceIdentity) -> Client {
-    let endpoint = client_endpoint(true).unwrap();
+    let endpoint = client_endpoint().unwrap();
     Client::connect(&endpoint, identity, None).await.unwrap()
 }
 
