@@ -8,6 +8,7 @@
 //!   outside it knows a RocksDB key.
 //! - [`fanout`]: from an accepted send to the queues that hold it; wake-ups for sessions.
 //! - [`net`]: the QUIC endpoint, TLS, device sessions, and the running hub.
+//! - [`org`]: organisations and rights, as pure rules over a state folded from events.
 //! - [`admin`]: the HTTP admin API (users, codes, devices, health).
 //! - [`client`]: the device side of the protocol, used by the CLI, loadgen and tests.
 //! - [`config`]: the TOML configuration.
@@ -18,4 +19,5 @@ pub mod client;
 pub mod config;
 pub mod fanout;
 pub mod net;
+pub mod org;
 pub mod store;

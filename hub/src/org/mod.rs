@@ -1,0 +1,852 @@
+//! Organisations and rights: who may do what, as pure logic over a state.
+//!
+//! [`OrgState::decide`] checks a [`Command`] by an [`Actor`] against the rules and, if it is
+//! allowed, returns the [`Event`] that records it; [`OrgState::apply`] folds an event into the
+//! state. The state is therefore the fold of its event log, which is what admins read. Nothing
+//! here does I/O; persistence of the log and the lock-free snapshot on the send path build on
+//! this.
+//!
+//! This first part covers organisations, agreed domains, seat limits, the unit tree, members
+//! and their life cycle, and the owner and admin roles. Groups, scopes and keys follow.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use switchboard_protocol::{Address, AddressKind};
+
+/// Most admins an organisation may have.
+pub const MAX_ADMINS: usize = 5;
+
+/// An organisation's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrgId(pub u64);
+
+/// A unit's id (the root or a department).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitId(pub u64);
+
+/// A single permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Right {
+    /// Send messages.
+    Send,
+    /// Send as the line of one's unit.
+    SendAsLine,
+    /// Receive what is sent to one's unit's line.
+    ReceiveForLine,
+    /// Put already-registered members into units.
+    AssignMembers,
+    /// Invite new members and guests.
+    OnboardMembers,
+    /// Approve self-registrations.
+    ApproveRegistrations,
+    /// Create and change units.
+    ManageUnits,
+    /// Create and change groups.
+    ManageGroups,
+    /// Read the event log.
+    ReadEventLog,
+    /// Issue and revoke keys.
+    ManageKeys,
+    /// Deactivate and delete members.
+    ManageMembers,
+    /// Name and remove admins (the owner alone).
+    ManageAdmins,
+    /// Hand the organisation to another owner (the owner alone).
+    TransferOwnership,
+    /// Delete the organisation (the owner alone).
+    DeleteOrganisation,
+}
+
+/// A named set of rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Everything.
+    Owner,
+    /// Manages members, units, approvals, groups; cannot name admins or delete the organisation.
+    Admin,
+    /// Assigns already-registered members to their unit or group.
+    GroupAdmin,
+    /// A member.
+    Member,
+    /// An invited outsider: receives, answers whoever invited them.
+    Guest,
+}
+
+impl Role {
+    /// The rights this role holds.
+    pub fn rights(self) -> &'static [Right] {
+        use Right::*;
+        match self {
+            Role::Owner => &[
+                Send,
+                SendAsLine,
+                ReceiveForLine,
+                AssignMembers,
+                OnboardMembers,
+                ApproveRegistrations,
+                ManageUnits,
+                ManageGroups,
+                ReadEventLog,
+                ManageKeys,
+                ManageMembers,
+                ManageAdmins,
+                TransferOwnership,
+                DeleteOrganisation,
+            ],
+            Role::Admin => &[
+                Send,
+                SendAsLine,
+                ReceiveForLine,
+                AssignMembers,
+                OnboardMembers,
+                ApproveRegistrations,
+                ManageUnits,
+                ManageGroups,
+                ReadEventLog,
+                ManageKeys,
+                ManageMembers,
+            ],
+            Role::GroupAdmin => &[Send, SendAsLine, ReceiveForLine, AssignMembers],
+            Role::Member => &[Send, SendAsLine, ReceiveForLine],
+            Role::Guest => &[Send],
+        }
+    }
+
+    /// Whether the role holds `right`.
+    pub fn has(self, right: Right) -> bool {
+        self.rights().contains(&right)
+    }
+}
+
+/// A member's life-cycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Registered, waiting for an admin's approval.
+    Pending,
+    /// A member.
+    Active,
+    /// Cannot connect; may be deleted.
+    Deactivated,
+}
+
+/// Who asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The hub's operator.
+    Operator,
+    /// A user of the hub, by address.
+    User(String),
+}
+
+/// An organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    /// Its id.
+    pub id: OrgId,
+    /// Its name.
+    pub name: String,
+    /// The owner's address.
+    pub owner: String,
+    /// An ownership transfer waiting for the new owner's confirmation.
+    pub pending_owner: Option<String>,
+    /// Agreed domains.
+    pub domains: BTreeSet<String>,
+    /// Domains merged into another: alias to the domain that holds it now.
+    pub merged: BTreeMap<String, String>,
+    /// Most members.
+    pub seat_limit: u32,
+    /// Admins (members or external users of the hub).
+    pub admins: BTreeSet<String>,
+    /// The root unit (the main line).
+    pub root: UnitId,
+}
+
+/// A unit: the root or a department.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    /// Its id.
+    pub id: UnitId,
+    /// Its organisation.
+    pub org: OrgId,
+    /// Its parent (none for the root).
+    pub parent: Option<UnitId>,
+    /// Its name.
+    pub name: String,
+    /// Its line address, unique on the hub.
+    pub address: String,
+    /// Whether a message to the line also reaches the members of its sub-units.
+    pub include_sub_units: bool,
+}
+
+/// A member of an organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The user's address.
+    pub user: String,
+    /// The organisation.
+    pub org: OrgId,
+    /// The one unit the member belongs to (none until assigned).
+    pub unit: Option<UnitId>,
+    /// Life-cycle status.
+    pub status: Status,
+    /// Role within the organisation.
+    pub role: Role,
+}
+
+/// A request to change the organisations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// The operator creates an organisation for `owner` with one agreed domain.
+    CreateOrg {
+        /// Name.
+        name: String,
+        /// The owner's address (in `domain`).
+        owner: String,
+        /// The first agreed domain.
+        domain: String,
+        /// The root unit's line address.
+        line: String,
+        /// Most members.
+        seat_limit: u32,
+    },
+    /// The operator sets the seat limit.
+    SetSeatLimit {
+        /// The organisation.
+        org: OrgId,
+        /// New limit.
+        limit: u32,
+    },
+    /// Adds an agreed domain.
+    AddDomain {
+        /// The organisation.
+        org: OrgId,
+        /// The domain.
+        domain: String,
+    },
+    /// Merges one agreed domain into another: addresses in `from` resolve to `into`.
+    MergeDomains {
+        /// The organisation.
+        org: OrgId,
+        /// The domain that goes.
+        from: String,
+        /// The domain that stays.
+        into: String,
+    },
+    /// Creates a department under `parent`.
+    CreateUnit {
+        /// The organisation.
+        org: OrgId,
+        /// Parent unit.
+        parent: UnitId,
+        /// Name.
+        name: String,
+        /// Line address, unique on the hub.
+        line: String,
+    },
+    /// A user registers with an address in an agreed domain; pending until approved.
+    Register {
+        /// The organisation.
+        org: OrgId,
+    },
+    /// An admin approves a pending registration.
+    Approve {
+        /// The organisation.
+        org: OrgId,
+        /// The user.
+        user: String,
+    },
+    /// Puts an active member into a unit (the root or a department).
+    Assign {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+        /// The unit.
+        unit: UnitId,
+    },
+    /// The owner names an admin.
+    NameAdmin {
+        /// The organisation.
+        org: OrgId,
+        /// The new admin.
+        user: String,
+    },
+    /// The owner removes an admin.
+    RemoveAdmin {
+        /// The organisation.
+        org: OrgId,
+        /// The admin.
+        user: String,
+    },
+    /// The owner offers the organisation to `to`.
+    TransferOwnership {
+        /// The organisation.
+        org: OrgId,
+        /// The new owner.
+        to: String,
+    },
+    /// The offered new owner accepts.
+    AcceptOwnership {
+        /// The organisation.
+        org: OrgId,
+    },
+    /// Deactivates a member: they cannot connect.
+    Deactivate {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+    },
+    /// Deletes a deactivated member.
+    DeleteMember {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+    },
+    /// The owner deletes the organisation.
+    DeleteOrg {
+        /// The organisation.
+        org: OrgId,
+    },
+}
+
+/// A change that happened, as the event log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Who made it.
+    pub actor: Actor,
+    /// When, Unix milliseconds.
+    pub at_ms: u64,
+    /// What, with every id it allocated.
+    pub change: Change,
+}
+
+/// The change an event records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An organisation was created with its root unit.
+    OrgCreated {
+        /// The organisation as created.
+        org: Org,
+        /// Its root unit.
+        root: Unit,
+    },
+    /// A command applied as given (ids were already known).
+    Applied(Command),
+    /// A unit was created.
+    UnitCreated(Unit),
+    /// A user registered.
+    Registered {
+        /// The organisation.
+        org: OrgId,
+        /// The user.
+        user: String,
+    },
+}
+
+/// Why a command was refused. Each names the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrgError {
+    /// The actor lacks a right; `rule` names the rule that refused.
+    #[error("not allowed: {rule}")]
+    NotAllowed {
+        /// The rule.
+        rule: &'static str,
+    },
+    /// No such organisation.
+    #[error("unknown organisation {0:?}")]
+    UnknownOrg(OrgId),
+    /// No such unit in this organisation.
+    #[error("unknown unit {0:?}")]
+    UnknownUnit(UnitId),
+    /// No such member.
+    #[error("{0} is not a member")]
+    UnknownMember(String),
+    /// An address is not in one of the organisation's agreed domains.
+    #[error("{address} is not in an agreed domain of the organisation")]
+    DomainNotAgreed {
+        /// The address.
+        address: String,
+    },
+    /// The seat limit is reached.
+    #[error("the organisation has all {limit} seats taken")]
+    SeatLimit {
+        /// The limit.
+        limit: u32,
+    },
+    /// A line address or domain is taken.
+    #[error("{0} is already in use")]
+    Taken(String),
+    /// The member already belongs to a unit.
+    #[error("{user} already belongs to a unit; a member belongs to exactly one")]
+    AlreadyAssigned {
+        /// The member.
+        user: String,
+    },
+    /// The member's status does not allow this.
+    #[error("{user} is {status:?}")]
+    WrongStatus {
+        /// The member.
+        user: String,
+        /// Its status.
+        status: Status,
+    },
+    /// Invalid input (bad address, empty name...).
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// Every organisation on the hub.
+#[derive(Debug, Clone, Default)]
+pub struct OrgState {
+    orgs: BTreeMap<OrgId, Org>,
+    units: BTreeMap<UnitId, Unit>,
+    /// Members by (organisation, user).
+    members: BTreeMap<(OrgId, String), Member>,
+    /// Every line address on the hub.
+    lines: BTreeMap<String, UnitId>,
+    next_id: u64,
+}
+
+fn not_allowed(rule: &'static str) -> OrgError {
+    OrgError::NotAllowed { rule }
+}
+
+fn account(text: &str) -> Result<Address, OrgError> {
+    match Address::parse(text) {
+        Ok(address) if address.kind() == AddressKind::Account => Ok(address),
+        _ => Err(OrgError::Invalid(format!("{text} is not a user address"))),
+    }
+}
+
+fn line(text: &str) -> Result<String, OrgError> {
+    match Address::parse(text) {
+        Ok(address) if address.kind() == AddressKind::Account => Ok(address.as_str().to_string()),
+        _ => Err(OrgError::Invalid(format!("{text} is not a line address (name@domain)"))),
+    }
+}
+
+impl OrgState {
+    /// An organisation.
+    pub fn org(&self, id: OrgId) -> Option<&Org> {
+        self.orgs.get(&id)
+    }
+
+    /// The ids of every organisation.
+    pub fn orgs_ids(&self) -> Vec<OrgId> {
+        self.orgs.keys().copied().collect()
+    }
+
+    /// A unit.
+    pub fn unit(&self, id: UnitId) -> Option<&Unit> {
+        self.units.get(&id)
+    }
+
+    /// A member of `org`.
+    pub fn member(&self, org: OrgId, user: &str) -> Option<&Member> {
+        self.members.get(&(org, user.to_string()))
+    }
+
+    /// Members of `org` that take a seat (pending and active ones).
+    pub fn seats_taken(&self, org: OrgId) -> u32 {
+        self.members
+            .range((org, String::new())..)
+            .take_while(|((o, _), _)| *o == org)
+            .filter(|(_, m)| m.status != Status::Deactivated && m.role != Role::Guest)
+            .count() as u32
+    }
+
+    /// The role `actor` holds in `org`, if any.
+    pub fn role_of(&self, org: &Org, actor: &Actor) -> Option<Role> {
+        let Actor::User(user) = actor else { return None };
+        if &org.owner == user {
+            return Some(Role::Owner);
+        }
+        if org.admins.contains(user) {
+            return Some(Role::Admin);
+        }
+        self.member(org.id, user).filter(|m| m.status == Status::Active).map(|m| m.role)
+    }
+
+    fn require(
+        &self,
+        org: &Org,
+        actor: &Actor,
+        right: Right,
+        rule: &'static str,
+    ) -> Result<(), OrgError> {
+        match self.role_of(org, actor) {
+            Some(role) if role.has(right) => Ok(()),
+            _ => Err(not_allowed(rule)),
+        }
+    }
+
+    fn org_of(&self, id: OrgId) -> Result<&Org, OrgError> {
+        self.orgs.get(&id).ok_or(OrgError::UnknownOrg(id))
+    }
+
+    /// The agreed domain an address of `org` belongs to (after merges), if any.
+    fn agreed_domain(&self, org: &Org, address: &Address) -> Option<String> {
+        let domain = address.domain()?;
+        if org.domains.contains(domain) {
+            return Some(domain.to_string());
+        }
+        org.merged.get(domain).cloned()
+    }
+
+    /// Checks `command` by `actor` at `now`; returns the event that records it.
+    pub fn decide(&self, actor: &Actor, command: Command, now: u64) -> Result<Event, OrgError> {
+        let event = |change| Ok(Event { actor: actor.clone(), at_ms: now, change });
+        match command {
+            Command::CreateOrg { name, owner, domain, line: root_line, seat_limit } => {
+                if *actor != Actor::Operator {
+                    return Err(not_allowed("only the hub operator creates organisations"));
+                }
+                let owner_address = account(&owner)?;
+                let domain = domain.to_ascii_lowercase();
+                if owner_address.domain() != Some(domain.as_str()) {
+                    return Err(OrgError::DomainNotAgreed { address: owner });
+                }
+                if self.orgs.values().any(|o| o.domains.contains(&domain)) {
+                    return Err(OrgError::Taken(domain));
+                }
+                let root_line = line(&root_line)?;
+                if self.lines.contains_key(&root_line) {
+                    return Err(OrgError::Taken(root_line));
+                }
+                if name.trim().is_empty() || seat_limit == 0 {
+                    return Err(OrgError::Invalid("a name and a seat limit of at least 1".into()));
+                }
+                let id = OrgId(self.next_id + 1);
+                let root = UnitId(self.next_id + 2);
+                let org = Org {
+                    id,
+                    name,
+                    owner: owner_address.as_str().to_string(),
+                    pending_owner: None,
+                    domains: BTreeSet::from([domain]),
+                    merged: BTreeMap::new(),
+                    seat_limit,
+                    admins: BTreeSet::new(),
+                    root,
+                };
+                let unit = Unit {
+                    id: root,
+                    org: id,
+                    parent: None,
+                    name: "main".into(),
+                    address: root_line,
+                    include_sub_units: false,
+                };
+                event(Change::OrgCreated { org, root: unit })
+            }
+            Command::SetSeatLimit { org, limit } => {
+                self.org_of(org)?;
+                if *actor != Actor::Operator {
+                    return Err(not_allowed("only the hub operator sets seat limits"));
+                }
+                if limit == 0 {
+                    return Err(OrgError::Invalid("a seat limit of at least 1".into()));
+                }
+                event(Change::Applied(Command::SetSeatLimit { org, limit }))
+            }
+            Command::AddDomain { org, domain } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageUnits, "admins add domains")?;
+                let domain = domain.to_ascii_lowercase();
+                if Address::parse(&format!("@{domain}")).is_err() {
+                    return Err(OrgError::Invalid(format!("{domain} is not a domain")));
+                }
+                if self
+                    .orgs
+                    .values()
+                    .any(|o| o.domains.contains(&domain) || o.merged.contains_key(&domain))
+                {
+                    return Err(OrgError::Taken(domain));
+                }
+                event(Change::Applied(Command::AddDomain { org, domain }))
+            }
+            Command::MergeDomains { org, from, into } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageUnits, "admins merge domains")?;
+                if from == into || !o.domains.contains(&from) || !o.domains.contains(&into) {
+                    return Err(OrgError::Invalid(
+                        "merge two different domains the organisation holds".into(),
+                    ));
+                }
+                event(Change::Applied(Command::MergeDomains { org, from, into }))
+            }
+            Command::CreateUnit { org, parent, name, line: unit_line } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageUnits, "admins manage units")?;
+                match self.units.get(&parent) {
+                    Some(unit) if unit.org == org => {}
+                    _ => return Err(OrgError::UnknownUnit(parent)),
+                }
+                let unit_line = line(&unit_line)?;
+                if self.lines.contains_key(&unit_line) {
+                    return Err(OrgError::Taken(unit_line));
+                }
+                let unit = Unit {
+                    id: UnitId(self.next_id + 1),
+                    org,
+                    parent: Some(parent),
+                    name,
+                    address: unit_line,
+                    include_sub_units: false,
+                };
+                event(Change::UnitCreated(unit))
+            }
+            Command::Register { org } => {
+                let o = self.org_of(org)?;
+                let Actor::User(user) = actor else {
+                    return Err(not_allowed("a user registers themselves"));
+                };
+                let address = account(user)?;
+                if self.agreed_domain(o, &address).is_none() {
+                    return Err(OrgError::DomainNotAgreed { address: user.clone() });
+                }
+                if self.member(org, user).is_some() {
+                    return Err(OrgError::Taken(user.clone()));
+                }
+                if self.seats_taken(org) >= o.seat_limit {
+                    return Err(OrgError::SeatLimit { limit: o.seat_limit });
+                }
+                event(Change::Registered { org, user: address.as_str().to_string() })
+            }
+            Command::Approve { org, user } => {
+                let o = self.org_of(org)?;
+                self.require(
+                    o,
+                    actor,
+                    Right::ApproveRegistrations,
+                    "admins approve registrations",
+                )?;
+                let member =
+                    self.member(org, &user).ok_or_else(|| OrgError::UnknownMember(user.clone()))?;
+                if member.status != Status::Pending {
+                    return Err(OrgError::WrongStatus { user, status: member.status });
+                }
+                event(Change::Applied(Command::Approve { org, user }))
+            }
+            Command::Assign { org, user, unit } => {
+                let o = self.org_of(org)?;
+                self.require(
+                    o,
+                    actor,
+                    Right::AssignMembers,
+                    "group admins and admins assign members",
+                )?;
+                match self.units.get(&unit) {
+                    Some(u) if u.org == org => {}
+                    _ => return Err(OrgError::UnknownUnit(unit)),
+                }
+                let member =
+                    self.member(org, &user).ok_or_else(|| OrgError::UnknownMember(user.clone()))?;
+                if member.status != Status::Active {
+                    return Err(OrgError::WrongStatus { user, status: member.status });
+                }
+                if member.unit.is_some() {
+                    return Err(OrgError::AlreadyAssigned { user });
+                }
+                event(Change::Applied(Command::Assign { org, user, unit }))
+            }
+            Command::NameAdmin { org, user } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageAdmins, "only the owner names admins")?;
+                account(&user)?;
+                if o.admins.len() >= MAX_ADMINS && !o.admins.contains(&user) {
+                    return Err(not_allowed("at most 5 admins"));
+                }
+                event(Change::Applied(Command::NameAdmin { org, user }))
+            }
+            Command::RemoveAdmin { org, user } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageAdmins, "only the owner removes admins")?;
+                if !o.admins.contains(&user) {
+                    return Err(OrgError::UnknownMember(user));
+                }
+                event(Change::Applied(Command::RemoveAdmin { org, user }))
+            }
+            Command::TransferOwnership { org, to } => {
+                let o = self.org_of(org)?;
+                self.require(
+                    o,
+                    actor,
+                    Right::TransferOwnership,
+                    "only the owner transfers ownership",
+                )?;
+                account(&to)?;
+                event(Change::Applied(Command::TransferOwnership { org, to }))
+            }
+            Command::AcceptOwnership { org } => {
+                let o = self.org_of(org)?;
+                match (actor, &o.pending_owner) {
+                    (Actor::User(user), Some(pending)) if user == pending => {
+                        event(Change::Applied(Command::AcceptOwnership { org }))
+                    }
+                    _ => Err(not_allowed("only the offered new owner confirms a transfer")),
+                }
+            }
+            Command::Deactivate { org, user } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageMembers, "admins deactivate members")?;
+                if user == o.owner {
+                    return Err(not_allowed("the owner's account cannot be deactivated"));
+                }
+                let member =
+                    self.member(org, &user).ok_or_else(|| OrgError::UnknownMember(user.clone()))?;
+                if member.status == Status::Deactivated {
+                    return Err(OrgError::WrongStatus { user, status: member.status });
+                }
+                event(Change::Applied(Command::Deactivate { org, user }))
+            }
+            Command::DeleteMember { org, user } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageMembers, "admins delete members")?;
+                let member =
+                    self.member(org, &user).ok_or_else(|| OrgError::UnknownMember(user.clone()))?;
+                if member.status != Status::Deactivated {
+                    return Err(OrgError::WrongStatus { user, status: member.status });
+                }
+                event(Change::Applied(Command::DeleteMember { org, user }))
+            }
+            Command::DeleteOrg { org } => {
+                let o = self.org_of(org)?;
+                self.require(
+                    o,
+                    actor,
+                    Right::DeleteOrganisation,
+                    "only the owner deletes the organisation",
+                )?;
+                event(Change::Applied(Command::DeleteOrg { org }))
+            }
+        }
+    }
+
+    /// Folds an event (from [`OrgState::decide`], or read back from the log) into the state.
+    pub fn apply(&mut self, event: &Event) {
+        match &event.change {
+            Change::OrgCreated { org, root } => {
+                self.next_id = self.next_id.max(root.id.0).max(org.id.0);
+                self.lines.insert(root.address.clone(), root.id);
+                self.units.insert(root.id, root.clone());
+                self.orgs.insert(org.id, org.clone());
+                // The owner is a member of the root unit.
+                self.members.insert(
+                    (org.id, org.owner.clone()),
+                    Member {
+                        user: org.owner.clone(),
+                        org: org.id,
+                        unit: Some(root.id),
+                        status: Status::Active,
+                        role: Role::Member,
+                    },
+                );
+            }
+            Change::UnitCreated(unit) => {
+                self.next_id = self.next_id.max(unit.id.0);
+                self.lines.insert(unit.address.clone(), unit.id);
+                self.units.insert(unit.id, unit.clone());
+            }
+            Change::Registered { org, user } => {
+                self.members.insert(
+                    (*org, user.clone()),
+                    Member {
+                        user: user.clone(),
+                        org: *org,
+                        unit: None,
+                        status: Status::Pending,
+                        role: Role::Member,
+                    },
+                );
+            }
+            Change::Applied(command) => self.apply_command(command),
+        }
+    }
+
+    fn apply_command(&mut self, command: &Command) {
+        let set_status =
+            |members: &mut BTreeMap<(OrgId, String), Member>, org: OrgId, user: &str, status| {
+                if let Some(member) = members.get_mut(&(org, user.to_string())) {
+                    member.status = status;
+                }
+            };
+        match command {
+            Command::SetSeatLimit { org, limit } => {
+                if let Some(o) = self.orgs.get_mut(org) {
+                    o.seat_limit = *limit;
+                }
+            }
+            Command::AddDomain { org, domain } => {
+                if let Some(o) = self.orgs.get_mut(org) {
+                    o.domains.insert(domain.clone());
+                }
+            }
+            Command::MergeDomains { org, from, into } => {
+                if let Some(o) = self.orgs.get_mut(org) {
+                    o.domains.remove(from);
+                    o.merged.insert(from.clone(), into.clone());
+                }
+            }
+            Command::Approve { org, user } => {
+                set_status(&mut self.members, *org, user, Status::Active)
+            }
+            Command::Deactivate { org, user } => {
+                set_status(&mut self.members, *org, user, Status::Deactivated)
+            }
+            Command::Assign { org, user, unit } => {
+                if let Some(member) = self.members.get_mut(&(*org, user.clone())) {
+                    member.unit = Some(*unit);
+                }
+            }
+            Command::NameAdmin { org, user } => {
+                if let Some(o) = self.orgs.get_mut(org) {
+                    o.admins.insert(user.clone());
+                }
+            }
+            Command::RemoveAdmin { org, user } => {
+                if let Some(o) = self.orgs.get_mut(org) {
+                    o.admins.remove(user);
+                }
+            }
+            Command::TransferOwnership { org, to } => {
+                if let Some(o) = self.orgs.get_mut(org) {
+                    o.pending_owner = Some(to.clone());
+                }
+            }
+            Command::AcceptOwnership { org } => {
+                if let Some(o) = self.orgs.get_mut(org)
+                    && let Some(new_owner) = o.pending_owner.take()
+                {
+                    o.admins.remove(&new_owner);
+                    o.owner = new_owner;
+                }
+            }
+            Command::DeleteMember { org, user } => {
+                self.members.remove(&(*org, user.clone()));
+            }
+            Command::DeleteOrg { org } => {
+                self.orgs.remove(org);
+                self.units.retain(|_, u| u.org != *org);
+                self.lines.retain(|_, id| self.units.contains_key(id));
+                self.members.retain(|(o, _), _| o != org);
+            }
+            // Handled as their own changes.
+            Command::CreateOrg { .. } | Command::CreateUnit { .. } | Command::Register { .. } => {}
+        }
+    }
+
+    /// Decides and applies in one step (for tests and the single-writer admin path).
+    pub fn execute(
+        &mut self,
+        actor: &Actor,
+        command: Command,
+        now: u64,
+    ) -> Result<Event, OrgError> {
+        let event = self.decide(actor, command, now)?;
+        self.apply(&event);
+        Ok(event)
+    }
+}

@@ -1,0 +1,326 @@
+//! The organisation rules, one test each, on the pure state machine.
+
+use switchboard_hub::org::*;
+
+const NOW: u64 = 1_000;
+
+fn user(name: &str) -> Actor {
+    Actor::User(name.into())
+}
+
+/// An organisation of example.org owned by max@example.org, with `seats` seats.
+fn org(state: &mut OrgState, seats: u32) -> OrgId {
+    let command = Command::CreateOrg {
+        name: "Example".into(),
+        owner: "max@example.org".into(),
+        domain: "example.org".into(),
+        line: "main@example.org".into(),
+        seat_limit: seats,
+    };
+    match state.execute(&Actor::Operator, command, NOW).unwrap().change {
+        Change::OrgCreated { org, .. } => org.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Registers and approves `name` as a member.
+fn member(state: &mut OrgState, org: OrgId, name: &str) {
+    state.execute(&user(name), Command::Register { org }, NOW).unwrap();
+    let approve = Command::Approve { org, user: name.into() };
+    state.execute(&user("max@example.org"), approve, NOW).unwrap();
+}
+
+fn refused_by(result: Result<Event, OrgError>) -> &'static str {
+    match result {
+        Err(OrgError::NotAllowed { rule }) => rule,
+        other => panic!("not refused by a rule: {other:?}"),
+    }
+}
+
+#[test]
+fn only_the_operator_creates_organisations_and_the_owner_is_in_an_agreed_domain() {
+    let mut state = OrgState::default();
+    let command = Command::CreateOrg {
+        name: "X".into(),
+        owner: "max@example.org".into(),
+        domain: "example.org".into(),
+        line: "main@example.org".into(),
+        seat_limit: 1,
+    };
+    assert!(
+        refused_by(state.decide(&user("max@example.org"), command.clone(), NOW))
+            .contains("operator")
+    );
+    let foreign = Command::CreateOrg {
+        name: "X".into(),
+        owner: "max@gmail.com".into(),
+        domain: "example.org".into(),
+        line: "main@example.org".into(),
+        seat_limit: 1,
+    };
+    assert!(matches!(
+        state.decide(&Actor::Operator, foreign, NOW),
+        Err(OrgError::DomainNotAgreed { .. })
+    ));
+    let id = org(&mut state, 1);
+    let root = state.org(id).unwrap().root;
+    assert_eq!(state.unit(root).unwrap().address, "main@example.org");
+    assert_eq!(state.member(id, "max@example.org").unwrap().unit, Some(root));
+}
+
+#[test]
+fn members_register_only_with_an_address_in_an_agreed_domain() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    assert!(matches!(
+        state.decide(&user("max@gmail.com"), Command::Register { org: id }, NOW),
+        Err(OrgError::DomainNotAgreed { .. })
+    ));
+    state.execute(&user("ann@example.org"), Command::Register { org: id }, NOW).unwrap();
+    assert_eq!(state.member(id, "ann@example.org").unwrap().status, Status::Pending);
+}
+
+#[test]
+fn an_added_domain_admits_its_addresses_and_a_merged_domain_still_does() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let owner = user("max@example.org");
+    state
+        .execute(&owner, Command::AddDomain { org: id, domain: "example.net".into() }, NOW)
+        .unwrap();
+    state.execute(&user("bea@example.net"), Command::Register { org: id }, NOW).unwrap();
+    let merge =
+        Command::MergeDomains { org: id, from: "example.net".into(), into: "example.org".into() };
+    state.execute(&owner, merge, NOW).unwrap();
+    assert!(!state.org(id).unwrap().domains.contains("example.net"));
+    state.execute(&user("cem@example.net"), Command::Register { org: id }, NOW).unwrap();
+    // Another organisation cannot take a domain this one holds.
+    let other = Command::CreateOrg {
+        name: "Other".into(),
+        owner: "o@example.org".into(),
+        domain: "example.org".into(),
+        line: "other@example.org".into(),
+        seat_limit: 1,
+    };
+    assert!(matches!(state.decide(&Actor::Operator, other, NOW), Err(OrgError::Taken(_))));
+}
+
+#[test]
+fn registering_past_the_seat_limit_is_refused_and_the_operator_can_raise_it() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 2); // the owner takes one seat
+    state.execute(&user("ann@example.org"), Command::Register { org: id }, NOW).unwrap();
+    assert_eq!(
+        state.decide(&user("bob@example.org"), Command::Register { org: id }, NOW),
+        Err(OrgError::SeatLimit { limit: 2 })
+    );
+    let raise = Command::SetSeatLimit { org: id, limit: 3 };
+    assert!(
+        refused_by(state.decide(&user("max@example.org"), raise.clone(), NOW)).contains("operator")
+    );
+    state.execute(&Actor::Operator, raise, NOW).unwrap();
+    state.execute(&user("bob@example.org"), Command::Register { org: id }, NOW).unwrap();
+}
+
+#[test]
+fn a_pending_member_becomes_active_only_by_an_admins_approval() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    member(&mut state, id, "ann@example.org");
+    state.execute(&user("bob@example.org"), Command::Register { org: id }, NOW).unwrap();
+    let approve = Command::Approve { org: id, user: "bob@example.org".into() };
+    // A plain member cannot approve.
+    assert!(!refused_by(state.decide(&user("ann@example.org"), approve.clone(), NOW)).is_empty());
+    // An admin can, even one from outside the organisation's domains.
+    let name = Command::NameAdmin { org: id, user: "ext@partner.example".into() };
+    state.execute(&user("max@example.org"), name, NOW).unwrap();
+    state.execute(&user("ext@partner.example"), approve, NOW).unwrap();
+    assert_eq!(state.member(id, "bob@example.org").unwrap().status, Status::Active);
+}
+
+#[test]
+fn units_have_unique_line_addresses_and_form_a_tree() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let owner = user("max@example.org");
+    let root = state.org(id).unwrap().root;
+    let sales = Command::CreateUnit {
+        org: id,
+        parent: root,
+        name: "Sales".into(),
+        line: "sales@example.org".into(),
+    };
+    let sales = match state.execute(&owner, sales, NOW).unwrap().change {
+        Change::UnitCreated(unit) => unit.id,
+        other => panic!("{other:?}"),
+    };
+    let north = Command::CreateUnit {
+        org: id,
+        parent: sales,
+        name: "North".into(),
+        line: "north@example.org".into(),
+    };
+    state.execute(&owner, north, NOW).unwrap();
+    let again = Command::CreateUnit {
+        org: id,
+        parent: root,
+        name: "Dup".into(),
+        line: "sales@example.org".into(),
+    };
+    assert_eq!(state.decide(&owner, again, NOW), Err(OrgError::Taken("sales@example.org".into())));
+    let member_cannot = Command::CreateUnit {
+        org: id,
+        parent: root,
+        name: "X".into(),
+        line: "x@example.org".into(),
+    };
+    member(&mut state, id, "ann@example.org");
+    refused_by(state.decide(&user("ann@example.org"), member_cannot, NOW));
+}
+
+#[test]
+fn a_member_belongs_to_exactly_one_unit() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let owner = user("max@example.org");
+    let root = state.org(id).unwrap().root;
+    member(&mut state, id, "ann@example.org");
+    state
+        .execute(
+            &owner,
+            Command::Assign { org: id, user: "ann@example.org".into(), unit: root },
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(
+        state.decide(
+            &owner,
+            Command::Assign { org: id, user: "ann@example.org".into(), unit: root },
+            NOW
+        ),
+        Err(OrgError::AlreadyAssigned { user: "ann@example.org".into() })
+    );
+}
+
+#[test]
+fn the_owner_alone_names_admins_and_there_are_at_most_five() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let owner = user("max@example.org");
+    for i in 0..5 {
+        state
+            .execute(&owner, Command::NameAdmin { org: id, user: format!("a{i}@example.org") }, NOW)
+            .unwrap();
+    }
+    let sixth = Command::NameAdmin { org: id, user: "a5@example.org".into() };
+    assert_eq!(refused_by(state.decide(&owner, sixth, NOW)), "at most 5 admins");
+    // An admin cannot name or remove admins.
+    let by_admin = Command::RemoveAdmin { org: id, user: "a1@example.org".into() };
+    assert_eq!(
+        refused_by(state.decide(&user("a0@example.org"), by_admin, NOW)),
+        "only the owner removes admins"
+    );
+    state
+        .execute(&owner, Command::RemoveAdmin { org: id, user: "a1@example.org".into() }, NOW)
+        .unwrap();
+    state
+        .execute(&owner, Command::NameAdmin { org: id, user: "a5@example.org".into() }, NOW)
+        .unwrap();
+}
+
+#[test]
+fn ownership_passes_only_when_the_new_owner_confirms() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let owner = user("max@example.org");
+    let transfer = Command::TransferOwnership { org: id, to: "eva@example.org".into() };
+    refused_by(state.decide(&user("eva@example.org"), transfer.clone(), NOW));
+    state.execute(&owner, transfer, NOW).unwrap();
+    assert_eq!(state.org(id).unwrap().owner, "max@example.org");
+    refused_by(state.decide(
+        &user("someone@example.org"),
+        Command::AcceptOwnership { org: id },
+        NOW,
+    ));
+    state.execute(&user("eva@example.org"), Command::AcceptOwnership { org: id }, NOW).unwrap();
+    assert_eq!(state.org(id).unwrap().owner, "eva@example.org");
+    // The old owner has no owner rights left.
+    refused_by(state.decide(&owner, Command::DeleteOrg { org: id }, NOW));
+}
+
+#[test]
+fn only_the_owner_deletes_the_organisation_and_admins_cannot_deactivate_the_owner() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let owner = user("max@example.org");
+    state
+        .execute(&owner, Command::NameAdmin { org: id, user: "adm@example.org".into() }, NOW)
+        .unwrap();
+    let admin = user("adm@example.org");
+    refused_by(state.decide(&admin, Command::DeleteOrg { org: id }, NOW));
+    let deactivate_owner = Command::Deactivate { org: id, user: "max@example.org".into() };
+    refused_by(state.decide(&admin, deactivate_owner, NOW));
+    state.execute(&owner, Command::DeleteOrg { org: id }, NOW).unwrap();
+    assert!(state.org(id).is_none());
+}
+
+#[test]
+fn only_a_deactivated_member_can_be_deleted() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let owner = user("max@example.org");
+    member(&mut state, id, "ann@example.org");
+    let delete = Command::DeleteMember { org: id, user: "ann@example.org".into() };
+    assert!(matches!(state.decide(&owner, delete.clone(), NOW), Err(OrgError::WrongStatus { .. })));
+    state
+        .execute(&owner, Command::Deactivate { org: id, user: "ann@example.org".into() }, NOW)
+        .unwrap();
+    // A deactivated member holds no rights.
+    assert_eq!(state.role_of(state.org(id).unwrap(), &user("ann@example.org")), None);
+    state.execute(&owner, delete, NOW).unwrap();
+    assert!(state.member(id, "ann@example.org").is_none());
+}
+
+#[test]
+fn group_admins_assign_members_but_cannot_onboard_or_approve() {
+    let role = Role::GroupAdmin;
+    assert!(role.has(Right::AssignMembers));
+    assert!(!role.has(Right::OnboardMembers));
+    assert!(!role.has(Right::ApproveRegistrations));
+    assert!(!Role::Admin.has(Right::ManageAdmins));
+    assert!(!Role::Admin.has(Right::DeleteOrganisation));
+    assert!(Role::Owner.rights().len() > Role::Admin.rights().len());
+}
+
+#[test]
+fn replaying_the_event_log_rebuilds_the_same_state() {
+    let mut state = OrgState::default();
+    let mut log = Vec::new();
+    let owner = user("max@example.org");
+    let create = Command::CreateOrg {
+        name: "Example".into(),
+        owner: "max@example.org".into(),
+        domain: "example.org".into(),
+        line: "main@example.org".into(),
+        seat_limit: 5,
+    };
+    log.push(state.execute(&Actor::Operator, create, NOW).unwrap());
+    let id = state.orgs_ids()[0];
+    log.push(state.execute(&user("ann@example.org"), Command::Register { org: id }, NOW).unwrap());
+    log.push(
+        state
+            .execute(&owner, Command::Approve { org: id, user: "ann@example.org".into() }, NOW)
+            .unwrap(),
+    );
+    log.push(
+        state
+            .execute(&owner, Command::NameAdmin { org: id, user: "ann@example.org".into() }, NOW)
+            .unwrap(),
+    );
+    let mut replayed = OrgState::default();
+    for event in &log {
+        replayed.apply(event);
+    }
+    assert_eq!(replayed.org(id), state.org(id));
+    assert_eq!(replayed.member(id, "ann@example.org"), state.member(id, "ann@example.org"));
+}
