@@ -12,6 +12,15 @@
 //! | `POST /v1/users/code` | `{"name"}` | `{"user", "code", "code_expires_ms"}`: a new code |
 //! | `GET /v1/devices[?user=NAME]` | | `[device]` |
 //! | `POST /v1/devices/revoke` | `{"name"}` | `device` |
+//! | `POST /v1/tokens` | `{"user"}` | `{"token"}`: a token acting as that user (operator only) |
+//! | `POST /v1/org` | an org command (`{"command": "create_unit", ...}`) | the event |
+//! | `GET /v1/org/events[?after=N]` | | `[{"seq", "event"}]` the caller may read |
+//! | `GET /v1/org/directory` | | lines and colleagues of the caller's organisations |
+//! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
+//!
+//! The token in `admin.token` acts as the hub operator; tokens from `POST /v1/tokens` act as
+//! their user, whose rights every org call checks. A refused org command answers 403 with the
+//! rule that refused it.
 //!
 //! Errors answer `{"error": "..."}` with 400 (bad input), 401 (token), 404 (unknown), 409
 //! (exists) or 500.
@@ -31,6 +40,7 @@ use tokio::sync::watch;
 
 use crate::{
     fanout::Hub,
+    org::{Actor, Change, Command, Event, OrgError, OrgId, Right, ServiceError, Status},
     store::{DeviceRecord, StoreError, UserRecord, system_clock_ms},
 };
 
@@ -84,6 +94,14 @@ pub(crate) async fn serve(
         .route("/v1/users/code", post(new_user_code))
         .route("/v1/devices", get(list_devices))
         .route("/v1/devices/revoke", post(revoke_device))
+        .route("/v1/tokens", post(new_token))
+        .route("/v1/org", post(org_command))
+        .route("/v1/org/events", get(org_events))
+        .route("/v1/org/directory", get(org_directory))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
         .with_state(AppState { hub, token: token.into() });
     let stop = async move {
         while !*shutdown.borrow() {
@@ -118,12 +136,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The operator token alone.
 fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = bearer(headers);
     // Compare without an early exit so the time taken says nothing about the token.
     let expected = state.token.as_bytes();
     let same = given.len() == expected.len()
@@ -134,6 +149,175 @@ fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         Err(ApiError(StatusCode::UNAUTHORIZED, "missing or wrong admin token".into()))
     }
 }
+
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+/// The operator token, or a user token: who is asking.
+async fn actor(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError> {
+    if authorise(state, headers).is_ok() {
+        return Ok(Actor::Operator);
+    }
+    let token = bearer(headers).to_string();
+    if token.is_empty() {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "missing token".into()));
+    }
+    let store = state.hub.store.clone();
+    match blocking(move || store.token_user(&token)).await? {
+        Some(user) => Ok(Actor::User(user)),
+        None => Err(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into())),
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    user: String,
+}
+
+async fn new_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<TokenBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&state, &headers)?;
+    let user = account_name(&body.user)?;
+    let token = hex(&rand::random::<[u8; 32]>());
+    state.hub.store.issue_token(&token, &user).await?;
+    Ok(Json(serde_json::json!({ "user": user, "token": token })))
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Store(error) => error.into(),
+            ServiceError::Refused(refused) => {
+                let status = match &refused {
+                    OrgError::NotAllowed { .. } | OrgError::SeatLimit { .. } => {
+                        StatusCode::FORBIDDEN
+                    }
+                    OrgError::UnknownOrg(_)
+                    | OrgError::UnknownUnit(_)
+                    | OrgError::UnknownMember(_) => StatusCode::NOT_FOUND,
+                    OrgError::Taken(_)
+                    | OrgError::AlreadyAssigned { .. }
+                    | OrgError::WrongStatus { .. } => StatusCode::CONFLICT,
+                    OrgError::DomainNotAgreed { .. } | OrgError::Invalid(_) => {
+                        StatusCode::BAD_REQUEST
+                    }
+                };
+                ApiError(status, refused.to_string())
+            }
+        }
+    }
+}
+
+async fn org_command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Event>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let command: Command = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not an org command: {e}")))?;
+    let event = state.hub.org_execute(&actor, command).await?;
+    Ok(Json(event))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    after: Option<u64>,
+}
+
+async fn org_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let hub = state.hub.clone();
+    let after = query.after.unwrap_or(0);
+    let events = blocking(move || hub.org.events(after, 1000)).await?;
+    let snapshot = state.hub.org.snapshot();
+    let readable = |event: &Event| match &actor {
+        Actor::Operator => true,
+        Actor::User(_) => event_org(event).and_then(|id| snapshot.org(id)).is_some_and(|org| {
+            snapshot.role_of(org, &actor).is_some_and(|role| role.has(Right::ReadEventLog))
+        }),
+    };
+    Ok(Json(
+        events
+            .into_iter()
+            .filter(|(_, event)| readable(event))
+            .map(|(seq, event)| serde_json::json!({ "seq": seq, "event": event }))
+            .collect(),
+    ))
+}
+
+/// The organisation an event belongs to.
+fn event_org(event: &Event) -> Option<OrgId> {
+    match &event.change {
+        Change::OrgCreated { org, .. } => Some(org.id),
+        Change::UnitCreated(unit) => Some(unit.org),
+        Change::Registered { org, .. } => Some(*org),
+        Change::Applied(command) => match command {
+            Command::CreateOrg { .. } => None,
+            Command::SetSeatLimit { org, .. }
+            | Command::AddDomain { org, .. }
+            | Command::MergeDomains { org, .. }
+            | Command::CreateUnit { org, .. }
+            | Command::Register { org }
+            | Command::Approve { org, .. }
+            | Command::Assign { org, .. }
+            | Command::NameAdmin { org, .. }
+            | Command::RemoveAdmin { org, .. }
+            | Command::TransferOwnership { org, .. }
+            | Command::AcceptOwnership { org }
+            | Command::Deactivate { org, .. }
+            | Command::DeleteMember { org, .. }
+            | Command::DeleteOrg { org } => Some(*org),
+        },
+    }
+}
+
+async fn org_directory(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let Actor::User(user) = actor(&state, &headers).await? else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the directory is a member's view; use a user token".into(),
+        ));
+    };
+    let snapshot = state.hub.org.snapshot();
+    let mut out = Vec::new();
+    for membership in snapshot.memberships(&user).filter(|m| m.status == Status::Active) {
+        let Some(org) = snapshot.org(membership.org) else { continue };
+        let units: Vec<_> = snapshot.units().filter(|u| u.org == org.id).collect();
+        let lines: Vec<_> = units
+            .iter()
+            .map(|u| serde_json::json!({ "name": u.name, "line": u.address }))
+            .collect();
+        let mut colleagues = Vec::new();
+        for unit in &units {
+            for member in snapshot.members_of(unit.id).filter(|m| m.status == Status::Active) {
+                colleagues.push(serde_json::json!({ "user": member.user, "unit": unit.address }));
+            }
+        }
+        out.push(serde_json::json!({
+            "org": org.id, "name": org.name, "lines": lines, "members": colleagues
+        }));
+    }
+    Ok(Json(out))
+}
+
+/// The OpenAPI document of the admin API.
+const OPENAPI: &str = include_str!("openapi.json");
 
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -322,6 +506,32 @@ impl AdminClient {
             None => "/v1/devices".to_string(),
         };
         self.call("GET", &path, None).await
+    }
+
+    /// A token acting as `user` (needs the operator token).
+    pub async fn new_token(&self, user: &str) -> Result<String, AdminError> {
+        let answer: serde_json::Value =
+            self.call("POST", "/v1/tokens", Some(serde_json::json!({ "user": user }))).await?;
+        answer["token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| AdminError::Answer("no token in the answer".into()))
+    }
+
+    /// Runs an organisation command as this client's token.
+    pub async fn org(&self, command: &Command) -> Result<Event, AdminError> {
+        let body = serde_json::to_value(command).map_err(|e| AdminError::Answer(e.to_string()))?;
+        self.call("POST", "/v1/org", Some(body)).await
+    }
+
+    /// Events of the organisation log this token may read.
+    pub async fn org_events(&self, after: u64) -> Result<Vec<serde_json::Value>, AdminError> {
+        self.call("GET", &format!("/v1/org/events?after={after}"), None).await
+    }
+
+    /// The directory view of this token's user.
+    pub async fn directory(&self) -> Result<Vec<serde_json::Value>, AdminError> {
+        self.call("GET", "/v1/org/directory", None).await
     }
 
     /// Revokes a device.

@@ -19,11 +19,21 @@ use tokio::sync::Notify;
 
 pub use notify::{Notifier, Watch};
 
+/// What a live session can be told.
+#[derive(Default)]
+pub struct SessionSignals {
+    /// End the session (revoked, deactivated).
+    pub kick: Notify,
+    /// The queues the device reads changed: reload them.
+    pub refresh: Notify,
+}
+
 use crate::{
     config::Config,
+    org::{Actor, Change, Command, Event, OrgError, OrgService, Right, ServiceError, Status},
     store::{
-        DeviceId, EnqueueRequest, Enqueued, Pending, QueueId, Store, StoreError, UserRecord,
-        system_clock_ms,
+        DeviceId, DeviceRecord, EnqueueRequest, Enqueued, Pending, QueueId, StartAt, Store,
+        StoreError, UserRecord, system_clock_ms,
     },
 };
 
@@ -110,8 +120,10 @@ pub struct Hub {
     pub notifier: Notifier,
     /// Settings.
     pub config: Config,
-    kicks: std::sync::Mutex<HashMap<DeviceId, Vec<std::sync::Weak<Notify>>>>,
-    /// Every user's queue by address, so that resolving a recipient never reads RocksDB on
+    /// Organisations, units (lines) and rights.
+    pub org: OrgService,
+    kicks: std::sync::Mutex<HashMap<DeviceId, Vec<std::sync::Weak<SessionSignals>>>>,
+    /// Every user's and line's queue by address, so that resolving a recipient never reads RocksDB on
     /// a network thread. Loaded at start; users are added through [`Hub::add_user`].
     directory: std::sync::RwLock<HashMap<Box<str>, QueueId>>,
 }
@@ -127,29 +139,53 @@ pub struct Submission {
 }
 
 impl Hub {
-    /// A hub over `store`.
-    pub fn new(store: Arc<Store>, config: Config) -> Self {
-        Self {
+    /// A hub over `store`; opens the organisation log. Blocks on RocksDB.
+    pub fn new(store: Arc<Store>, config: Config) -> Result<Self, StoreError> {
+        let org = OrgService::open(store.clone())?;
+        Ok(Self {
             store,
             notifier: Notifier::default(),
             config,
+            org,
             kicks: Default::default(),
             directory: Default::default(),
-        }
+        })
     }
 
-    /// Loads every user into the directory. Blocks on RocksDB.
+    /// Loads every user and line into the directory, creating line queues a crash left
+    /// missing, and subscribes the devices of assigned members to their lines (idempotent).
+    /// Blocks on RocksDB.
     pub fn load_directory(&self) -> Result<usize, StoreError> {
         let users = self.store.users()?;
-        let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
-        for user in &users {
-            directory.insert(user.name.as_str().into(), user.queue);
+        {
+            let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
+            for user in &users {
+                directory.insert(user.name.as_str().into(), user.queue);
+            }
+        }
+        let snapshot = self.org.snapshot();
+        for unit in snapshot.units() {
+            let queue = self.store.create_queue(&unit.address).wait()?;
+            self.directory
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(unit.address.as_str().into(), queue);
+            for member in snapshot.members_of(unit.id) {
+                for device in self.store.device_records(Some(&member.user))? {
+                    if !device.revoked {
+                        self.store.subscribe(device.device, queue, StartAt::Next).wait()?;
+                    }
+                }
+            }
         }
         Ok(users.len())
     }
 
     /// Adds a user durably, then to the directory.
     pub async fn add_user(&self, name: &str) -> Result<UserRecord, StoreError> {
+        if self.org.snapshot().line(name).is_some() {
+            return Err(StoreError::Exists(format!("{name} (a line)")));
+        }
         let user = self.store.create_user(name).await?;
         self.directory
             .write()
@@ -158,22 +194,127 @@ impl Hub {
         Ok(user)
     }
 
-    /// Registers a live session of `device` so that [`Hub::kick`] can end it.
-    pub fn register_session(&self, device: DeviceId) -> Arc<Notify> {
-        let kick = Arc::new(Notify::new());
+    /// Registers a live session of `device` so that [`Hub::kick`] can end it and
+    /// [`Hub::refresh`] can tell it to reload the queues it reads.
+    pub fn register_session(&self, device: DeviceId) -> Arc<SessionSignals> {
+        let signals = Arc::new(SessionSignals::default());
         let mut kicks = self.kicks.lock().unwrap_or_else(|e| e.into_inner());
         let list = kicks.entry(device).or_default();
         list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(&kick));
-        kick
+        list.push(Arc::downgrade(&signals));
+        signals
     }
 
-    /// Ends every live session of `device` (after a revocation).
+    fn signals(&self, device: DeviceId) -> Vec<Arc<SessionSignals>> {
+        let kicks = self.kicks.lock().unwrap_or_else(|e| e.into_inner());
+        kicks.get(&device).into_iter().flatten().filter_map(|w| w.upgrade()).collect()
+    }
+
+    /// Ends every live session of `device` (after a revocation or deactivation).
     pub fn kick(&self, device: DeviceId) {
-        let list = self.kicks.lock().unwrap_or_else(|e| e.into_inner()).remove(&device);
-        for kick in list.into_iter().flatten().filter_map(|w| w.upgrade()) {
-            kick.notify_one();
+        for signals in self.signals(device) {
+            signals.kick.notify_one();
         }
+    }
+
+    /// Tells every live session of `device` that the queues it reads changed.
+    pub fn refresh(&self, device: DeviceId) {
+        for signals in self.signals(device) {
+            signals.refresh.notify_one();
+        }
+    }
+
+    /// Runs an organisation command by `actor`, then does what the change means for queues
+    /// and sessions: a new unit gets its line queue; an assigned member's devices read the
+    /// line; a deactivated member's sessions are closed.
+    pub async fn org_execute(
+        &self,
+        actor: &Actor,
+        command: Command,
+    ) -> Result<Event, ServiceError> {
+        if let Command::CreateUnit { line, .. } | Command::CreateOrg { line, .. } = &command {
+            let taken = self
+                .directory
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(line.as_str());
+            if taken {
+                return Err(OrgError::Taken(line.clone()).into());
+            }
+        }
+        let event = self.org.execute(actor, command).await?;
+        match &event.change {
+            Change::OrgCreated { root, org } => {
+                let queue = self.add_line(&root.address).await?;
+                // The owner belongs to the root unit.
+                self.subscribe_user(&org.owner, queue).await?;
+            }
+            Change::UnitCreated(unit) => {
+                self.add_line(&unit.address).await?;
+            }
+            Change::Applied(Command::Assign { user, unit, .. }) => {
+                let snapshot = self.org.snapshot();
+                if let Some(unit) = snapshot.unit(*unit) {
+                    let queue = self.add_line(&unit.address).await?;
+                    self.subscribe_user(user, queue).await?;
+                }
+            }
+            Change::Applied(Command::Deactivate { user, .. }) => {
+                let store = self.store.clone();
+                let name = user.clone();
+                let devices =
+                    tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
+                        .await
+                        .map_err(|e| StoreError::Storage(e.to_string()))??;
+                for device in devices {
+                    self.kick(device.device);
+                }
+            }
+            _ => {}
+        }
+        Ok(event)
+    }
+
+    /// Creates a line's queue (idempotent) and puts it in the directory.
+    async fn add_line(&self, address: &str) -> Result<QueueId, StoreError> {
+        let queue = self.store.create_queue(address).await?;
+        self.directory.write().unwrap_or_else(|e| e.into_inner()).insert(address.into(), queue);
+        Ok(queue)
+    }
+
+    /// Makes every device of `user` read `queue` from now on, and tells their live sessions.
+    async fn subscribe_user(&self, user: &str, queue: QueueId) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let name = user.to_string();
+        let devices = tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))??;
+        for device in devices.iter().filter(|d| !d.revoked) {
+            self.store.subscribe(device.device, queue, StartAt::Next).await?;
+            self.refresh(device.device);
+        }
+        Ok(())
+    }
+
+    /// After a device enrolled: it reads the lines of the units its user belongs to.
+    pub async fn on_enrolled(&self, device: &DeviceRecord) -> Result<(), StoreError> {
+        let user = device.name.split('/').next().unwrap_or_default().to_string();
+        let snapshot = self.org.snapshot();
+        let lines: Vec<String> = snapshot
+            .memberships(&user)
+            .filter_map(|m| m.unit.and_then(|u| snapshot.unit(u)))
+            .map(|u| u.address.clone())
+            .collect();
+        for line in lines {
+            let queue = self.store.create_queue(&line).await?;
+            self.store.subscribe(device.device, queue, StartAt::Next).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `user` is deactivated in any organisation (then it may not connect).
+    pub fn is_deactivated(&self, user: &str) -> bool {
+        self.org.snapshot().memberships(user).any(|m| m.status == Status::Deactivated)
     }
 
     /// The queue of a local recipient address.
@@ -189,14 +330,18 @@ impl Hub {
             _ => {
                 return Err(Refusal::new(
                     RejectReason::UNKNOWN_RECIPIENT,
-                    format!("{to}: lines, groups and organisations are not served by this hub yet"),
+                    format!(
+                        "{to}: groups and organisation addresses are not served by this hub yet"
+                    ),
                 ));
             }
         }
         let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
         match directory.get(to.as_str()) {
             Some(&queue) => Ok(queue),
-            None => Err(Refusal::new(RejectReason::UNKNOWN_RECIPIENT, format!("no user {to}"))),
+            None => {
+                Err(Refusal::new(RejectReason::UNKNOWN_RECIPIENT, format!("no user or line {to}")))
+            }
         }
     }
 
@@ -205,17 +350,55 @@ impl Hub {
     /// it is durable, the caller commits [`Submission::copy`] (the sender's own queue, for the
     /// sender's other devices) with [`Hub::commit_copy`], and answers `accepted` after that.
     pub fn submit(&self, sender: &Sender, mut envelope: Envelope) -> Result<Submission, Refusal> {
-        if envelope.from != sender.account {
-            if envelope.flags.contains(Flags::AS_LINE) {
+        let snapshot = self.org.snapshot();
+        let as_line = envelope.flags.contains(Flags::AS_LINE);
+        // The queue that mirrors the message to the sender's side: the sender's own queue,
+        // or the line's when sending as a line (so colleagues see the answer).
+        let mut mirror = Some(sender.queue);
+        if as_line {
+            let Some(unit) = snapshot.line(envelope.from.as_str()) else {
+                return Err(Refusal::new(
+                    RejectReason::INVALID_ENVELOPE,
+                    format!("{} is not a line; AS_LINE needs a line in from", envelope.from),
+                ));
+            };
+            let member = snapshot.member(unit.org, sender.account.as_str());
+            let allowed = member.is_some_and(|m| {
+                m.status == Status::Active
+                    && m.unit == Some(unit.id)
+                    && m.role.has(Right::SendAsLine)
+            });
+            if !allowed {
                 return Err(Refusal::new(
                     RejectReason::NOT_ALLOWED,
-                    "sending as a line needs the rights module, which this hub does not run yet",
+                    format!("rule: only active members of {} send as its line", unit.address),
                 ));
             }
+            mirror = Some(self.resolve(&envelope.from)?);
+        } else if envelope.from != sender.account {
             return Err(Refusal::new(
                 RejectReason::INVALID_ENVELOPE,
                 format!("from is {}, but this device belongs to {}", envelope.from, sender.account),
             ));
+        }
+        if let Some(unit) = snapshot.line(envelope.to.as_str()) {
+            let member = snapshot
+                .member(unit.org, sender.account.as_str())
+                .filter(|m| m.status == Status::Active && m.role.has(Right::Send));
+            let is_main_line = snapshot.org(unit.org).is_some_and(|o| o.root == unit.id);
+            if member.is_none() && !is_main_line {
+                return Err(Refusal::new(
+                    RejectReason::NOT_ALLOWED,
+                    format!(
+                        "rule: the department line {} takes messages from members of its organisation",
+                        unit.address
+                    ),
+                ));
+            }
+            // A member of the line's unit reads the line: no separate mirror copy.
+            if member.is_some_and(|m| m.unit == Some(unit.id)) && !as_line {
+                mirror = None;
+            }
         }
         if envelope.body.len() > self.config.limits.max_body_bytes {
             return Err(Refusal::new(
@@ -240,7 +423,7 @@ impl Hub {
             expires_ms: system_clock_ms().saturating_add(u64::from(ttl) * 1000),
             payload: encode_message(&envelope),
         };
-        let copy = (recipient != sender.queue).then(|| (sender.queue, request.clone()));
+        let copy = mirror.filter(|&m| m != recipient).map(|m| (m, request.clone()));
         Ok(Submission { recipient, commit: self.store.enqueue(recipient, request), copy })
     }
 

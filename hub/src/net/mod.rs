@@ -112,7 +112,11 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr: config.admin.listen, source })?;
 
-    let hub = Arc::new(Hub::new(Arc::new(store), config));
+    let store = Arc::new(store);
+    let hub = tokio::task::spawn_blocking(move || Hub::new(store, config))
+        .await
+        .map_err(|e| StoreError::Storage(e.to_string()))??;
+    let hub = Arc::new(hub);
     let loading = hub.clone();
     let users = tokio::task::spawn_blocking(move || loading.load_directory())
         .await

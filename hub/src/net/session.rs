@@ -150,7 +150,7 @@ async fn authenticate(
         Ok(None) => return refused(ErrorCode::AUTHENTICATION_FAILED, "unknown user"),
         Err(error) => return Err((ErrorCode::INTERNAL, error.to_string())),
     };
-    if user.status == UserStatus::Deactivated {
+    if user.status == UserStatus::Deactivated || hub.is_deactivated(&user.name) {
         return refused(ErrorCode::USER_DEACTIVATED, "the user is deactivated");
     }
     let nonce: [u8; 32] = rand::random();
@@ -201,6 +201,9 @@ async fn authenticate(
     match hub.store.enrol_device(user.queue, hello.device.as_str(), hello.public_key, &code).await {
         Ok(record) => {
             tracing::info!(device = %record.name, "device enrolled");
+            if let Err(error) = hub.on_enrolled(&record).await {
+                return Err((ErrorCode::INTERNAL, error.to_string()));
+            }
             Ok(record)
         }
         Err(StoreError::EnrolmentRefused(why)) => refused(ErrorCode::ENROLMENT_REFUSED, why),
@@ -251,6 +254,42 @@ struct Reading {
     in_flight: BTreeMap<u64, InFlight>,
 }
 
+/// The queues `device` reads, other than `known`, each from its cursor.
+async fn load_readings(
+    hub: &Arc<Hub>,
+    device: DeviceId,
+    known: &[QueueId],
+) -> Result<Vec<Reading>, StoreError> {
+    let store = hub.store.clone();
+    let known = known.to_vec();
+    let queues = blocking(move || {
+        let mut out = Vec::new();
+        for queue in store.subscriptions(device)? {
+            if known.contains(&queue) {
+                continue;
+            }
+            let cursor = store.cursor(queue, device)?;
+            let name = store.queue_name(queue)?;
+            out.push((queue, cursor, name));
+        }
+        Ok(out)
+    })
+    .await?;
+    let mut readings = Vec::new();
+    for (queue, cursor, name) in queues {
+        // Queues not named by an address (none today) are not delivered to devices.
+        let Ok(name) = Address::parse(&name) else { continue };
+        readings.push(Reading {
+            queue,
+            name,
+            after: cursor.acked,
+            held: cursor.selective,
+            in_flight: BTreeMap::new(),
+        });
+    }
+    Ok(readings)
+}
+
 enum Outcome {
     Sent(MessageId, Result<(), Refusal>),
     Acked(Result<Cursor, StoreError>),
@@ -285,31 +324,9 @@ struct Session {
 
 impl Session {
     async fn new(hub: Arc<Hub>, device: DeviceRecord) -> Result<Self, StoreError> {
-        let store = hub.store.clone();
-        let id = device.device;
-        let queues = blocking(move || {
-            let mut out = Vec::new();
-            for queue in store.subscriptions(id)? {
-                let cursor = store.cursor(queue, id)?;
-                let name = store.queue_name(queue)?;
-                out.push((queue, cursor, name));
-            }
-            Ok(out)
-        })
-        .await?;
+        let readings = load_readings(&hub, device.device, &[]).await?;
         let account = Address::parse(device.name.split('/').next().unwrap_or_default())
             .map_err(|e| StoreError::Corrupt(format!("device record name: {e}")))?;
-        let mut readings = Vec::new();
-        for (queue, cursor, name) in queues {
-            let Ok(name) = Address::parse(&name) else { continue };
-            readings.push(Reading {
-                queue,
-                name,
-                after: cursor.acked,
-                held: cursor.selective,
-                in_flight: BTreeMap::new(),
-            });
-        }
         let limits = &hub.config.limits;
         Ok(Self {
             sender: Sender { account, queue: device.account },
@@ -337,7 +354,8 @@ impl Session {
         let hub = self.hub.clone();
         let queues: Vec<QueueId> = self.readings.iter().map(|r| r.queue).collect();
         let watch = hub.notifier.watch(&queues);
-        let kick = hub.register_session(self.device.device);
+        let signals = hub.register_session(self.device.device);
+        let mut watch = watch;
         let mut draining = *shutdown.borrow();
         loop {
             if self.more
@@ -357,7 +375,20 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                () = kick.notified() => {
+                () = signals.refresh.notified() => {
+                    match self.reload().await {
+                        Ok(()) => {
+                            let queues: Vec<QueueId> = self.readings.iter().map(|r| r.queue).collect();
+                            watch = hub.notifier.watch(&queues);
+                            self.more = true;
+                        }
+                        Err(error) => {
+                            tracing::error!(device = %self.device.name, %error, "cannot reload subscriptions");
+                            return close(writer, connection, ErrorCode::INTERNAL, "store failure").await;
+                        }
+                    }
+                }
+                () = signals.kick.notified() => {
                     return close(writer, connection, ErrorCode::DEVICE_REVOKED, "the device was revoked").await;
                 }
                 changed = shutdown.changed(), if !draining => {
@@ -390,6 +421,14 @@ impl Session {
                 () = watch.woken() => self.more = true,
             }
         }
+    }
+
+    /// Adds the queues the device was subscribed to since the session began.
+    async fn reload(&mut self) -> Result<(), StoreError> {
+        let known: Vec<QueueId> = self.readings.iter().map(|r| r.queue).collect();
+        let added = load_readings(&self.hub, self.device.device, &known).await?;
+        self.readings.extend(added);
+        Ok(())
     }
 
     /// Hands out entries until the window is full or every queue is drained.

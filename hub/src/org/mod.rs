@@ -11,21 +11,29 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, AddressKind};
+
+mod service;
+
+pub use service::{OrgService, ServiceError};
 
 /// Most admins an organisation may have.
 pub const MAX_ADMINS: usize = 5;
 
 /// An organisation's id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct OrgId(pub u64);
 
 /// A unit's id (the root or a department).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct UnitId(pub u64);
 
 /// A single permission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Right {
     /// Send messages.
     Send,
@@ -58,7 +66,8 @@ pub enum Right {
 }
 
 /// A named set of rights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything.
     Owner,
@@ -119,7 +128,8 @@ impl Role {
 }
 
 /// A member's life-cycle status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Registered, waiting for an admin's approval.
     Pending,
@@ -130,7 +140,8 @@ pub enum Status {
 }
 
 /// Who asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Actor {
     /// The hub's operator.
     Operator,
@@ -139,7 +150,7 @@ pub enum Actor {
 }
 
 /// An organisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Org {
     /// Its id.
     pub id: OrgId,
@@ -162,7 +173,7 @@ pub struct Org {
 }
 
 /// A unit: the root or a department.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unit {
     /// Its id.
     pub id: UnitId,
@@ -179,7 +190,7 @@ pub struct Unit {
 }
 
 /// A member of an organisation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// The user's address.
     pub user: String,
@@ -194,7 +205,8 @@ pub struct Member {
 }
 
 /// A request to change the organisations.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
     /// The operator creates an organisation for `owner` with one agreed domain.
     CreateOrg {
@@ -312,7 +324,7 @@ pub enum Command {
 }
 
 /// A change that happened, as the event log records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Who made it.
     pub actor: Actor,
@@ -323,7 +335,8 @@ pub struct Event {
 }
 
 /// The change an event records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Change {
     /// An organisation was created with its root unit.
     OrgCreated {
@@ -446,6 +459,26 @@ impl OrgState {
     /// A member of `org`.
     pub fn member(&self, org: OrgId, user: &str) -> Option<&Member> {
         self.members.get(&(org, user.to_string()))
+    }
+
+    /// The unit whose line address is `address`.
+    pub fn line(&self, address: &str) -> Option<&Unit> {
+        self.lines.get(address).and_then(|id| self.units.get(id))
+    }
+
+    /// Every unit (for reconciling line queues).
+    pub fn units(&self) -> impl Iterator<Item = &Unit> {
+        self.units.values()
+    }
+
+    /// Every membership of `user`, in any organisation.
+    pub fn memberships<'a>(&'a self, user: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
+        self.members.values().filter(move |m| m.user == user)
+    }
+
+    /// Every member assigned to `unit`.
+    pub fn members_of(&self, unit: UnitId) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(move |m| m.unit == Some(unit))
     }
 
     /// Members of `org` that take a seat (pending and active ones).

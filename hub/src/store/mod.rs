@@ -575,6 +575,27 @@ impl Store {
         Ok(record)
     }
 
+    /// Stores an admin API token bound to `user` (only its SHA-256 hash is kept).
+    pub fn issue_token(&self, token: &str, user: &str) -> Pending<()> {
+        let mut key = vec![keys::API_TOKEN];
+        key.extend_from_slice(&code_hash(token));
+        let value = user.as_bytes().to_vec();
+        self.submit(0, |done| Command::PutRecord { key, value, done })
+    }
+
+    /// The user an admin API token is bound to.
+    pub fn token_user(&self, token: &str) -> Result<Option<String>, StoreError> {
+        let mut key = vec![keys::API_TOKEN];
+        key.extend_from_slice(&code_hash(token));
+        let value = self.db.get_pinned(key)?;
+        value
+            .map(|v| {
+                String::from_utf8(v.to_vec())
+                    .map_err(|_| StoreError::Corrupt("token record".into()))
+            })
+            .transpose()
+    }
+
     fn scan_records<T>(
         &self,
         prefix: &[u8],

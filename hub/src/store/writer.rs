@@ -66,6 +66,11 @@ pub(crate) enum Command {
         name: Box<str>,
         done: Done<UserRecord>,
     },
+    PutRecord {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        done: Done<()>,
+    },
     IssueCode {
         account: QueueId,
         key: Vec<u8>,
@@ -308,6 +313,10 @@ impl ShardWriter {
                 reply(done, self.enrol(account, name, public_key, code, batch, staged))
             }
             Command::Revoke { name, done } => reply(done, self.revoke(&name, batch, staged)),
+            Command::PutRecord { key, value, done } => {
+                put_record(batch, staged, key, value);
+                reply(done, Ok(()))
+            }
         }
     }
 

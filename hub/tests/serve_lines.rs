@@ -1,0 +1,233 @@
+//! Department lines over real QUIC: an organisation set up through the admin API, messages to a
+//! line reaching every member's devices, sending as the line, and the rule for outsiders.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use switchboard_hub::{
+    admin::AdminClient,
+    client::Event,
+    org::{Change, Command, OrgId, UnitId},
+};
+use switchboard_protocol::{Address, Flags, RejectReason};
+
+struct Org {
+    id: OrgId,
+    sales: UnitId,
+}
+
+/// example.org, owned by max, with a sales department whose members are ann and bob.
+async fn set_up(hub: &HubProcess) -> Org {
+    let operator = hub.admin_client();
+    let event = operator
+        .org(&Command::CreateOrg {
+            name: "Example".into(),
+            owner: "max@example.org".into(),
+            domain: "example.org".into(),
+            line: "main@example.org".into(),
+            seat_limit: 10,
+        })
+        .await
+        .unwrap();
+    let Change::OrgCreated { org, .. } = event.change else { panic!("{event:?}") };
+    let as_user = |user: &str| {
+        let operator = hub.admin_client();
+        let user = user.to_string();
+        let admin = hub.admin;
+        async move { AdminClient::new(admin, operator.new_token(&user).await.unwrap()) }
+    };
+    let max = as_user("max@example.org").await;
+    let root = org.root;
+    let sales = max
+        .org(&Command::CreateUnit {
+            org: org.id,
+            parent: root,
+            name: "Sales".into(),
+            line: "sales@example.org".into(),
+        })
+        .await
+        .unwrap();
+    let Change::UnitCreated(sales) = sales.change else { panic!() };
+    for user in ["ann@example.org", "bob@example.org"] {
+        as_user(user).await.org(&Command::Register { org: org.id }).await.unwrap();
+        max.org(&Command::Approve { org: org.id, user: user.into() }).await.unwrap();
+    }
+    Org { id: org.id, sales: sales.id }
+}
+
+async fn assign(hub: &HubProcess, org: &Org, user: &str) {
+    let token = hub.admin_client().new_token("max@example.org").await.unwrap();
+    let max = AdminClient::new(hub.admin, token);
+    max.org(&Command::Assign { org: org.id, user: user.into(), unit: org.sales }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_department_line_reaches_every_members_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let ann_phone = hub.enrol("ann@example.org", "phone").await;
+    let ann_laptop = hub.enrol("ann@example.org", "laptop").await;
+    let max_phone = hub.enrol("max@example.org", "phone").await;
+    let org = set_up(&hub).await;
+    // Ann's phone is online when she joins the line; her laptop enrolled before and is offline.
+    let mut ann_phone_client = connect(&ann_phone).await;
+    assign(&hub, &org, "ann@example.org").await;
+    assign(&hub, &org, "bob@example.org").await;
+    // Bob enrols a device after joining: it reads the line from then on.
+    let bob_phone = hub.enrol("bob@example.org", "phone").await;
+
+    let mut max = connect(&max_phone).await;
+    let sales = Address::parse("sales@example.org").unwrap();
+    send_all(&mut max, &sales, &["to sales 1".into(), "to sales 2".into()]).await;
+
+    assert_eq!(receive(&mut ann_phone_client, 2).await, ["to sales 1", "to sales 2"]);
+    let mut ann_laptop_client = connect(&ann_laptop).await;
+    assert_eq!(receive(&mut ann_laptop_client, 2).await, ["to sales 1", "to sales 2"]);
+    let mut bob = connect(&bob_phone).await;
+    assert_eq!(receive(&mut bob, 2).await, ["to sales 1", "to sales 2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_sends_as_the_line_and_colleagues_see_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let ann_phone = hub.enrol("ann@example.org", "phone").await;
+    let bob_phone = hub.enrol("bob@example.org", "phone").await;
+    let customer = hub.enrol("cy@customer.example", "phone").await;
+    let org = set_up(&hub).await;
+    assign(&hub, &org, "ann@example.org").await;
+    assign(&hub, &org, "bob@example.org").await;
+
+    let mut ann = connect(&ann_phone).await;
+    let mut envelope = ann.envelope(
+        &customer.account(),
+        bytes::Bytes::from_static(b"offer attached"),
+        Flags::AS_LINE,
+    );
+    envelope.from = Address::parse("sales@example.org").unwrap();
+    let id = envelope.id;
+    ann.send(envelope).await.unwrap();
+    loop {
+        match next(&mut ann, 10).await {
+            Event::Accepted(done) if done == id => break,
+            Event::Rejected(rejected) => panic!("{} {}", rejected.reason, rejected.detail),
+            _ => {}
+        }
+    }
+    // The customer sees only the line.
+    let mut cy = connect(&customer).await;
+    match next(&mut cy, 10).await {
+        Event::Deliver(deliver) => {
+            assert_eq!(deliver.envelope.from.as_str(), "sales@example.org");
+            assert_eq!(&deliver.envelope.body[..], b"offer attached");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Bob, a colleague on the line, sees the answer in the line's queue.
+    let mut bob = connect(&bob_phone).await;
+    assert_eq!(receive(&mut bob, 1).await, ["offer attached"]);
+
+    // Someone outside the unit may not send as its line.
+    let mut cy_envelope =
+        cy.envelope(&customer.account(), bytes::Bytes::from_static(b"x"), Flags::AS_LINE);
+    cy_envelope.from = Address::parse("sales@example.org").unwrap();
+    cy.send(cy_envelope).await.unwrap();
+    loop {
+        match next(&mut cy, 10).await {
+            Event::Rejected(rejected) => {
+                assert_eq!(rejected.reason, RejectReason::NOT_ALLOWED);
+                assert!(rejected.detail.contains("rule:"), "{}", rejected.detail);
+                break;
+            }
+            Event::Accepted(_) => panic!("an outsider sent as the line"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outsiders_reach_the_main_line_but_not_a_department_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let max_phone = hub.enrol("max@example.org", "phone").await;
+    let customer = hub.enrol("cy@customer.example", "phone").await;
+    let _org = set_up(&hub).await;
+    let mut cy = connect(&customer).await;
+    let id =
+        cy.send_text(&Address::parse("sales@example.org").unwrap(), "hello sales").await.unwrap();
+    loop {
+        match next(&mut cy, 10).await {
+            Event::Rejected(rejected) if rejected.id == id => {
+                assert_eq!(rejected.reason, RejectReason::NOT_ALLOWED);
+                break;
+            }
+            Event::Accepted(_) => panic!("an outsider wrote to a department line"),
+            _ => {}
+        }
+    }
+    send_all(&mut cy, &Address::parse("main@example.org").unwrap(), &["hello company".into()])
+        .await;
+    // Max is in the root unit, whose line is the main line.
+    let mut max = connect(&max_phone).await;
+    assert_eq!(receive(&mut max, 1).await, ["hello company"]);
+    let _ = tokio::time::timeout(Duration::from_millis(10), max.next_event()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_member_is_disconnected_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let ann_phone = hub.enrol("ann@example.org", "phone").await;
+    let org = set_up(&hub).await;
+    let mut ann = connect(&ann_phone).await;
+    let token = hub.admin_client().new_token("max@example.org").await.unwrap();
+    let max = AdminClient::new(hub.admin, token);
+    max.org(&Command::Deactivate { org: org.id, user: "ann@example.org".into() }).await.unwrap();
+    match next(&mut ann, 10).await {
+        Event::Closed { .. } => {}
+        other => panic!("not closed: {other:?}"),
+    }
+    let endpoint = switchboard_hub::client::client_endpoint().unwrap();
+    match switchboard_hub::client::Client::connect(&endpoint, &ann_phone, None).await {
+        Err(switchboard_hub::client::ClientError::Refused { code, .. }) => {
+            assert_eq!(code, switchboard_protocol::ErrorCode::USER_DEACTIVATED)
+        }
+        other => panic!("deactivated member admitted: {:?}", other.map(|_| ())),
+    }
+    // The owner's rule is enforced through the API, with the rule's name.
+    match max.org(&Command::DeleteOrg { org: org.id }).await {
+        Ok(_) => {}
+        Err(error) => panic!("the owner may delete: {error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_with_the_rule_and_the_log_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = HubProcess::start(dir.path());
+    let org = set_up(&hub).await;
+    let ann =
+        AdminClient::new(hub.admin, hub.admin_client().new_token("ann@example.org").await.unwrap());
+    match ann.org(&Command::NameAdmin { org: org.id, user: "ann@example.org".into() }).await {
+        Err(switchboard_hub::admin::AdminError::Api { status, message }) => {
+            assert_eq!(status, 403);
+            assert!(message.contains("only the owner names admins"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A member without the right cannot read the log; the operator reads all of it.
+    assert!(ann.org_events(0).await.unwrap().is_empty());
+    let before = hub.admin_client().org_events(0).await.unwrap();
+    assert!(before.len() >= 6, "{before:?}");
+    hub.kill();
+    hub.restart();
+    let after = hub.admin_client().org_events(0).await.unwrap();
+    assert_eq!(before, after);
+    // The state came back too: the sales line still takes messages from members.
+    let ann_dir =
+        AdminClient::new(hub.admin, hub.admin_client().new_token("ann@example.org").await.unwrap());
+    let directory = ann_dir.directory().await.unwrap();
+    assert!(directory[0]["lines"].to_string().contains("sales@example.org"));
+}
