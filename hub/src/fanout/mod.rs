@@ -30,7 +30,10 @@ pub struct SessionSignals {
 
 use crate::{
     config::Config,
-    org::{Actor, Change, Command, Event, OrgError, OrgService, Right, ServiceError, Status},
+    org::{
+        Actor, Change, Command, Event, Mirror, OrgError, OrgService, SendRefusal, ServiceError,
+        Status,
+    },
     store::{
         DeviceId, DeviceRecord, EnqueueRequest, Enqueued, Pending, QueueId, StartAt, Store,
         StoreError, UserRecord, system_clock_ms,
@@ -352,54 +355,28 @@ impl Hub {
     pub fn submit(&self, sender: &Sender, mut envelope: Envelope) -> Result<Submission, Refusal> {
         let snapshot = self.org.snapshot();
         let as_line = envelope.flags.contains(Flags::AS_LINE);
-        // The queue that mirrors the message to the sender's side: the sender's own queue,
-        // or the line's when sending as a line (so colleagues see the answer).
-        let mut mirror = Some(sender.queue);
-        if as_line {
-            let Some(unit) = snapshot.line(envelope.from.as_str()) else {
-                return Err(Refusal::new(
-                    RejectReason::INVALID_ENVELOPE,
-                    format!("{} is not a line; AS_LINE needs a line in from", envelope.from),
-                ));
-            };
-            let member = snapshot.member(unit.org, sender.account.as_str());
-            let allowed = member.is_some_and(|m| {
-                m.status == Status::Active
-                    && m.unit == Some(unit.id)
-                    && m.role.has(Right::SendAsLine)
-            });
-            if !allowed {
-                return Err(Refusal::new(
-                    RejectReason::NOT_ALLOWED,
-                    format!("rule: only active members of {} send as its line", unit.address),
-                ));
+        let mirror = match snapshot.check_send(
+            sender.account.as_str(),
+            envelope.from.as_str(),
+            envelope.to.as_str(),
+            as_line,
+        ) {
+            Ok(Mirror::Sender) => Some(sender.queue),
+            Ok(Mirror::Line(line)) => {
+                let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
+                let queue = directory.get(line).copied().ok_or_else(|| {
+                    Refusal::new(RejectReason::INTERNAL, format!("the line {line} has no queue"))
+                })?;
+                Some(queue)
             }
-            mirror = Some(self.resolve(&envelope.from)?);
-        } else if envelope.from != sender.account {
-            return Err(Refusal::new(
-                RejectReason::INVALID_ENVELOPE,
-                format!("from is {}, but this device belongs to {}", envelope.from, sender.account),
-            ));
-        }
-        if let Some(unit) = snapshot.line(envelope.to.as_str()) {
-            let member = snapshot
-                .member(unit.org, sender.account.as_str())
-                .filter(|m| m.status == Status::Active && m.role.has(Right::Send));
-            let is_main_line = snapshot.org(unit.org).is_some_and(|o| o.root == unit.id);
-            if member.is_none() && !is_main_line {
-                return Err(Refusal::new(
-                    RejectReason::NOT_ALLOWED,
-                    format!(
-                        "rule: the department line {} takes messages from members of its organisation",
-                        unit.address
-                    ),
-                ));
+            Ok(Mirror::None) => None,
+            Err(SendRefusal::Invalid(detail)) => {
+                return Err(Refusal::new(RejectReason::INVALID_ENVELOPE, detail));
             }
-            // A member of the line's unit reads the line: no separate mirror copy.
-            if member.is_some_and(|m| m.unit == Some(unit.id)) && !as_line {
-                mirror = None;
+            Err(SendRefusal::NotAllowed(detail)) => {
+                return Err(Refusal::new(RejectReason::NOT_ALLOWED, detail));
             }
-        }
+        };
         if envelope.body.len() > self.config.limits.max_body_bytes {
             return Err(Refusal::new(
                 RejectReason::TOO_LARGE,

@@ -9,7 +9,7 @@
 //! This first part covers organisations, agreed domains, seat limits, the unit tree, members
 //! and their life cycle, and the owner and admin roles. Groups, scopes and keys follow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, AddressKind};
@@ -410,15 +410,38 @@ pub enum OrgError {
     Invalid(String),
 }
 
+/// Where the sender's side of a message is mirrored, so the sender's other devices (or
+/// colleagues, for a line) show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mirror<'a> {
+    /// The sender's own queue.
+    Sender,
+    /// The queue of the line the message was sent as.
+    Line(&'a str),
+    /// Nowhere: the sender reads the recipient line itself.
+    None,
+}
+
+/// Why a send is refused by the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendRefusal {
+    /// The envelope is inconsistent (`from` neither the sender nor a line).
+    Invalid(String),
+    /// A rule refused it; the text names the rule.
+    NotAllowed(String),
+}
+
 /// Every organisation on the hub.
 #[derive(Debug, Clone, Default)]
 pub struct OrgState {
     orgs: BTreeMap<OrgId, Org>,
     units: BTreeMap<UnitId, Unit>,
-    /// Members by (organisation, user).
-    members: BTreeMap<(OrgId, String), Member>,
+    /// Members of each organisation, by user.
+    members: HashMap<OrgId, BTreeMap<String, Member>>,
+    /// The organisations each user is a member of.
+    by_user: HashMap<String, BTreeSet<OrgId>>,
     /// Every line address on the hub.
-    lines: BTreeMap<String, UnitId>,
+    lines: HashMap<String, UnitId>,
     next_id: u64,
 }
 
@@ -458,7 +481,28 @@ impl OrgState {
 
     /// A member of `org`.
     pub fn member(&self, org: OrgId, user: &str) -> Option<&Member> {
-        self.members.get(&(org, user.to_string()))
+        self.members.get(&org).and_then(|m| m.get(user))
+    }
+
+    fn member_mut(&mut self, org: OrgId, user: &str) -> Option<&mut Member> {
+        self.members.get_mut(&org).and_then(|m| m.get_mut(user))
+    }
+
+    fn insert_member(&mut self, member: Member) {
+        self.by_user.entry(member.user.clone()).or_default().insert(member.org);
+        self.members.entry(member.org).or_default().insert(member.user.clone(), member);
+    }
+
+    fn remove_member(&mut self, org: OrgId, user: &str) {
+        if let Some(members) = self.members.get_mut(&org) {
+            members.remove(user);
+        }
+        if let Some(orgs) = self.by_user.get_mut(user) {
+            orgs.remove(&org);
+            if orgs.is_empty() {
+                self.by_user.remove(user);
+            }
+        }
     }
 
     /// The unit whose line address is `address`.
@@ -473,20 +517,25 @@ impl OrgState {
 
     /// Every membership of `user`, in any organisation.
     pub fn memberships<'a>(&'a self, user: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
-        self.members.values().filter(move |m| m.user == user)
+        self.by_user.get(user).into_iter().flatten().filter_map(move |org| self.member(*org, user))
     }
 
     /// Every member assigned to `unit`.
     pub fn members_of(&self, unit: UnitId) -> impl Iterator<Item = &Member> {
-        self.members.values().filter(move |m| m.unit == Some(unit))
+        let org = self.units.get(&unit).map(|u| u.org);
+        org.and_then(|org| self.members.get(&org))
+            .into_iter()
+            .flat_map(|members| members.values())
+            .filter(move |m| m.unit == Some(unit))
     }
 
     /// Members of `org` that take a seat (pending and active ones).
     pub fn seats_taken(&self, org: OrgId) -> u32 {
         self.members
-            .range((org, String::new())..)
-            .take_while(|((o, _), _)| *o == org)
-            .filter(|(_, m)| m.status != Status::Deactivated && m.role != Role::Guest)
+            .get(&org)
+            .into_iter()
+            .flat_map(|members| members.values())
+            .filter(|m| m.status != Status::Deactivated && m.role != Role::Guest)
             .count() as u32
     }
 
@@ -767,16 +816,13 @@ impl OrgState {
                 self.units.insert(root.id, root.clone());
                 self.orgs.insert(org.id, org.clone());
                 // The owner is a member of the root unit.
-                self.members.insert(
-                    (org.id, org.owner.clone()),
-                    Member {
-                        user: org.owner.clone(),
-                        org: org.id,
-                        unit: Some(root.id),
-                        status: Status::Active,
-                        role: Role::Member,
-                    },
-                );
+                self.insert_member(Member {
+                    user: org.owner.clone(),
+                    org: org.id,
+                    unit: Some(root.id),
+                    status: Status::Active,
+                    role: Role::Member,
+                });
             }
             Change::UnitCreated(unit) => {
                 self.next_id = self.next_id.max(unit.id.0);
@@ -784,28 +830,19 @@ impl OrgState {
                 self.units.insert(unit.id, unit.clone());
             }
             Change::Registered { org, user } => {
-                self.members.insert(
-                    (*org, user.clone()),
-                    Member {
-                        user: user.clone(),
-                        org: *org,
-                        unit: None,
-                        status: Status::Pending,
-                        role: Role::Member,
-                    },
-                );
+                self.insert_member(Member {
+                    user: user.clone(),
+                    org: *org,
+                    unit: None,
+                    status: Status::Pending,
+                    role: Role::Member,
+                });
             }
             Change::Applied(command) => self.apply_command(command),
         }
     }
 
     fn apply_command(&mut self, command: &Command) {
-        let set_status =
-            |members: &mut BTreeMap<(OrgId, String), Member>, org: OrgId, user: &str, status| {
-                if let Some(member) = members.get_mut(&(org, user.to_string())) {
-                    member.status = status;
-                }
-            };
         match command {
             Command::SetSeatLimit { org, limit } => {
                 if let Some(o) = self.orgs.get_mut(org) {
@@ -824,13 +861,17 @@ impl OrgState {
                 }
             }
             Command::Approve { org, user } => {
-                set_status(&mut self.members, *org, user, Status::Active)
+                if let Some(member) = self.member_mut(*org, user) {
+                    member.status = Status::Active;
+                }
             }
             Command::Deactivate { org, user } => {
-                set_status(&mut self.members, *org, user, Status::Deactivated)
+                if let Some(member) = self.member_mut(*org, user) {
+                    member.status = Status::Deactivated;
+                }
             }
             Command::Assign { org, user, unit } => {
-                if let Some(member) = self.members.get_mut(&(*org, user.clone())) {
+                if let Some(member) = self.member_mut(*org, user) {
                     member.unit = Some(*unit);
                 }
             }
@@ -858,17 +899,73 @@ impl OrgState {
                 }
             }
             Command::DeleteMember { org, user } => {
-                self.members.remove(&(*org, user.clone()));
+                self.remove_member(*org, user);
             }
             Command::DeleteOrg { org } => {
                 self.orgs.remove(org);
                 self.units.retain(|_, u| u.org != *org);
                 self.lines.retain(|_, id| self.units.contains_key(id));
-                self.members.retain(|(o, _), _| o != org);
+                let users: Vec<String> =
+                    self.members.remove(org).into_iter().flat_map(|m| m.into_keys()).collect();
+                for user in users {
+                    self.remove_member(*org, &user);
+                }
             }
             // Handled as their own changes.
             Command::CreateOrg { .. } | Command::CreateUnit { .. } | Command::Register { .. } => {}
         }
+    }
+
+    /// Checks a send by `sender` (an account) with `from` and `to`, `as_line` when the envelope
+    /// has the AS_LINE flag. Lock-free on a snapshot and allocation-free when allowed.
+    pub fn check_send<'a>(
+        &'a self,
+        sender: &str,
+        from: &'a str,
+        to: &str,
+        as_line: bool,
+    ) -> Result<Mirror<'a>, SendRefusal> {
+        let mut mirror = Mirror::Sender;
+        if as_line {
+            let Some(unit) = self.line(from) else {
+                return Err(SendRefusal::Invalid(format!(
+                    "{from} is not a line; AS_LINE needs a line in from"
+                )));
+            };
+            let allowed = self.member(unit.org, sender).is_some_and(|m| {
+                m.status == Status::Active
+                    && m.unit == Some(unit.id)
+                    && m.role.has(Right::SendAsLine)
+            });
+            if !allowed {
+                return Err(SendRefusal::NotAllowed(format!(
+                    "rule: only active members of {} send as its line",
+                    unit.address
+                )));
+            }
+            mirror = Mirror::Line(from);
+        } else if from != sender {
+            return Err(SendRefusal::Invalid(format!(
+                "from is {from}, but this device belongs to {sender}"
+            )));
+        }
+        if let Some(unit) = self.line(to) {
+            let member = self
+                .member(unit.org, sender)
+                .filter(|m| m.status == Status::Active && m.role.has(Right::Send));
+            let is_main_line = self.orgs.get(&unit.org).is_some_and(|o| o.root == unit.id);
+            if member.is_none() && !is_main_line {
+                return Err(SendRefusal::NotAllowed(format!(
+                    "rule: the department line {} takes messages from members of its organisation",
+                    unit.address
+                )));
+            }
+            // A member of the line's unit reads the line: no separate copy.
+            if !as_line && member.is_some_and(|m| m.unit == Some(unit.id)) {
+                mirror = Mirror::None;
+            }
+        }
+        Ok(mirror)
     }
 
     /// Decides and applies in one step (for tests and the single-writer admin path).
