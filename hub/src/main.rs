@@ -63,6 +63,14 @@ enum Command {
     /// Devices of this hub's users (talks to the running hub's admin API).
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Organisations and their lines, members and admins (talks to the running hub's admin API).
+    Org {
+        /// Act with this user token (from `hub org token`); default: the operator token.
+        #[arg(long, env = "SWITCHBOARD_TOKEN", global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
     /// Enrol this machine as a device with a one-time code and keep its identity in a file.
     Enrol {
         /// The device's address, `user@domain/device`.
@@ -122,6 +130,83 @@ enum UserCommand {
         /// The user's address.
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Make a token that acts as USER (operator only).
+    Token {
+        /// The user.
+        user: String,
+    },
+    /// Create an organisation (operator only).
+    Create {
+        /// Its name.
+        name: String,
+        /// The owner's address.
+        #[arg(long)]
+        owner: String,
+        /// Its first agreed domain.
+        #[arg(long)]
+        domain: String,
+        /// The main line's address.
+        #[arg(long)]
+        line: String,
+        /// Most members.
+        #[arg(long, default_value_t = 1)]
+        seats: u32,
+    },
+    /// Create a department.
+    Unit {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The parent unit's id (the root's id for a top-level department).
+        #[arg(long)]
+        parent: u64,
+        /// Its name.
+        name: String,
+        /// Its line address.
+        line: String,
+    },
+    /// Register the token's user as a member (pending until approved).
+    Register {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+    },
+    /// Approve a pending member.
+    Approve {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The member.
+        user: String,
+    },
+    /// Put a member into a unit.
+    Assign {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The unit's id.
+        #[arg(long)]
+        unit: u64,
+        /// The member.
+        user: String,
+    },
+    /// Run any organisation command given as JSON (see the admin API's OpenAPI document).
+    Run {
+        /// The command, e.g. '{"command":"name_admin","org":1,"user":"eva@example.org"}'.
+        json: String,
+    },
+    /// Print the event log (what the token may read).
+    Events {
+        /// Only events after this position.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Print the lines and colleagues of the token's user.
+    Directory,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +276,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::User(command)) => runtime.block_on(user(&config, command)),
         Some(Command::Device(command)) => runtime.block_on(device(&config, command)),
+        Some(Command::Org { token, command }) => runtime.block_on(org(&config, token, command)),
         Some(Command::Enrol { device, code, hub, cert, identity }) => runtime.block_on(async {
             let address = parse_device(&device)?;
             let path = identity.unwrap_or_else(default_identity_path);
@@ -311,6 +397,46 @@ async fn device(config: &Config, command: DeviceCommand) -> anyhow::Result<()> {
             println!("revoked {}", device.name);
         }
     }
+    Ok(())
+}
+
+async fn org(config: &Config, token: Option<String>, command: OrgCommand) -> anyhow::Result<()> {
+    use switchboard_hub::org::{Command as Org, OrgId, UnitId};
+    let operator = admin_client(config)?;
+    let client = match token {
+        Some(token) => AdminClient::new(config.admin.listen, token),
+        None => operator,
+    };
+    let command = match command {
+        OrgCommand::Token { user } => {
+            println!("{}", client.new_token(&user).await?);
+            return Ok(());
+        }
+        OrgCommand::Events { after } => {
+            for event in client.org_events(after).await? {
+                println!("{event}");
+            }
+            return Ok(());
+        }
+        OrgCommand::Directory => {
+            println!("{}", serde_json::to_string_pretty(&client.directory().await?)?);
+            return Ok(());
+        }
+        OrgCommand::Create { name, owner, domain, line, seats } => {
+            Org::CreateOrg { name, owner, domain, line, seat_limit: seats }
+        }
+        OrgCommand::Unit { org, parent, name, line } => {
+            Org::CreateUnit { org: OrgId(org), parent: UnitId(parent), name, line }
+        }
+        OrgCommand::Register { org } => Org::Register { org: OrgId(org) },
+        OrgCommand::Approve { org, user } => Org::Approve { org: OrgId(org), user },
+        OrgCommand::Assign { org, unit, user } => {
+            Org::Assign { org: OrgId(org), user, unit: UnitId(unit) }
+        }
+        OrgCommand::Run { json } => serde_json::from_str(&json).context("the org command")?,
+    };
+    let event = client.org(&command).await?;
+    println!("{}", serde_json::to_string(&event)?);
     Ok(())
 }
 

@@ -73,3 +73,70 @@ fn config_default_prints_a_file_the_hub_accepts() {
     let parsed = switchboard_hub::config::Config::parse(&text).unwrap();
     assert_eq!(parsed, switchboard_hub::config::Config::default());
 }
+
+#[test]
+fn org_commands_set_up_a_department_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hub = HubProcess::start(&data);
+    let config = dir.path().join("hub.toml");
+    std::fs::write(&config, format!("[admin]\nlisten = \"{}\"\n", hub.admin)).unwrap();
+    let run = |args: &[&str], token: Option<&str>| -> Result<String, String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hub"));
+        command.args(["--config", config.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+        command.args(args).env_remove("SWITCHBOARD_TOKEN");
+        if let Some(token) = token {
+            command.env("SWITCHBOARD_TOKEN", token);
+        }
+        let out = command.output().unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8(out.stdout).unwrap())
+        } else {
+            Err(String::from_utf8(out.stderr).unwrap())
+        }
+    };
+    let created = run(
+        &["org", "create", "Example", "--owner", "max@example.org", "--domain", "example.org"],
+        None,
+    );
+    assert!(created.unwrap_err().contains("--line"), "the main line is required");
+    let created = run(
+        &[
+            "org",
+            "create",
+            "Example",
+            "--owner",
+            "max@example.org",
+            "--domain",
+            "example.org",
+            "--line",
+            "main@example.org",
+            "--seats",
+            "5",
+        ],
+        None,
+    )
+    .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let org = event["change"]["data"]["org"]["id"].as_u64().unwrap().to_string();
+    let root = event["change"]["data"]["root"]["id"].as_u64().unwrap().to_string();
+
+    let max = run(&["org", "token", "max@example.org"], None).unwrap();
+    let ann = run(&["org", "token", "ann@example.org"], None).unwrap();
+    let (max, ann) = (Some(max.trim()), Some(ann.trim()));
+    let unit =
+        run(&["org", "unit", "--org", &org, "--parent", &root, "Sales", "sales@example.org"], max)
+            .unwrap();
+    let unit: serde_json::Value = serde_json::from_str(&unit).unwrap();
+    let sales = unit["change"]["data"]["id"].as_u64().unwrap().to_string();
+    run(&["org", "register", "--org", &org], ann).unwrap();
+    // Ann may not approve herself: the rule is named.
+    let refused = run(&["org", "approve", "--org", &org, "ann@example.org"], ann).unwrap_err();
+    assert!(refused.contains("admins approve registrations"), "{refused}");
+    run(&["org", "approve", "--org", &org, "ann@example.org"], max).unwrap();
+    run(&["org", "assign", "--org", &org, "--unit", &sales, "ann@example.org"], max).unwrap();
+    let directory = run(&["org", "directory"], ann).unwrap();
+    assert!(directory.contains("sales@example.org") && directory.contains("ann@example.org"));
+    let events = run(&["org", "events"], None).unwrap();
+    assert_eq!(events.lines().count(), 5, "{events}");
+}
