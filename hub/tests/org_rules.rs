@@ -324,3 +324,92 @@ fn replaying_the_event_log_rebuilds_the_same_state() {
     assert_eq!(replayed.org(id), state.org(id));
     assert_eq!(replayed.member(id, "ann@example.org"), state.member(id, "ann@example.org"));
 }
+
+/// Creates a unit under `parent` and returns its id.
+fn unit(state: &mut OrgState, org: OrgId, parent: UnitId, line: &str) -> UnitId {
+    let command = Command::CreateUnit { org, parent, name: line.into(), line: line.into() };
+    match state.execute(&user("max@example.org"), command, NOW).unwrap().change {
+        Change::UnitCreated(unit) => unit.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn rights_held_by_a_unit_pass_to_its_members_and_its_sub_units() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let root = state.org(id).unwrap().root;
+    let office = unit(&mut state, id, root, "office@example.org");
+    let reception = unit(&mut state, id, office, "reception@example.org");
+    member(&mut state, id, "ann@example.org");
+    member(&mut state, id, "bob@example.org");
+    member(&mut state, id, "cy@example.org");
+    let owner = user("max@example.org");
+    for (name, unit) in [("ann@example.org", reception), ("bob@example.org", root)] {
+        state.execute(&owner, Command::Assign { org: id, user: name.into(), unit }, NOW).unwrap();
+    }
+    // Before the grant, ann (a member in reception) cannot approve anyone.
+    let o = state.org(id).unwrap().clone();
+    assert!(!state.holds(&o, &user("ann@example.org"), Right::ApproveRegistrations));
+    let grant =
+        Command::GrantUnitRight { org: id, unit: office, right: Right::ApproveRegistrations };
+    state.execute(&owner, grant, NOW).unwrap();
+    let o = state.org(id).unwrap().clone();
+    // The office's right reaches its sub-unit's member, not a member elsewhere.
+    assert!(state.holds(&o, &user("ann@example.org"), Right::ApproveRegistrations));
+    assert!(!state.holds(&o, &user("bob@example.org"), Right::ApproveRegistrations));
+    // Owner rights cannot be handed to a unit.
+    let owner_right = Command::GrantUnitRight { org: id, unit: office, right: Right::ManageAdmins };
+    assert_eq!(
+        refused_by(state.decide(&owner, owner_right, NOW)),
+        "owner rights cannot be given to a unit"
+    );
+    let revoke =
+        Command::RevokeUnitRight { org: id, unit: office, right: Right::ApproveRegistrations };
+    state.execute(&owner, revoke, NOW).unwrap();
+    let o = state.org(id).unwrap().clone();
+    assert!(!state.holds(&o, &user("ann@example.org"), Right::ApproveRegistrations));
+}
+
+#[test]
+fn a_line_reaches_its_sub_units_only_when_set_to() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let root = state.org(id).unwrap().root;
+    let sales = unit(&mut state, id, root, "sales@example.org");
+    let north = unit(&mut state, id, sales, "north@example.org");
+    member(&mut state, id, "ann@example.org");
+    member(&mut state, id, "bob@example.org");
+    let owner = user("max@example.org");
+    state
+        .execute(
+            &owner,
+            Command::Assign { org: id, user: "ann@example.org".into(), unit: sales },
+            NOW,
+        )
+        .unwrap();
+    state
+        .execute(
+            &owner,
+            Command::Assign { org: id, user: "bob@example.org".into(), unit: north },
+            NOW,
+        )
+        .unwrap();
+    let readers = |state: &OrgState| -> Vec<String> {
+        let mut users: Vec<String> =
+            state.readers_of_line(sales).iter().map(|m| m.user.clone()).collect();
+        users.sort();
+        users
+    };
+    assert_eq!(readers(&state), ["ann@example.org"]);
+    let lines: Vec<&str> =
+        state.lines_of(id, "bob@example.org").iter().map(|u| u.address.as_str()).collect();
+    assert_eq!(lines, ["north@example.org"]);
+    state
+        .execute(&owner, Command::SetIncludeSubUnits { org: id, unit: sales, include: true }, NOW)
+        .unwrap();
+    assert_eq!(readers(&state), ["ann@example.org", "bob@example.org"]);
+    let lines: Vec<&str> =
+        state.lines_of(id, "bob@example.org").iter().map(|u| u.address.as_str()).collect();
+    assert_eq!(lines, ["north@example.org", "sales@example.org"]);
+}

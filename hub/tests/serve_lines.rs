@@ -231,3 +231,44 @@ async fn the_api_refuses_with_the_rule_and_the_log_survives_a_restart() {
     let directory = ann_dir.directory().await.unwrap();
     assert!(directory[0]["lines"].to_string().contains("sales@example.org"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_set_to_reach_its_sub_units_reaches_their_members_from_then_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let bob_phone = hub.enrol("bob@example.org", "phone").await;
+    let max_phone = hub.enrol("max@example.org", "phone").await;
+    let org = set_up(&hub).await;
+    let max_admin =
+        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
+    let north = max_admin
+        .org(&Command::CreateUnit {
+            org: org.id,
+            parent: org.sales,
+            name: "North".into(),
+            line: "north@example.org".into(),
+        })
+        .await
+        .unwrap();
+    let Change::UnitCreated(north) = north.change else { panic!() };
+    max_admin
+        .org(&Command::Assign { org: org.id, user: "bob@example.org".into(), unit: north.id })
+        .await
+        .unwrap();
+    let mut bob = connect(&bob_phone).await;
+    let mut max = connect(&max_phone).await;
+    let sales = Address::parse("sales@example.org").unwrap();
+    send_all(&mut max, &sales, &["before".into()]).await;
+    max_admin
+        .org(&Command::SetIncludeSubUnits { org: org.id, unit: org.sales, include: true })
+        .await
+        .unwrap();
+    send_all(&mut max, &sales, &["after".into()]).await;
+    // Bob, in North below Sales, gets the message sent once Sales reached its sub-units.
+    assert_eq!(receive(&mut bob, 1).await, ["after"]);
+    let extra = tokio::time::timeout(Duration::from_millis(300), bob.next_event()).await;
+    assert!(
+        !matches!(extra, Ok(Some(Event::Deliver(_)))),
+        "bob got more than the line's new message"
+    );
+}

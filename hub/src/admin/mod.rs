@@ -40,7 +40,7 @@ use tokio::sync::watch;
 
 use crate::{
     fanout::Hub,
-    org::{Actor, Change, Command, Event, OrgError, OrgId, Right, ServiceError, Status},
+    org::{Actor, Command, Event, OrgError, Right, ServiceError, Status},
     store::{DeviceRecord, StoreError, UserRecord, system_clock_ms},
 };
 
@@ -245,9 +245,10 @@ async fn org_events(
     let snapshot = state.hub.org.snapshot();
     let readable = |event: &Event| match &actor {
         Actor::Operator => true,
-        Actor::User(_) => event_org(event).and_then(|id| snapshot.org(id)).is_some_and(|org| {
-            snapshot.role_of(org, &actor).is_some_and(|role| role.has(Right::ReadEventLog))
-        }),
+        Actor::User(_) => event
+            .org()
+            .and_then(|id| snapshot.org(id))
+            .is_some_and(|org| snapshot.holds(org, &actor, Right::ReadEventLog)),
     };
     Ok(Json(
         events
@@ -256,32 +257,6 @@ async fn org_events(
             .map(|(seq, event)| serde_json::json!({ "seq": seq, "event": event }))
             .collect(),
     ))
-}
-
-/// The organisation an event belongs to.
-fn event_org(event: &Event) -> Option<OrgId> {
-    match &event.change {
-        Change::OrgCreated { org, .. } => Some(org.id),
-        Change::UnitCreated(unit) => Some(unit.org),
-        Change::Registered { org, .. } => Some(*org),
-        Change::Applied(command) => match command {
-            Command::CreateOrg { .. } => None,
-            Command::SetSeatLimit { org, .. }
-            | Command::AddDomain { org, .. }
-            | Command::MergeDomains { org, .. }
-            | Command::CreateUnit { org, .. }
-            | Command::Register { org }
-            | Command::Approve { org, .. }
-            | Command::Assign { org, .. }
-            | Command::NameAdmin { org, .. }
-            | Command::RemoveAdmin { org, .. }
-            | Command::TransferOwnership { org, .. }
-            | Command::AcceptOwnership { org }
-            | Command::Deactivate { org, .. }
-            | Command::DeleteMember { org, .. }
-            | Command::DeleteOrg { org } => Some(*org),
-        },
-    }
 }
 
 async fn org_directory(

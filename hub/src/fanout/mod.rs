@@ -173,7 +173,7 @@ impl Hub {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(unit.address.as_str().into(), queue);
-            for member in snapshot.members_of(unit.id) {
+            for member in snapshot.readers_of_line(unit.id) {
                 for device in self.store.device_records(Some(&member.user))? {
                     if !device.revoked {
                         self.store.subscribe(device.device, queue, StartAt::Next).wait()?;
@@ -255,11 +255,32 @@ impl Hub {
             Change::UnitCreated(unit) => {
                 self.add_line(&unit.address).await?;
             }
-            Change::Applied(Command::Assign { user, unit, .. }) => {
+            Change::Applied(Command::Assign { org, user, .. }) => {
                 let snapshot = self.org.snapshot();
-                if let Some(unit) = snapshot.unit(*unit) {
+                for unit in snapshot.lines_of(*org, user) {
                     let queue = self.add_line(&unit.address).await?;
                     self.subscribe_user(user, queue).await?;
+                }
+            }
+            Change::Applied(Command::SetIncludeSubUnits { unit, include, .. }) => {
+                let snapshot = self.org.snapshot();
+                if let Some(line) = snapshot.unit(*unit) {
+                    let queue = self.add_line(&line.address).await?;
+                    if *include {
+                        for member in snapshot.readers_of_line(*unit) {
+                            self.subscribe_user(&member.user, queue).await?;
+                        }
+                    } else {
+                        // Members below the unit stop reading its line; its own members stay.
+                        let below: Vec<String> = snapshot
+                            .units()
+                            .filter(|u| u.id != *unit && snapshot.is_within(u.id, *unit))
+                            .flat_map(|u| snapshot.members_of(u.id).map(|m| m.user.clone()))
+                            .collect();
+                        for user in below {
+                            self.unsubscribe_user(&user, queue).await?;
+                        }
+                    }
                 }
             }
             Change::Applied(Command::Deactivate { user, .. }) => {
@@ -299,13 +320,27 @@ impl Hub {
         Ok(())
     }
 
+    /// Stops every device of `user` reading `queue`.
+    async fn unsubscribe_user(&self, user: &str, queue: QueueId) -> Result<(), StoreError> {
+        let store = self.store.clone();
+        let name = user.to_string();
+        let devices = tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
+            .await
+            .map_err(|e| StoreError::Storage(e.to_string()))??;
+        for device in devices.iter().filter(|d| !d.revoked) {
+            self.store.unsubscribe(device.device, queue).await?;
+            self.refresh(device.device);
+        }
+        Ok(())
+    }
+
     /// After a device enrolled: it reads the lines of the units its user belongs to.
     pub async fn on_enrolled(&self, device: &DeviceRecord) -> Result<(), StoreError> {
         let user = device.name.split('/').next().unwrap_or_default().to_string();
         let snapshot = self.org.snapshot();
         let lines: Vec<String> = snapshot
             .memberships(&user)
-            .filter_map(|m| m.unit.and_then(|u| snapshot.unit(u)))
+            .flat_map(|m| snapshot.lines_of(m.org, &user))
             .map(|u| u.address.clone())
             .collect();
         for line in lines {

@@ -423,8 +423,16 @@ impl Session {
         }
     }
 
-    /// Adds the queues the device was subscribed to since the session began.
+    /// Adds the queues the device was subscribed to since the session began, and
+    /// Drops the queues it no longer reads (their in-flight deliveries no longer count).
     async fn reload(&mut self) -> Result<(), StoreError> {
+        let store = self.hub.store.clone();
+        let device = self.device.device;
+        let current = blocking(move || store.subscriptions(device)).await?;
+        for reading in self.readings.iter().filter(|r| !current.contains(&r.queue)) {
+            self.in_flight -= reading.in_flight.len() as u32;
+        }
+        self.readings.retain(|r| current.contains(&r.queue));
         let known: Vec<QueueId> = self.readings.iter().map(|r| r.queue).collect();
         let added = load_readings(&self.hub, self.device.device, &known).await?;
         self.readings.extend(added);

@@ -187,6 +187,9 @@ pub struct Unit {
     pub address: String,
     /// Whether a message to the line also reaches the members of its sub-units.
     pub include_sub_units: bool,
+    /// Rights the unit holds; they pass to its members and to its sub-units' members.
+    #[serde(default)]
+    pub rights: BTreeSet<Right>,
 }
 
 /// A member of an organisation.
@@ -255,6 +258,33 @@ pub enum Command {
         /// Line address, unique on the hub.
         line: String,
     },
+    /// Sets whether a message to the unit's line also reaches its sub-units' members.
+    SetIncludeSubUnits {
+        /// The organisation.
+        org: OrgId,
+        /// The unit.
+        unit: UnitId,
+        /// Reach the sub-units too.
+        include: bool,
+    },
+    /// Gives a unit a right; its members and its sub-units' members hold it.
+    GrantUnitRight {
+        /// The organisation.
+        org: OrgId,
+        /// The unit.
+        unit: UnitId,
+        /// The right.
+        right: Right,
+    },
+    /// Takes a right from a unit.
+    RevokeUnitRight {
+        /// The organisation.
+        org: OrgId,
+        /// The unit.
+        unit: UnitId,
+        /// The right.
+        right: Right,
+    },
     /// A user registers with an address in an agreed domain; pending until approved.
     Register {
         /// The organisation.
@@ -321,6 +351,44 @@ pub enum Command {
         /// The organisation.
         org: OrgId,
     },
+}
+
+impl Command {
+    /// The organisation the command concerns (none for creating one).
+    pub fn org(&self) -> Option<OrgId> {
+        match self {
+            Command::CreateOrg { .. } => None,
+            Command::SetSeatLimit { org, .. }
+            | Command::AddDomain { org, .. }
+            | Command::MergeDomains { org, .. }
+            | Command::CreateUnit { org, .. }
+            | Command::SetIncludeSubUnits { org, .. }
+            | Command::GrantUnitRight { org, .. }
+            | Command::RevokeUnitRight { org, .. }
+            | Command::Register { org }
+            | Command::Approve { org, .. }
+            | Command::Assign { org, .. }
+            | Command::NameAdmin { org, .. }
+            | Command::RemoveAdmin { org, .. }
+            | Command::TransferOwnership { org, .. }
+            | Command::AcceptOwnership { org }
+            | Command::Deactivate { org, .. }
+            | Command::DeleteMember { org, .. }
+            | Command::DeleteOrg { org } => Some(*org),
+        }
+    }
+}
+
+impl Event {
+    /// The organisation the event concerns.
+    pub fn org(&self) -> Option<OrgId> {
+        match &self.change {
+            Change::OrgCreated { org, .. } => Some(org.id),
+            Change::UnitCreated(unit) => Some(unit.org),
+            Change::Registered { org, .. } => Some(*org),
+            Change::Applied(command) => command.org(),
+        }
+    }
 }
 
 /// A change that happened, as the event log records it.
@@ -558,14 +626,81 @@ impl OrgState {
         right: Right,
         rule: &'static str,
     ) -> Result<(), OrgError> {
-        match self.role_of(org, actor) {
-            Some(role) if role.has(right) => Ok(()),
-            _ => Err(not_allowed(rule)),
+        if self.holds(org, actor, right) { Ok(()) } else { Err(not_allowed(rule)) }
+    }
+
+    /// Whether `actor` holds `right` in `org`: through its role, or through the rights of its
+    /// unit and of the units above it.
+    pub fn holds(&self, org: &Org, actor: &Actor, right: Right) -> bool {
+        if self.role_of(org, actor).is_some_and(|role| role.has(right)) {
+            return true;
         }
+        let Actor::User(user) = actor else { return false };
+        let Some(member) = self.member(org.id, user).filter(|m| m.status == Status::Active) else {
+            return false;
+        };
+        let mut unit = member.unit.and_then(|u| self.units.get(&u));
+        while let Some(u) = unit {
+            if u.rights.contains(&right) {
+                return true;
+            }
+            unit = u.parent.and_then(|p| self.units.get(&p));
+        }
+        false
+    }
+
+    /// The units whose lines `user`, a member of `org`, reads: their own unit, and every unit
+    /// above it whose line reaches its sub-units.
+    pub fn lines_of(&self, org: OrgId, user: &str) -> Vec<&Unit> {
+        let mut out = Vec::new();
+        let Some(member) = self.member(org, user) else { return out };
+        let Some(own) = member.unit.and_then(|u| self.units.get(&u)) else { return out };
+        out.push(own);
+        let mut parent = own.parent.and_then(|p| self.units.get(&p));
+        while let Some(unit) = parent {
+            if unit.include_sub_units {
+                out.push(unit);
+            }
+            parent = unit.parent.and_then(|p| self.units.get(&p));
+        }
+        out
+    }
+
+    /// Whether `unit` is `ancestor` or below it.
+    pub fn is_within(&self, unit: UnitId, ancestor: UnitId) -> bool {
+        let mut current = Some(unit);
+        while let Some(id) = current {
+            if id == ancestor {
+                return true;
+            }
+            current = self.units.get(&id).and_then(|u| u.parent);
+        }
+        false
+    }
+
+    /// Every member that reads `unit`'s line (its own members, and those of its sub-units when
+    /// its line reaches them).
+    pub fn readers_of_line(&self, unit: UnitId) -> Vec<&Member> {
+        let Some(line) = self.units.get(&unit) else { return Vec::new() };
+        let members = self.members.get(&line.org).into_iter().flat_map(|m| m.values());
+        members
+            .filter(|m| match m.unit {
+                Some(own) if own == unit => true,
+                Some(own) => line.include_sub_units && self.is_within(own, unit),
+                None => false,
+            })
+            .collect()
     }
 
     fn org_of(&self, id: OrgId) -> Result<&Org, OrgError> {
         self.orgs.get(&id).ok_or(OrgError::UnknownOrg(id))
+    }
+
+    fn unit_of(&self, org: OrgId, unit: UnitId) -> Result<&Unit, OrgError> {
+        match self.units.get(&unit) {
+            Some(u) if u.org == org => Ok(u),
+            _ => Err(OrgError::UnknownUnit(unit)),
+        }
     }
 
     /// The agreed domain an address of `org` belongs to (after merges), if any.
@@ -620,6 +755,7 @@ impl OrgState {
                     name: "main".into(),
                     address: root_line,
                     include_sub_units: false,
+                    rights: BTreeSet::new(),
                 };
                 event(Change::OrgCreated { org, root: unit })
             }
@@ -677,8 +813,34 @@ impl OrgState {
                     name,
                     address: unit_line,
                     include_sub_units: false,
+                    rights: BTreeSet::new(),
                 };
                 event(Change::UnitCreated(unit))
+            }
+            Command::SetIncludeSubUnits { org, unit, include } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageUnits, "admins manage units")?;
+                self.unit_of(org, unit)?;
+                event(Change::Applied(Command::SetIncludeSubUnits { org, unit, include }))
+            }
+            Command::GrantUnitRight { org, unit, right }
+            | Command::RevokeUnitRight { org, unit, right } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageUnits, "admins manage units")?;
+                self.unit_of(org, unit)?;
+                if matches!(
+                    right,
+                    Right::ManageAdmins | Right::TransferOwnership | Right::DeleteOrganisation
+                ) {
+                    return Err(not_allowed("owner rights cannot be given to a unit"));
+                }
+                let grant = matches!(command, Command::GrantUnitRight { .. });
+                let command = if grant {
+                    Command::GrantUnitRight { org, unit, right }
+                } else {
+                    Command::RevokeUnitRight { org, unit, right }
+                };
+                event(Change::Applied(command))
             }
             Command::Register { org } => {
                 let o = self.org_of(org)?;
@@ -873,6 +1035,21 @@ impl OrgState {
             Command::Assign { org, user, unit } => {
                 if let Some(member) = self.member_mut(*org, user) {
                     member.unit = Some(*unit);
+                }
+            }
+            Command::SetIncludeSubUnits { unit, include, .. } => {
+                if let Some(u) = self.units.get_mut(unit) {
+                    u.include_sub_units = *include;
+                }
+            }
+            Command::GrantUnitRight { unit, right, .. } => {
+                if let Some(u) = self.units.get_mut(unit) {
+                    u.rights.insert(*right);
+                }
+            }
+            Command::RevokeUnitRight { unit, right, .. } => {
+                if let Some(u) = self.units.get_mut(unit) {
+                    u.rights.remove(right);
                 }
             }
             Command::NameAdmin { org, user } => {
