@@ -413,3 +413,93 @@ fn a_line_reaches_its_sub_units_only_when_set_to() {
         state.lines_of(id, "bob@example.org").iter().map(|u| u.address.as_str()).collect();
     assert_eq!(lines, ["north@example.org", "sales@example.org"]);
 }
+
+const HASH_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const HASH_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn invite(
+    state: &mut OrgState,
+    org: OrgId,
+    who: &str,
+    guest: bool,
+    hash: &str,
+) -> Result<Event, OrgError> {
+    let command = Command::Invite {
+        org,
+        user: who.into(),
+        guest,
+        unit: None,
+        code_hash: hash.into(),
+        expires_ms: NOW + 7 * 24 * 3_600_000,
+    };
+    state.execute(&user("max@example.org"), command, NOW)
+}
+
+#[test]
+fn an_invited_member_joins_with_the_code_without_approval_and_a_new_code_replaces_the_old() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    invite(&mut state, id, "ann@example.org", false, HASH_A).unwrap();
+    // Sent again: the first code no longer works.
+    invite(&mut state, id, "ann@example.org", false, HASH_B).unwrap();
+    let old = Command::AcceptInvitation { org: id, code_hash: HASH_A.into() };
+    refused_by(state.decide(&user("ann@example.org"), old, NOW));
+    // Someone else cannot use Ann's code.
+    let theft = Command::AcceptInvitation { org: id, code_hash: HASH_B.into() };
+    refused_by(state.decide(&user("eve@example.org"), theft.clone(), NOW));
+    state.execute(&user("ann@example.org"), theft, NOW).unwrap();
+    let ann = state.member(id, "ann@example.org").unwrap();
+    assert_eq!((ann.status, ann.role), (Status::Active, Role::Member));
+    assert_eq!(ann.invited_by.as_deref(), Some("max@example.org"));
+}
+
+#[test]
+fn an_invitation_expires_after_its_time() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    invite(&mut state, id, "ann@example.org", false, HASH_A).unwrap();
+    let accept = Command::AcceptInvitation { org: id, code_hash: HASH_A.into() };
+    let late = NOW + 7 * 24 * 3_600_000;
+    refused_by(state.decide(&user("ann@example.org"), accept, late));
+}
+
+#[test]
+fn group_admins_and_members_cannot_invite() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    member(&mut state, id, "ann@example.org");
+    let command = Command::Invite {
+        org: id,
+        user: "new@example.org".into(),
+        guest: false,
+        unit: None,
+        code_hash: HASH_A.into(),
+        expires_ms: NOW + 1,
+    };
+    assert_eq!(
+        refused_by(state.decide(&user("ann@example.org"), command, NOW)),
+        "admins invite members and guests"
+    );
+}
+
+#[test]
+fn a_guest_takes_no_seat_and_answers_only_whoever_invited_them() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 1); // the owner's seat is the only one
+    invite(&mut state, id, "gus@outside.example", true, HASH_A).unwrap();
+    let accept = Command::AcceptInvitation { org: id, code_hash: HASH_A.into() };
+    state.execute(&user("gus@outside.example"), accept, NOW).unwrap();
+    assert_eq!(state.member(id, "gus@outside.example").unwrap().role, Role::Guest);
+    assert_eq!(state.seats_taken(id), 1);
+    let gus = "gus@outside.example";
+    assert!(state.check_send(gus, gus, "max@example.org", false).is_ok());
+    assert!(matches!(
+        state.check_send(gus, gus, "stranger@elsewhere.example", false),
+        Err(SendRefusal::NotAllowed(rule)) if rule.contains("guest")
+    ));
+    // A member outside the domains needs to be a guest: inviting as a member is refused.
+    assert!(matches!(
+        invite(&mut state, id, "x@outside.example", false, HASH_B),
+        Err(OrgError::DomainNotAgreed { .. })
+    ));
+}

@@ -272,3 +272,40 @@ async fn a_line_set_to_reach_its_sub_units_reaches_their_members_from_then_on() 
         "bob got more than the line's new message"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_answers_whoever_invited_them_but_cannot_write_to_a_stranger() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let max_phone = hub.enrol("max@example.org", "phone").await;
+    let gus_phone = hub.enrol("gus@outside.example", "phone").await;
+    let stranger = hub.enrol("stranger@elsewhere.example", "phone").await;
+    let org = set_up(&hub).await;
+    let max =
+        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
+    let code = max.invite(org.id, "gus@outside.example", true).await.unwrap();
+    let gus_admin = AdminClient::new(
+        hub.admin,
+        hub.admin_client().new_token("gus@outside.example").await.unwrap(),
+    );
+    gus_admin.accept(org.id, &code).await.unwrap();
+    // The code is spent.
+    assert!(gus_admin.accept(org.id, &code).await.is_err());
+
+    let mut gus = connect(&gus_phone).await;
+    let id = gus.send_text(&stranger.account(), "hello stranger").await.unwrap();
+    loop {
+        match next(&mut gus, 10).await {
+            Event::Rejected(rejected) if rejected.id == id => {
+                assert_eq!(rejected.reason, RejectReason::NOT_ALLOWED);
+                assert!(rejected.detail.contains("guest"), "{}", rejected.detail);
+                break;
+            }
+            Event::Accepted(done) if done == id => panic!("a guest wrote to a stranger"),
+            _ => {}
+        }
+    }
+    send_all(&mut gus, &max_phone.account(), &["thanks for the invitation".into()]).await;
+    let mut max_client = connect(&max_phone).await;
+    assert_eq!(receive(&mut max_client, 1).await, ["thanks for the invitation"]);
+}

@@ -14,6 +14,8 @@
 //! | `POST /v1/devices/revoke` | `{"name"}` | `device` |
 //! | `POST /v1/tokens` | `{"user"}` | `{"token"}`: a token acting as that user (operator only) |
 //! | `POST /v1/org` | an org command (`{"command": "create_unit", ...}`) | the event |
+//! | `POST /v1/org/invite` | `{"org", "user", "guest", "unit"?}` | `{"code", "link", "expires_ms"}`; again: a new code |
+//! | `POST /v1/org/accept` | `{"org", "code"}` | the event (the token's user joins) |
 //! | `GET /v1/org/events[?after=N]` | | `[{"seq", "event"}]` the caller may read |
 //! | `GET /v1/org/directory` | | lines and colleagues of the caller's organisations |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
@@ -97,6 +99,8 @@ pub(crate) async fn serve(
         .route("/v1/tokens", post(new_token))
         .route("/v1/org", post(org_command))
         .route("/v1/org/events", get(org_events))
+        .route("/v1/org/invite", post(org_invite))
+        .route("/v1/org/accept", post(org_accept))
         .route("/v1/org/directory", get(org_directory))
         .route(
             "/v1/openapi.json",
@@ -226,6 +230,58 @@ async fn org_command(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not an org command: {e}")))?;
     let event = state.hub.org_execute(&actor, command).await?;
     Ok(Json(event))
+}
+
+#[derive(Deserialize)]
+struct InviteBody {
+    org: crate::org::OrgId,
+    user: String,
+    #[serde(default)]
+    guest: bool,
+    #[serde(default)]
+    unit: Option<crate::org::UnitId>,
+}
+
+fn code_hash_hex(code: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(code.trim().as_bytes()))
+}
+
+async fn org_invite(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<InviteBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let code = new_code();
+    let expires_ms = system_clock_ms() + CODE_VALIDITY.as_millis() as u64;
+    let command = Command::Invite {
+        org: body.org,
+        user: body.user,
+        guest: body.guest,
+        unit: body.unit,
+        code_hash: code_hash_hex(&code),
+        expires_ms,
+    };
+    state.hub.org_execute(&actor, command).await?;
+    let link = format!("switchboard:invite?org={}&code={code}", body.org.0);
+    Ok(Json(serde_json::json!({ "code": code, "link": link, "expires_ms": expires_ms })))
+}
+
+#[derive(Deserialize)]
+struct AcceptBody {
+    org: crate::org::OrgId,
+    code: String,
+}
+
+async fn org_accept(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<AcceptBody>,
+) -> Result<Json<Event>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let command = Command::AcceptInvitation { org: body.org, code_hash: code_hash_hex(&body.code) };
+    Ok(Json(state.hub.org_execute(&actor, command).await?))
 }
 
 #[derive(Deserialize)]
@@ -502,6 +558,27 @@ impl AdminClient {
     /// Events of the organisation log this token may read.
     pub async fn org_events(&self, after: u64) -> Result<Vec<serde_json::Value>, AdminError> {
         self.call("GET", &format!("/v1/org/events?after={after}"), None).await
+    }
+
+    /// Invites `user` to `org` (as a guest when `guest`); returns the code.
+    pub async fn invite(
+        &self,
+        org: crate::org::OrgId,
+        user: &str,
+        guest: bool,
+    ) -> Result<String, AdminError> {
+        let body = serde_json::json!({ "org": org, "user": user, "guest": guest });
+        let answer: serde_json::Value = self.call("POST", "/v1/org/invite", Some(body)).await?;
+        answer["code"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| AdminError::Answer("no code".into()))
+    }
+
+    /// Accepts an invitation as this token's user.
+    pub async fn accept(&self, org: crate::org::OrgId, code: &str) -> Result<Event, AdminError> {
+        let body = serde_json::json!({ "org": org, "code": code });
+        self.call("POST", "/v1/org/accept", Some(body)).await
     }
 
     /// The directory view of this token's user.

@@ -170,6 +170,9 @@ pub struct Org {
     pub admins: BTreeSet<String>,
     /// The root unit (the main line).
     pub root: UnitId,
+    /// Open invitations, by invited address.
+    #[serde(default)]
+    pub invitations: BTreeMap<String, Invitation>,
 }
 
 /// A unit: the root or a department.
@@ -205,6 +208,23 @@ pub struct Member {
     pub status: Status,
     /// Role within the organisation.
     pub role: Role,
+    /// For an invited member or guest: the member (address) or unit (line address) that
+    /// invited them. A guest may answer only them.
+    #[serde(default)]
+    pub invited_by: Option<String>,
+}
+
+/// An open invitation (to become a member or a guest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// SHA-256 of the code, hex; the code itself is never logged.
+    pub code_hash: String,
+    /// When the code stops working, Unix milliseconds.
+    pub expires_ms: u64,
+    /// A guest rather than a member.
+    pub guest: bool,
+    /// Who invited: a member's address or a unit's line address.
+    pub invited_by: String,
 }
 
 /// A request to change the organisations.
@@ -290,6 +310,29 @@ pub enum Command {
         /// The organisation.
         org: OrgId,
     },
+    /// Invites `user` as a member (skipping approval) or as a guest, with a one-time code of
+    /// which only the hash travels here; inviting again replaces the code (sends it again).
+    Invite {
+        /// The organisation.
+        org: OrgId,
+        /// The invited address.
+        user: String,
+        /// As a guest.
+        guest: bool,
+        /// Invite on behalf of this unit (the guest answers its line); else of the inviter.
+        unit: Option<UnitId>,
+        /// SHA-256 of the code, hex.
+        code_hash: String,
+        /// Expiry, Unix milliseconds (7 days after the invitation by default).
+        expires_ms: u64,
+    },
+    /// The invited user accepts with the code's hash.
+    AcceptInvitation {
+        /// The organisation.
+        org: OrgId,
+        /// SHA-256 of the code, hex.
+        code_hash: String,
+    },
     /// An admin approves a pending registration.
     Approve {
         /// The organisation.
@@ -366,6 +409,8 @@ impl Command {
             | Command::GrantUnitRight { org, .. }
             | Command::RevokeUnitRight { org, .. }
             | Command::Register { org }
+            | Command::Invite { org, .. }
+            | Command::AcceptInvitation { org, .. }
             | Command::Approve { org, .. }
             | Command::Assign { org, .. }
             | Command::NameAdmin { org, .. }
@@ -747,6 +792,7 @@ impl OrgState {
                     seat_limit,
                     admins: BTreeSet::new(),
                     root,
+                    invitations: BTreeMap::new(),
                 };
                 let unit = Unit {
                     id: root,
@@ -858,6 +904,49 @@ impl OrgState {
                     return Err(OrgError::SeatLimit { limit: o.seat_limit });
                 }
                 event(Change::Registered { org, user: address.as_str().to_string() })
+            }
+            Command::Invite { org, user, guest, unit, code_hash, expires_ms } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::OnboardMembers, "admins invite members and guests")?;
+                let address = account(&user)?;
+                if !guest && self.agreed_domain(o, &address).is_none() {
+                    return Err(OrgError::DomainNotAgreed { address: user });
+                }
+                if self.member(org, address.as_str()).is_some() {
+                    return Err(OrgError::Taken(user));
+                }
+                if let Some(unit) = unit {
+                    self.unit_of(org, unit)?;
+                }
+                if code_hash.len() != 64 || expires_ms <= now {
+                    return Err(OrgError::Invalid(
+                        "an invitation needs a code hash and a future expiry".into(),
+                    ));
+                }
+                let user = address.as_str().to_string();
+                event(Change::Applied(Command::Invite {
+                    org,
+                    user,
+                    guest,
+                    unit,
+                    code_hash,
+                    expires_ms,
+                }))
+            }
+            Command::AcceptInvitation { org, code_hash } => {
+                let o = self.org_of(org)?;
+                let Actor::User(user) = actor else {
+                    return Err(not_allowed("the invited user accepts an invitation"));
+                };
+                let refused = || not_allowed("the invitation code is unknown, spent or expired");
+                let invitation = o.invitations.get(user).ok_or_else(refused)?;
+                if invitation.code_hash != code_hash || invitation.expires_ms <= now {
+                    return Err(refused());
+                }
+                if !invitation.guest && self.seats_taken(org) >= o.seat_limit {
+                    return Err(OrgError::SeatLimit { limit: o.seat_limit });
+                }
+                event(Change::Applied(Command::AcceptInvitation { org, code_hash }))
             }
             Command::Approve { org, user } => {
                 let o = self.org_of(org)?;
@@ -984,6 +1073,7 @@ impl OrgState {
                     unit: Some(root.id),
                     status: Status::Active,
                     role: Role::Member,
+                    invited_by: None,
                 });
             }
             Change::UnitCreated(unit) => {
@@ -998,13 +1088,14 @@ impl OrgState {
                     unit: None,
                     status: Status::Pending,
                     role: Role::Member,
+                    invited_by: None,
                 });
             }
-            Change::Applied(command) => self.apply_command(command),
+            Change::Applied(command) => self.apply_command(&event.actor, command),
         }
     }
 
-    fn apply_command(&mut self, command: &Command) {
+    fn apply_command(&mut self, actor: &Actor, command: &Command) {
         match command {
             Command::SetSeatLimit { org, limit } => {
                 if let Some(o) = self.orgs.get_mut(org) {
@@ -1036,6 +1127,38 @@ impl OrgState {
                 if let Some(member) = self.member_mut(*org, user) {
                     member.unit = Some(*unit);
                 }
+            }
+            Command::Invite { org, user, guest, unit, code_hash, expires_ms } => {
+                let invited_by = match (unit.and_then(|u| self.units.get(&u)), actor) {
+                    (Some(unit), _) => unit.address.clone(),
+                    (None, Actor::User(inviter)) => inviter.clone(),
+                    (None, Actor::Operator) => String::new(),
+                };
+                if let Some(o) = self.orgs.get_mut(org) {
+                    let invitation = Invitation {
+                        code_hash: code_hash.clone(),
+                        expires_ms: *expires_ms,
+                        guest: *guest,
+                        invited_by,
+                    };
+                    o.invitations.insert(user.clone(), invitation);
+                }
+            }
+            Command::AcceptInvitation { org, .. } => {
+                let Actor::User(user) = actor else { return };
+                let Some(invitation) =
+                    self.orgs.get_mut(org).and_then(|o| o.invitations.remove(user))
+                else {
+                    return;
+                };
+                self.insert_member(Member {
+                    user: user.clone(),
+                    org: *org,
+                    unit: None,
+                    status: Status::Active,
+                    role: if invitation.guest { Role::Guest } else { Role::Member },
+                    invited_by: Some(invitation.invited_by),
+                });
             }
             Command::SetIncludeSubUnits { unit, include, .. } => {
                 if let Some(u) = self.units.get_mut(unit) {
@@ -1125,6 +1248,24 @@ impl OrgState {
             return Err(SendRefusal::Invalid(format!(
                 "from is {from}, but this device belongs to {sender}"
             )));
+        }
+        // Someone who is only a guest (of one or more organisations) answers only whoever
+        // invited them.
+        if let Some(orgs) = self.by_user.get(sender) {
+            let (mut any, mut only_guest, mut invited_by_target) = (false, true, false);
+            for member in orgs.iter().filter_map(|o| self.member(*o, sender)) {
+                any = true;
+                if member.role != Role::Guest && member.status == Status::Active {
+                    only_guest = false;
+                    break;
+                }
+                invited_by_target |= member.invited_by.as_deref() == Some(to);
+            }
+            if any && only_guest && !invited_by_target {
+                return Err(SendRefusal::NotAllowed(
+                    "rule: a guest answers only the member or unit that invited them".into(),
+                ));
+            }
         }
         if let Some(unit) = self.line(to) {
             let member = self
