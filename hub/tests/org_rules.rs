@@ -503,3 +503,156 @@ fn a_guest_takes_no_seat_and_answers_only_whoever_invited_them() {
         Err(OrgError::DomainNotAgreed { .. })
     ));
 }
+
+fn group(
+    state: &mut OrgState,
+    name: &str,
+    owner: &str,
+    org: Option<OrgId>,
+    scope: Scope,
+    anonymous: bool,
+) {
+    let command =
+        Command::CreateGroup { name: name.into(), owner: owner.into(), org, scope, anonymous };
+    let actor = if org.is_some() { user("max@example.org") } else { user(owner) };
+    state.execute(&actor, command, NOW).unwrap();
+}
+
+#[test]
+fn a_group_name_is_unique_on_the_hub_and_needs_an_owner() {
+    let mut state = OrgState::default();
+    group(&mut state, "#team", "ann@example.org", None, Scope::Owner, false);
+    let again = Command::CreateGroup {
+        name: "#team".into(),
+        owner: "bob@example.org".into(),
+        org: None,
+        scope: Scope::Owner,
+        anonymous: false,
+    };
+    assert!(matches!(state.decide(&user("bob@example.org"), again, NOW), Err(OrgError::Taken(_))));
+    let ownerless = Command::CreateGroup {
+        name: "#nobody".into(),
+        owner: String::new(),
+        org: None,
+        scope: Scope::Owner,
+        anonymous: false,
+    };
+    assert!(matches!(state.decide(&Actor::Operator, ownerless, NOW), Err(OrgError::Invalid(_))));
+    // Someone cannot create a group in another's name.
+    let forged = Command::CreateGroup {
+        name: "#forged".into(),
+        owner: "ann@example.org".into(),
+        org: None,
+        scope: Scope::Owner,
+        anonymous: false,
+    };
+    refused_by(state.decide(&user("eve@example.org"), forged, NOW));
+}
+
+#[test]
+fn scope_says_who_may_address_a_group_and_defaults_to_the_owner() {
+    assert_eq!(Scope::default(), Scope::Owner);
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    member(&mut state, id, "ann@example.org");
+    group(&mut state, "#g", "ann@example.org", None, Scope::Owner, false);
+    let add = Command::AddGroupMember { group: "#g".into(), user: "bob@example.org".into() };
+    state.execute(&user("ann@example.org"), add, NOW).unwrap();
+    let may = |state: &OrgState, who: &str| state.check_send(who, who, "#g", false).is_ok();
+    assert!(may(&state, "ann@example.org"));
+    assert!(!may(&state, "bob@example.org"), "scope owner: a member may not send");
+    let scope = |state: &mut OrgState, scope| {
+        let command = Command::SetGroupScope { group: "#g".into(), scope };
+        state.execute(&user("ann@example.org"), command, NOW).unwrap();
+    };
+    scope(&mut state, Scope::Group);
+    assert!(may(&state, "bob@example.org"));
+    assert!(!may(&state, "max@example.org"), "scope group: a non-member may not send");
+    scope(&mut state, Scope::Server);
+    assert!(may(&state, "max@example.org"));
+}
+
+#[test]
+fn an_anonymous_group_is_read_only_for_its_members() {
+    let mut state = OrgState::default();
+    group(&mut state, "#news", "ann@example.org", None, Scope::Server, true);
+    let add = Command::AddGroupMember { group: "#news".into(), user: "bob@example.org".into() };
+    state.execute(&user("ann@example.org"), add, NOW).unwrap();
+    assert!(state.check_send("ann@example.org", "ann@example.org", "#news", false).is_ok());
+    assert!(matches!(
+        state.check_send("bob@example.org", "bob@example.org", "#news", false),
+        Err(SendRefusal::NotAllowed(rule)) if rule.contains("read-only")
+    ));
+    // Anyone else on the hub may still write to it (scope server).
+    assert!(state.check_send("cy@example.org", "cy@example.org", "#news", false).is_ok());
+}
+
+#[test]
+fn subgroup_members_receive_and_subgroups_cannot_form_a_cycle() {
+    let mut state = OrgState::default();
+    group(&mut state, "#all", "ann@example.org", None, Scope::Owner, false);
+    group(&mut state, "#part", "ann@example.org", None, Scope::Owner, false);
+    let ann = user("ann@example.org");
+    state
+        .execute(
+            &ann,
+            Command::AddGroupMember { group: "#part".into(), user: "bob@example.org".into() },
+            NOW,
+        )
+        .unwrap();
+    state
+        .execute(&ann, Command::AddSubgroup { group: "#all".into(), sub: "#part".into() }, NOW)
+        .unwrap();
+    assert!(state.group_readers("#all").contains("bob@example.org"));
+    let cycle = Command::AddSubgroup { group: "#part".into(), sub: "#all".into() };
+    assert!(matches!(state.decide(&ann, cycle, NOW), Err(OrgError::Invalid(_))));
+}
+
+#[test]
+fn deleting_the_owner_deletes_a_group_unless_it_is_linked_to_an_organisation() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    member(&mut state, id, "ann@example.org");
+    group(&mut state, "#private", "ann@example.org", None, Scope::Owner, false);
+    group(&mut state, "#linked", "ann@example.org", Some(id), Scope::Account, false);
+    let owner = user("max@example.org");
+    state
+        .execute(&owner, Command::Deactivate { org: id, user: "ann@example.org".into() }, NOW)
+        .unwrap();
+    state
+        .execute(&owner, Command::DeleteMember { org: id, user: "ann@example.org".into() }, NOW)
+        .unwrap();
+    assert!(state.group("#private").is_none());
+    assert_eq!(state.group("#linked").unwrap().owner, "max@example.org");
+}
+
+#[test]
+fn group_admins_assign_members_to_the_organisations_groups() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    member(&mut state, id, "ann@example.org");
+    member(&mut state, id, "gabi@example.org");
+    group(&mut state, "#linked", "max@example.org", Some(id), Scope::Account, false);
+    let add = Command::AddGroupMember { group: "#linked".into(), user: "ann@example.org".into() };
+    refused_by(state.decide(&user("gabi@example.org"), add.clone(), NOW));
+    // Make gabi a group admin through a unit that holds the assign right.
+    let root = state.org(id).unwrap().root;
+    let owner = user("max@example.org");
+    let team = unit(&mut state, id, root, "team@example.org");
+    state
+        .execute(
+            &owner,
+            Command::Assign { org: id, user: "gabi@example.org".into(), unit: team },
+            NOW,
+        )
+        .unwrap();
+    state
+        .execute(
+            &owner,
+            Command::GrantUnitRight { org: id, unit: team, right: Right::AssignMembers },
+            NOW,
+        )
+        .unwrap();
+    state.execute(&user("gabi@example.org"), add, NOW).unwrap();
+    assert!(state.group("#linked").unwrap().members.contains("ann@example.org"));
+}

@@ -309,3 +309,53 @@ async fn a_guest_answers_whoever_invited_them_but_cannot_write_to_a_stranger() {
     let mut max_client = connect(&max_phone).await;
     assert_eq!(receive(&mut max_client, 1).await, ["thanks for the invitation"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_group_delivers_to_members_and_refuses_their_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let ann_phone = hub.enrol("ann@example.org", "phone").await;
+    let bob_phone = hub.enrol("bob@example.org", "phone").await;
+    let token = |user: &'static str| {
+        let operator = hub.admin_client();
+        let admin = hub.admin;
+        async move { AdminClient::new(admin, operator.new_token(user).await.unwrap()) }
+    };
+    let ann_admin = token("ann@example.org").await;
+    ann_admin
+        .org(&Command::CreateGroup {
+            name: "#news".into(),
+            owner: "ann@example.org".into(),
+            org: None,
+            scope: switchboard_hub::org::Scope::Server,
+            anonymous: true,
+        })
+        .await
+        .unwrap();
+    ann_admin
+        .org(&Command::AddGroupMember { group: "#news".into(), user: "bob@example.org".into() })
+        .await
+        .unwrap();
+    let news = Address::parse("#news").unwrap();
+    let mut ann = connect(&ann_phone).await;
+    send_all(&mut ann, &news, &["issue 1".into()]).await;
+    let mut bob = connect(&bob_phone).await;
+    assert_eq!(receive(&mut bob, 1).await, ["issue 1"]);
+    let id = bob.send_text(&news, "reply to all?").await.unwrap();
+    loop {
+        match next(&mut bob, 10).await {
+            Event::Rejected(rejected) if rejected.id == id => {
+                assert_eq!(rejected.reason, RejectReason::NOT_ALLOWED);
+                assert!(rejected.detail.contains("read-only"), "{}", rejected.detail);
+                break;
+            }
+            Event::Accepted(done) if done == id => panic!("a member wrote to an anonymous group"),
+            _ => {}
+        }
+    }
+    // Bob does not see who else is in the group; Ann, who owns it, does.
+    let bob_view = token("bob@example.org").await.directory().await.unwrap();
+    assert_eq!(bob_view[0]["members"], serde_json::json!([]));
+    let ann_view = ann_admin.directory().await.unwrap();
+    assert_eq!(ann_view[0]["members"], serde_json::json!(["bob@example.org"]));
+}

@@ -344,6 +344,20 @@ async fn org_directory(
             "org": org.id, "name": org.name, "lines": lines, "members": colleagues
         }));
     }
+    // Groups the user reads or manages; an anonymous group's members are shown only to those
+    // who manage it.
+    let actor = Actor::User(user.clone());
+    for group in snapshot.groups() {
+        let manages = snapshot.manages(group, &actor);
+        if !manages && !snapshot.group_readers(&group.address).contains(&user) {
+            continue;
+        }
+        let members: Vec<&String> =
+            if group.anonymous && !manages { Vec::new() } else { group.members.iter().collect() };
+        out.push(serde_json::json!({
+            "group": group.address, "anonymous": group.anonymous, "members": members
+        }));
+    }
     Ok(Json(out))
 }
 

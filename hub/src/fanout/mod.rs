@@ -31,8 +31,8 @@ pub struct SessionSignals {
 use crate::{
     config::Config,
     org::{
-        Actor, Change, Command, Event, Mirror, OrgError, OrgService, SendRefusal, ServiceError,
-        Status,
+        Actor, Change, Command, Event, Mirror, OrgError, OrgService, OrgState, SendRefusal,
+        ServiceError, Status,
     },
     store::{
         DeviceId, DeviceRecord, EnqueueRequest, Enqueued, Pending, QueueId, StartAt, Store,
@@ -181,6 +181,20 @@ impl Hub {
                 }
             }
         }
+        for group in snapshot.groups() {
+            let queue = self.store.create_queue(&group.address).wait()?;
+            self.directory
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(group.address.as_str().into(), queue);
+            for user in snapshot.group_readers(&group.address) {
+                for device in self.store.device_records(Some(&user))? {
+                    if !device.revoked {
+                        self.store.subscribe(device.device, queue, StartAt::Next).wait()?;
+                    }
+                }
+            }
+        }
         Ok(users.len())
     }
 
@@ -245,7 +259,19 @@ impl Hub {
                 return Err(OrgError::Taken(line.clone()).into());
             }
         }
+        let before = self.org.snapshot();
         let event = self.org.execute(actor, command).await?;
+        if let Change::Applied(
+            Command::CreateGroup { .. }
+            | Command::AddGroupMember { .. }
+            | Command::RemoveGroupMember { .. }
+            | Command::AddSubgroup { .. }
+            | Command::DeleteGroup { .. }
+            | Command::DeleteMember { .. },
+        ) = &event.change
+        {
+            self.sync_groups(&before, &self.org.snapshot()).await?;
+        }
         match &event.change {
             Change::OrgCreated { root, org } => {
                 let queue = self.add_line(&root.address).await?;
@@ -320,6 +346,30 @@ impl Hub {
         Ok(())
     }
 
+    /// Makes group queues' readers follow a change: who reads a group now and did not
+    /// before is subscribed (from the next message), who no longer does is unsubscribed.
+    async fn sync_groups(&self, before: &OrgState, after: &OrgState) -> Result<(), StoreError> {
+        let mut addresses: Vec<String> = before.groups().map(|g| g.address.clone()).collect();
+        addresses.extend(after.groups().map(|g| g.address.clone()));
+        addresses.sort();
+        addresses.dedup();
+        for address in addresses {
+            let old = before.group_readers(&address);
+            let new = after.group_readers(&address);
+            if old == new && after.group(&address).is_some() {
+                continue;
+            }
+            let queue = self.add_line(&address).await?;
+            for user in new.difference(&old) {
+                self.subscribe_user(user, queue).await?;
+            }
+            for user in old.difference(&new) {
+                self.unsubscribe_user(user, queue).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every device of `user` reading `queue`.
     async fn unsubscribe_user(&self, user: &str, queue: QueueId) -> Result<(), StoreError> {
         let store = self.store.clone();
@@ -338,11 +388,17 @@ impl Hub {
     pub async fn on_enrolled(&self, device: &DeviceRecord) -> Result<(), StoreError> {
         let user = device.name.split('/').next().unwrap_or_default().to_string();
         let snapshot = self.org.snapshot();
-        let lines: Vec<String> = snapshot
+        let mut lines: Vec<String> = snapshot
             .memberships(&user)
             .flat_map(|m| snapshot.lines_of(m.org, &user))
             .map(|u| u.address.clone())
             .collect();
+        lines.extend(
+            snapshot
+                .groups()
+                .filter(|g| snapshot.group_readers(&g.address).contains(&user))
+                .map(|g| g.address.clone()),
+        );
         for line in lines {
             let queue = self.store.create_queue(&line).await?;
             self.store.subscribe(device.device, queue, StartAt::Next).await?;
@@ -358,7 +414,7 @@ impl Hub {
     /// The queue of a local recipient address.
     pub fn resolve(&self, to: &Address) -> Result<QueueId, Refusal> {
         match to.kind() {
-            AddressKind::Account => {}
+            AddressKind::Account | AddressKind::Group => {}
             AddressKind::Device => {
                 return Err(Refusal::new(
                     RejectReason::INVALID_ENVELOPE,
@@ -369,7 +425,7 @@ impl Hub {
                 return Err(Refusal::new(
                     RejectReason::UNKNOWN_RECIPIENT,
                     format!(
-                        "{to}: groups and organisation addresses are not served by this hub yet"
+                        "{to}: organisation addresses (@domain) are not served by this hub yet"
                     ),
                 ));
             }

@@ -14,8 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, AddressKind};
 
+mod groups;
 mod service;
 
+pub use groups::{Group, Scope};
 pub use service::{OrgService, ServiceError};
 
 /// Most admins an organisation may have.
@@ -389,6 +391,53 @@ pub enum Command {
         /// The member.
         user: String,
     },
+    /// Creates a group (name unique on the hub) with an owner.
+    CreateGroup {
+        /// `#name`.
+        name: String,
+        /// The owner (must be set).
+        owner: String,
+        /// The organisation it belongs to, if any: its admins manage it, and it outlives its
+        /// owner.
+        org: Option<OrgId>,
+        /// Who may address it.
+        scope: Scope,
+        /// Members receive but cannot send, and cannot see each other.
+        anonymous: bool,
+    },
+    /// Adds a member to a group.
+    AddGroupMember {
+        /// `#name`.
+        group: String,
+        /// The user.
+        user: String,
+    },
+    /// Removes a member from a group.
+    RemoveGroupMember {
+        /// `#name`.
+        group: String,
+        /// The user.
+        user: String,
+    },
+    /// Makes `sub` a subgroup of `group`: its members receive what is sent to `group`.
+    AddSubgroup {
+        /// `#name`.
+        group: String,
+        /// `#name` of the subgroup.
+        sub: String,
+    },
+    /// Changes who may address a group.
+    SetGroupScope {
+        /// `#name`.
+        group: String,
+        /// The new scope.
+        scope: Scope,
+    },
+    /// Deletes a group.
+    DeleteGroup {
+        /// `#name`.
+        group: String,
+    },
     /// The owner deletes the organisation.
     DeleteOrg {
         /// The organisation.
@@ -420,6 +469,12 @@ impl Command {
             | Command::Deactivate { org, .. }
             | Command::DeleteMember { org, .. }
             | Command::DeleteOrg { org } => Some(*org),
+            Command::CreateGroup { org, .. } => *org,
+            Command::AddGroupMember { .. }
+            | Command::RemoveGroupMember { .. }
+            | Command::AddSubgroup { .. }
+            | Command::SetGroupScope { .. }
+            | Command::DeleteGroup { .. } => None,
         }
     }
 }
@@ -555,6 +610,8 @@ pub struct OrgState {
     by_user: HashMap<String, BTreeSet<OrgId>>,
     /// Every line address on the hub.
     lines: HashMap<String, UnitId>,
+    /// Groups by address (`#name`).
+    groups: BTreeMap<String, Group>,
     next_id: u64,
 }
 
@@ -1045,6 +1102,15 @@ impl OrgState {
                 }
                 event(Change::Applied(Command::DeleteMember { org, user }))
             }
+            command @ (Command::CreateGroup { .. }
+            | Command::AddGroupMember { .. }
+            | Command::RemoveGroupMember { .. }
+            | Command::AddSubgroup { .. }
+            | Command::SetGroupScope { .. }
+            | Command::DeleteGroup { .. }) => {
+                self.decide_group(actor, &command)?;
+                event(Change::Applied(command))
+            }
             Command::DeleteOrg { org } => {
                 let o = self.org_of(org)?;
                 self.require(
@@ -1200,7 +1266,14 @@ impl OrgState {
             }
             Command::DeleteMember { org, user } => {
                 self.remove_member(*org, user);
+                self.forget_group_owner(user, Some(*org));
             }
+            Command::CreateGroup { .. }
+            | Command::AddGroupMember { .. }
+            | Command::RemoveGroupMember { .. }
+            | Command::AddSubgroup { .. }
+            | Command::SetGroupScope { .. }
+            | Command::DeleteGroup { .. } => self.apply_group(command),
             Command::DeleteOrg { org } => {
                 self.orgs.remove(org);
                 self.units.retain(|_, u| u.org != *org);
@@ -1266,6 +1339,14 @@ impl OrgState {
                     "rule: a guest answers only the member or unit that invited them".into(),
                 ));
             }
+        }
+        if let Some(group) = self.groups.get(to) {
+            self.check_group_send(sender, group)?;
+            // A reader of the group gets it from the group's queue.
+            if !as_line && self.group_readers(to).contains(sender) {
+                mirror = Mirror::None;
+            }
+            return Ok(mirror);
         }
         if let Some(unit) = self.line(to) {
             let member = self
