@@ -656,3 +656,102 @@ fn group_admins_assign_members_to_the_organisations_groups() {
     state.execute(&user("gabi@example.org"), add, NOW).unwrap();
     assert!(state.group("#linked").unwrap().members.contains("ann@example.org"));
 }
+
+/// A second organisation, partner.example, owned by pia, with a group #partners holding
+/// pat@partner.example.
+fn partner(state: &mut OrgState) -> OrgId {
+    let create = Command::CreateOrg {
+        name: "Partner".into(),
+        owner: "pia@partner.example".into(),
+        domain: "partner.example".into(),
+        line: "main@partner.example".into(),
+        seat_limit: 10,
+    };
+    let Change::OrgCreated { org, .. } =
+        state.execute(&Actor::Operator, create, NOW).unwrap().change
+    else {
+        panic!()
+    };
+    let pia = user("pia@partner.example");
+    let group = Command::CreateGroup {
+        name: "#partners".into(),
+        owner: "pia@partner.example".into(),
+        org: Some(org.id),
+        scope: Scope::Owner,
+        anonymous: false,
+    };
+    state.execute(&pia, group, NOW).unwrap();
+    let add =
+        Command::AddGroupMember { group: "#partners".into(), user: "pat@partner.example".into() };
+    state.execute(&pia, add, NOW).unwrap();
+    org.id
+}
+
+#[test]
+fn a_key_lets_another_organisations_group_reach_a_line_until_it_expires_or_is_revoked() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let root = state.org(id).unwrap().root;
+    let sales = unit(&mut state, id, root, "sales@example.org");
+    let other = partner(&mut state);
+    fn reach(state: &OrgState, at: u64) -> Result<(), SendRefusal> {
+        let pat = "pat@partner.example";
+        state.check_send_at(pat, pat, "sales@example.org", false, at).map(|_| ())
+    }
+    assert!(matches!(reach(&state, NOW), Err(SendRefusal::NotAllowed(_))));
+
+    let expires = NOW + 1_000_000;
+    let issue = Command::IssueKey { org: id, unit: sales, to_org: other, expires_ms: expires };
+    // Only the line's key managers issue keys.
+    refused_by(state.decide(&user("pia@partner.example"), issue.clone(), NOW));
+    let Change::KeyIssued(key) =
+        state.execute(&user("max@example.org"), issue, NOW).unwrap().change
+    else {
+        panic!()
+    };
+    // Issued but not handed to a group: still closed.
+    assert!(reach(&state, NOW).is_err());
+    let hand = Command::HandKey { key: key.id, group: "#partners".into() };
+    refused_by(state.decide(&user("max@example.org"), hand.clone(), NOW));
+    state.execute(&user("pia@partner.example"), hand, NOW).unwrap();
+    assert!(reach(&state, NOW).is_ok());
+    // Expired: refused, and the refusal names the key so it can be logged.
+    assert!(
+        matches!(reach(&state, expires), Err(SendRefusal::KeyRefused { key: k, .. }) if k == key.id)
+    );
+    // Revoked.
+    state.execute(&user("max@example.org"), Command::RevokeKey { key: key.id }, NOW).unwrap();
+    assert!(matches!(reach(&state, NOW), Err(SendRefusal::KeyRefused { .. })));
+}
+
+#[test]
+fn a_key_works_only_for_an_organisation_known_on_the_hub() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let root = state.org(id).unwrap().root;
+    let sales = unit(&mut state, id, root, "sales@example.org");
+    let unknown =
+        Command::IssueKey { org: id, unit: sales, to_org: OrgId(9_999), expires_ms: NOW + 1 };
+    assert!(matches!(
+        state.decide(&user("max@example.org"), unknown, NOW),
+        Err(OrgError::UnknownOrg(_))
+    ));
+    let other = partner(&mut state);
+    let issue = Command::IssueKey { org: id, unit: sales, to_org: other, expires_ms: NOW + 1_000 };
+    let Change::KeyIssued(key) =
+        state.execute(&user("max@example.org"), issue, NOW).unwrap().change
+    else {
+        panic!()
+    };
+    state
+        .execute(
+            &user("pia@partner.example"),
+            Command::HandKey { key: key.id, group: "#partners".into() },
+            NOW,
+        )
+        .unwrap();
+    // The partner organisation leaves the hub: its key stops working.
+    state.execute(&user("pia@partner.example"), Command::DeleteOrg { org: other }, NOW).unwrap();
+    let pat = "pat@partner.example";
+    assert!(state.check_send_at(pat, pat, "sales@example.org", false, NOW).is_err());
+}

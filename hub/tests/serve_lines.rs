@@ -359,3 +359,91 @@ async fn an_anonymous_group_delivers_to_members_and_refuses_their_sends() {
     let ann_view = ann_admin.directory().await.unwrap();
     assert_eq!(ann_view[0]["members"], serde_json::json!(["bob@example.org"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_opens_a_line_to_another_organisations_group_until_it_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let pat_phone = hub.enrol("pat@partner.example", "phone").await;
+    let ann_phone = hub.enrol("ann@example.org", "phone").await;
+    let org = set_up(&hub).await;
+    assign(&hub, &org, "ann@example.org").await;
+    let operator = hub.admin_client();
+    let Change::OrgCreated { org: partner, .. } = operator
+        .org(&Command::CreateOrg {
+            name: "Partner".into(),
+            owner: "pia@partner.example".into(),
+            domain: "partner.example".into(),
+            line: "main@partner.example".into(),
+            seat_limit: 5,
+        })
+        .await
+        .unwrap()
+        .change
+    else {
+        panic!()
+    };
+    let pia = AdminClient::new(hub.admin, operator.new_token("pia@partner.example").await.unwrap());
+    let max = AdminClient::new(hub.admin, operator.new_token("max@example.org").await.unwrap());
+    pia.org(&Command::CreateGroup {
+        name: "#partners".into(),
+        owner: "pia@partner.example".into(),
+        org: Some(partner.id),
+        scope: switchboard_hub::org::Scope::Owner,
+        anonymous: false,
+    })
+    .await
+    .unwrap();
+    pia.org(&Command::AddGroupMember {
+        group: "#partners".into(),
+        user: "pat@partner.example".into(),
+    })
+    .await
+    .unwrap();
+    let far = switchboard_hub::store::system_clock_ms() + 5 * 365 * 24 * 3_600_000;
+    let Change::KeyIssued(key) = max
+        .org(&Command::IssueKey {
+            org: org.id,
+            unit: org.sales,
+            to_org: partner.id,
+            expires_ms: far,
+        })
+        .await
+        .unwrap()
+        .change
+    else {
+        panic!()
+    };
+    pia.org(&Command::HandKey { key: key.id, group: "#partners".into() }).await.unwrap();
+
+    let sales = Address::parse("sales@example.org").unwrap();
+    let mut pat = connect(&pat_phone).await;
+    send_all(&mut pat, &sales, &["order 1".into()]).await;
+    let mut ann = connect(&ann_phone).await;
+    assert_eq!(receive(&mut ann, 1).await, ["order 1"]);
+
+    max.org(&Command::RevokeKey { key: key.id }).await.unwrap();
+    let id = pat.send_text(&sales, "order 2").await.unwrap();
+    loop {
+        match next(&mut pat, 10).await {
+            Event::Rejected(rejected) if rejected.id == id => {
+                assert_eq!(rejected.reason, RejectReason::NOT_ALLOWED);
+                assert!(rejected.detail.contains("revoked"), "{}", rejected.detail);
+                break;
+            }
+            Event::Accepted(done) if done == id => panic!("a revoked key still opened the line"),
+            _ => {}
+        }
+    }
+    // The refused use is in the log the line's organisation reads.
+    let mut logged = false;
+    for _ in 0..50 {
+        let events = max.org_events(0).await.unwrap();
+        if events.iter().any(|e| e["event"]["change"]["kind"] == "key_use_refused") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged, "the refused key use was not logged");
+}

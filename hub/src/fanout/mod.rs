@@ -129,6 +129,8 @@ pub struct Hub {
     /// Every user's and line's queue by address, so that resolving a recipient never reads RocksDB on
     /// a network thread. Loaded at start; users are added through [`Hub::add_user`].
     directory: std::sync::RwLock<HashMap<Box<str>, QueueId>>,
+    /// This hub, for work it starts in the background.
+    me: std::sync::Weak<Hub>,
 }
 
 /// A send whose commit to the recipient's queue is under way.
@@ -143,16 +145,17 @@ pub struct Submission {
 
 impl Hub {
     /// A hub over `store`; opens the organisation log. Blocks on RocksDB.
-    pub fn new(store: Arc<Store>, config: Config) -> Result<Self, StoreError> {
+    pub fn new(store: Arc<Store>, config: Config) -> Result<Arc<Self>, StoreError> {
         let org = OrgService::open(store.clone())?;
-        Ok(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             store,
             notifier: Notifier::default(),
             config,
             org,
             kicks: Default::default(),
             directory: Default::default(),
-        })
+            me: me.clone(),
+        }))
     }
 
     /// Loads every user and line into the directory, creating line queues a crash left
@@ -467,6 +470,13 @@ impl Hub {
             Err(SendRefusal::NotAllowed(detail)) => {
                 return Err(Refusal::new(RejectReason::NOT_ALLOWED, detail));
             }
+            Err(SendRefusal::KeyRefused { key, why }) => {
+                self.log_key_refusal(key, sender.account.as_str(), &why);
+                return Err(Refusal::new(
+                    RejectReason::NOT_ALLOWED,
+                    format!("rule: a key opens a line only while it works: {why}"),
+                ));
+            }
         };
         if envelope.body.len() > self.config.limits.max_body_bytes {
             return Err(Refusal::new(
@@ -493,6 +503,19 @@ impl Hub {
         };
         let copy = mirror.filter(|&m| m != recipient).map(|m| (m, request.clone()));
         Ok(Submission { recipient, commit: self.store.enqueue(recipient, request), copy })
+    }
+
+    /// Records a refused key use in the event log, off the send path.
+    fn log_key_refusal(&self, key: u64, by: &str, why: &str) {
+        let Some(hub) = self.me.upgrade() else { return };
+        let Some(org) = self.org.snapshot().key(key).map(|k| k.org) else { return };
+        let change = Change::KeyUseRefused { key, org, by: by.to_string(), why: why.to_string() };
+        let actor = Actor::User(by.to_string());
+        tokio::spawn(async move {
+            if let Err(error) = hub.org.record(actor, change).await {
+                tracing::warn!(%error, key, "a refused key use could not be logged");
+            }
+        });
     }
 
     /// Commits the sender's copy of a message whose first commit is durable. A retry of a

@@ -116,7 +116,6 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
     let hub = tokio::task::spawn_blocking(move || Hub::new(store, config))
         .await
         .map_err(|e| StoreError::Storage(e.to_string()))??;
-    let hub = Arc::new(hub);
     let loading = hub.clone();
     let users = tokio::task::spawn_blocking(move || loading.load_directory())
         .await

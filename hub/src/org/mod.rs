@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, AddressKind};
 
 mod groups;
+mod keys;
 mod service;
 
 pub use groups::{Group, Scope};
+pub use keys::Key;
 pub use service::{OrgService, ServiceError};
 
 /// Most admins an organisation may have.
@@ -438,6 +440,29 @@ pub enum Command {
         /// `#name`.
         group: String,
     },
+    /// Issues a key for the line of `unit` to the organisation `to_org`.
+    IssueKey {
+        /// The line's organisation.
+        org: OrgId,
+        /// The line's unit.
+        unit: UnitId,
+        /// The organisation that receives the key.
+        to_org: OrgId,
+        /// Expiry, Unix milliseconds.
+        expires_ms: u64,
+    },
+    /// Hands a key to a group of the organisation that received it.
+    HandKey {
+        /// The key.
+        key: u64,
+        /// `#name` of the group.
+        group: String,
+    },
+    /// Revokes a key.
+    RevokeKey {
+        /// The key.
+        key: u64,
+    },
     /// The owner deletes the organisation.
     DeleteOrg {
         /// The organisation.
@@ -470,6 +495,8 @@ impl Command {
             | Command::DeleteMember { org, .. }
             | Command::DeleteOrg { org } => Some(*org),
             Command::CreateGroup { org, .. } => *org,
+            Command::IssueKey { org, .. } => Some(*org),
+            Command::HandKey { .. } | Command::RevokeKey { .. } => None,
             Command::AddGroupMember { .. }
             | Command::RemoveGroupMember { .. }
             | Command::AddSubgroup { .. }
@@ -486,6 +513,8 @@ impl Event {
             Change::OrgCreated { org, .. } => Some(org.id),
             Change::UnitCreated(unit) => Some(unit.org),
             Change::Registered { org, .. } => Some(*org),
+            Change::KeyIssued(key) => Some(key.org),
+            Change::KeyUseRefused { org, .. } => Some(*org),
             Change::Applied(command) => command.org(),
         }
     }
@@ -517,6 +546,20 @@ pub enum Change {
     Applied(Command),
     /// A unit was created.
     UnitCreated(Unit),
+    /// A key was issued.
+    KeyIssued(Key),
+    /// A send through a key was refused (the key expired, was revoked, or its organisation
+    /// left). Recorded, changes nothing.
+    KeyUseRefused {
+        /// The key.
+        key: u64,
+        /// The line's organisation.
+        org: OrgId,
+        /// The sender.
+        by: String,
+        /// Why.
+        why: String,
+    },
     /// A user registered.
     Registered {
         /// The organisation.
@@ -597,6 +640,13 @@ pub enum SendRefusal {
     Invalid(String),
     /// A rule refused it; the text names the rule.
     NotAllowed(String),
+    /// The sender holds a key for the line that no longer works; the refusal is logged.
+    KeyRefused {
+        /// The key.
+        key: u64,
+        /// Why it no longer works.
+        why: String,
+    },
 }
 
 /// Every organisation on the hub.
@@ -612,6 +662,8 @@ pub struct OrgState {
     lines: HashMap<String, UnitId>,
     /// Groups by address (`#name`).
     groups: BTreeMap<String, Group>,
+    /// Keys to lines, by id.
+    keys: BTreeMap<u64, Key>,
     next_id: u64,
 }
 
@@ -1102,6 +1154,24 @@ impl OrgState {
                 }
                 event(Change::Applied(Command::DeleteMember { org, user }))
             }
+            Command::IssueKey { org, unit, to_org, expires_ms } => {
+                let command = Command::IssueKey { org, unit, to_org, expires_ms };
+                self.decide_key(actor, &command, now)?;
+                let key = Key {
+                    id: self.next_id + 1,
+                    org,
+                    unit,
+                    to_org,
+                    expires_ms,
+                    revoked: false,
+                    groups: BTreeSet::new(),
+                };
+                event(Change::KeyIssued(key))
+            }
+            command @ (Command::HandKey { .. } | Command::RevokeKey { .. }) => {
+                self.decide_key(actor, &command, now)?;
+                event(Change::Applied(command))
+            }
             command @ (Command::CreateGroup { .. }
             | Command::AddGroupMember { .. }
             | Command::RemoveGroupMember { .. }
@@ -1147,6 +1217,11 @@ impl OrgState {
                 self.lines.insert(unit.address.clone(), unit.id);
                 self.units.insert(unit.id, unit.clone());
             }
+            Change::KeyIssued(key) => {
+                self.next_id = self.next_id.max(key.id);
+                self.keys.insert(key.id, key.clone());
+            }
+            Change::KeyUseRefused { .. } => {}
             Change::Registered { org, user } => {
                 self.insert_member(Member {
                     user: user.clone(),
@@ -1274,6 +1349,17 @@ impl OrgState {
             | Command::AddSubgroup { .. }
             | Command::SetGroupScope { .. }
             | Command::DeleteGroup { .. } => self.apply_group(command),
+            Command::HandKey { key, group } => {
+                if let Some(k) = self.keys.get_mut(key) {
+                    k.groups.insert(group.clone());
+                }
+            }
+            Command::RevokeKey { key } => {
+                if let Some(k) = self.keys.get_mut(key) {
+                    k.revoked = true;
+                }
+            }
+            Command::IssueKey { .. } => {}
             Command::DeleteOrg { org } => {
                 self.orgs.remove(org);
                 self.units.retain(|_, u| u.org != *org);
@@ -1297,6 +1383,18 @@ impl OrgState {
         from: &'a str,
         to: &str,
         as_line: bool,
+    ) -> Result<Mirror<'a>, SendRefusal> {
+        self.check_send_at(sender, from, to, as_line, crate::store::system_clock_ms())
+    }
+
+    /// [`OrgState::check_send`] at the time `now` (Unix milliseconds; keys expire).
+    pub fn check_send_at<'a>(
+        &'a self,
+        sender: &str,
+        from: &'a str,
+        to: &str,
+        as_line: bool,
+        now: u64,
     ) -> Result<Mirror<'a>, SendRefusal> {
         let mut mirror = Mirror::Sender;
         if as_line {
@@ -1354,6 +1452,13 @@ impl OrgState {
                 .filter(|m| m.status == Status::Active && m.role.has(Right::Send));
             let is_main_line = self.orgs.get(&unit.org).is_some_and(|o| o.root == unit.id);
             if member.is_none() && !is_main_line {
+                match self.check_key(sender, unit.id, now) {
+                    keys::KeyCheck::Open => return Ok(mirror),
+                    keys::KeyCheck::Refused { key, why } => {
+                        return Err(SendRefusal::KeyRefused { key, why: why.to_string() });
+                    }
+                    keys::KeyCheck::None => {}
+                }
                 return Err(SendRefusal::NotAllowed(format!(
                     "rule: the department line {} takes messages from members of its organisation",
                     unit.address

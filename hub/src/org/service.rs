@@ -85,6 +85,22 @@ impl OrgService {
         Ok(event)
     }
 
+    /// Appends an event that records something without changing the state (a refused key
+    /// use).
+    pub async fn record(&self, actor: Actor, change: crate::org::Change) -> Result<(), StoreError> {
+        let event = Event { actor, at_ms: system_clock_ms(), change };
+        let payload = serde_json::to_vec(&event)
+            .map_err(|e| StoreError::Storage(format!("cannot encode an org event: {e}")))?;
+        let request = EnqueueRequest {
+            id: switchboard_protocol::MessageId::from_parts(event.at_ms, rand::random()).0,
+            sender: Bytes::from_static(b"org"),
+            expires_ms: u64::MAX,
+            payload: Bytes::from(payload),
+        };
+        self.store.enqueue(self.log, request).await?;
+        Ok(())
+    }
+
     /// Up to `max` events after position `after`, with their positions. Blocks on RocksDB.
     pub fn events(&self, after: u64, max: usize) -> Result<Vec<(u64, Event)>, StoreError> {
         self.store

@@ -1,0 +1,126 @@
+//! Keys: a line's organisation lets another organisation's groups address the line.
+//!
+//! Those who hold the manage-keys right in the line's organisation issue a key for one line to
+//! another organisation known on the hub, with an expiry. That organisation's key managers hand
+//! it to their groups; members of those groups may then address the line until the key expires
+//! or is revoked. Issue, hand-out, revocation and every refused use are events in the log.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::org::{Actor, Command, OrgError, OrgId, OrgState, Right, UnitId};
+
+/// A key to a line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    /// Its id.
+    pub id: u64,
+    /// The organisation of the line.
+    pub org: OrgId,
+    /// The line's unit.
+    pub unit: UnitId,
+    /// The organisation it was issued to.
+    pub to_org: OrgId,
+    /// When it stops working, Unix milliseconds.
+    pub expires_ms: u64,
+    /// Revoked by the line's organisation.
+    pub revoked: bool,
+    /// Groups of `to_org` it was handed to.
+    pub groups: BTreeSet<String>,
+}
+
+/// What a key check found.
+pub(super) enum KeyCheck {
+    /// A working key lets the sender through.
+    Open,
+    /// The sender holds a key for the line that no longer works.
+    Refused { key: u64, why: &'static str },
+    /// The sender holds no key for the line.
+    None,
+}
+
+impl OrgState {
+    /// A key.
+    pub fn key(&self, id: u64) -> Option<&Key> {
+        self.keys.get(&id)
+    }
+
+    pub(super) fn decide_key(
+        &self,
+        actor: &Actor,
+        command: &Command,
+        now: u64,
+    ) -> Result<(), OrgError> {
+        match command {
+            Command::IssueKey { org, unit, to_org, expires_ms } => {
+                let o = self.orgs.get(org).ok_or(OrgError::UnknownOrg(*org))?;
+                if !self.holds(o, actor, Right::ManageKeys) {
+                    return Err(OrgError::NotAllowed {
+                        rule: "the line's key managers issue its keys",
+                    });
+                }
+                self.unit_of(*org, *unit)?;
+                if !self.orgs.contains_key(to_org) || to_org == org {
+                    return Err(OrgError::UnknownOrg(*to_org));
+                }
+                if *expires_ms <= now {
+                    return Err(OrgError::Invalid("a key needs an expiry in the future".into()));
+                }
+                Ok(())
+            }
+            Command::HandKey { key, group } => {
+                let k =
+                    self.keys.get(key).ok_or_else(|| OrgError::Invalid(format!("no key {key}")))?;
+                let o = self.orgs.get(&k.to_org).ok_or(OrgError::UnknownOrg(k.to_org))?;
+                if !self.holds(o, actor, Right::ManageKeys) {
+                    return Err(OrgError::NotAllowed {
+                        rule: "the receiving organisation's key managers hand keys to its groups",
+                    });
+                }
+                match self.group(group) {
+                    Some(g) if g.org == Some(k.to_org) => Ok(()),
+                    _ => Err(OrgError::Invalid(format!(
+                        "{group} is not a group of the organisation the key was issued to"
+                    ))),
+                }
+            }
+            Command::RevokeKey { key } => {
+                let k =
+                    self.keys.get(key).ok_or_else(|| OrgError::Invalid(format!("no key {key}")))?;
+                let o = self.orgs.get(&k.org).ok_or(OrgError::UnknownOrg(k.org))?;
+                if self.holds(o, actor, Right::ManageKeys) {
+                    Ok(())
+                } else {
+                    Err(OrgError::NotAllowed { rule: "the line's key managers revoke its keys" })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `sender` reaches the line of `unit` through a key, at `now`.
+    pub(super) fn check_key(&self, sender: &str, unit: UnitId, now: u64) -> KeyCheck {
+        let mut refused = None;
+        for key in self.keys.values().filter(|k| k.unit == unit) {
+            let holds = key.groups.iter().any(|g| self.group_readers(g).contains(sender));
+            if !holds {
+                continue;
+            }
+            let why = if key.revoked {
+                Some("the key was revoked")
+            } else if key.expires_ms <= now {
+                Some("the key has expired")
+            } else if !self.orgs.contains_key(&key.to_org) {
+                Some("the key's organisation is no longer on the hub")
+            } else {
+                None
+            };
+            match why {
+                None => return KeyCheck::Open,
+                Some(why) => refused = Some(KeyCheck::Refused { key: key.id, why }),
+            }
+        }
+        refused.unwrap_or(KeyCheck::None)
+    }
+}
