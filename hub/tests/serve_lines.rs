@@ -447,3 +447,57 @@ async fn a_key_opens_a_line_to_another_organisations_group_until_it_is_revoked()
     }
     assert!(logged, "the refused key use was not logged");
 }
+
+/// A PNG header of the given size (enough for the hub's check; the pixels are not decoded).
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    bytes.extend_from_slice(&width.to_be_bytes());
+    bytes.extend_from_slice(&height.to_be_bytes());
+    bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    bytes
+}
+
+async fn http(
+    hub: &HubProcess,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(hub.admin).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: hub\r\nauthorization: Bearer {token}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let status = std::str::from_utf8(&answer[9..12]).unwrap().parse().unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    (status, answer[split..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_logo_must_be_a_png_or_jpeg_of_at_least_512_pixels_a_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let org = set_up(&hub).await;
+    let max = hub.admin_client().new_token("max@example.org").await.unwrap();
+    let ann = hub.admin_client().new_token("ann@example.org").await.unwrap();
+    let path = format!("/v1/org/logo?org={}&unit={}", org.id.0, org.sales.0);
+    let (status, body) = http(&hub, "PUT", &path, &max, png(256, 256)).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("512 x 512"));
+    let (status, _) = http(&hub, "PUT", &path, &max, b"GIF89a not a logo".to_vec()).await;
+    assert_eq!(status, 400);
+    let (status, _) = http(&hub, "PUT", &path, &ann, png(600, 600)).await;
+    assert_eq!(status, 403, "a member may not change units");
+    let (status, _) = http(&hub, "PUT", &path, &max, png(600, 600)).await;
+    assert_eq!(status, 200);
+    let (status, body) =
+        http(&hub, "GET", &format!("/v1/org/logo?unit={}", org.sales.0), &ann, vec![]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, png(600, 600));
+}

@@ -16,6 +16,8 @@
 //! | `POST /v1/org` | an org command (`{"command": "create_unit", ...}`) | the event |
 //! | `POST /v1/org/invite` | `{"org", "user", "guest", "unit"?}` | `{"code", "link", "expires_ms"}`; again: a new code |
 //! | `POST /v1/org/accept` | `{"org", "code"}` | the event (the token's user joins) |
+//! | `PUT /v1/org/logo?org=N&unit=M` | PNG or JPEG bytes, at least 512 x 512 | the event |
+//! | `GET /v1/org/logo?unit=M` | | the logo's bytes |
 //! | `GET /v1/org/events[?after=N]` | | `[{"seq", "event"}]` the caller may read |
 //! | `GET /v1/org/directory` | | lines and colleagues of the caller's organisations |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
@@ -100,6 +102,12 @@ pub(crate) async fn serve(
         .route("/v1/org", post(org_command))
         .route("/v1/org/events", get(org_events))
         .route("/v1/org/invite", post(org_invite))
+        .route(
+            "/v1/org/logo",
+            get(get_logo)
+                .put(put_logo)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::org::MAX_LOGO_BYTES + 1)),
+        )
         .route("/v1/org/accept", post(org_accept))
         .route("/v1/org/directory", get(org_directory))
         .route(
@@ -230,6 +238,61 @@ async fn org_command(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not an org command: {e}")))?;
     let event = state.hub.org_execute(&actor, command).await?;
     Ok(Json(event))
+}
+
+#[derive(Deserialize)]
+struct LogoQuery {
+    org: Option<crate::org::OrgId>,
+    unit: crate::org::UnitId,
+}
+
+async fn put_logo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LogoQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Event>, ApiError> {
+    use sha2::Digest;
+    let actor = actor(&state, &headers).await?;
+    let org = query.org.ok_or(ApiError(StatusCode::BAD_REQUEST, "org is required".into()))?;
+    let (format, width, height) = crate::org::check_logo(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let logo = crate::org::Logo {
+        format: format.into(),
+        width,
+        height,
+        sha256: hex(&sha2::Sha256::digest(&body)),
+    };
+    // The rule is checked before the bytes are kept, so a refused caller stores nothing.
+    let command = Command::SetLogo { org, unit: query.unit, logo };
+    state
+        .hub
+        .org
+        .snapshot()
+        .decide(&actor, command.clone(), system_clock_ms())
+        .map_err(|e| ApiError::from(ServiceError::Refused(e)))?;
+    state.hub.store.put_blob(&format!("logo:{}", query.unit.0), body.to_vec()).await?;
+    Ok(Json(state.hub.org_execute(&actor, command).await?))
+}
+
+async fn get_logo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LogoQuery>,
+) -> Result<Response, ApiError> {
+    actor(&state, &headers).await?;
+    let snapshot = state.hub.org.snapshot();
+    let unit =
+        snapshot.unit(query.unit).ok_or(ApiError(StatusCode::NOT_FOUND, "no such unit".into()))?;
+    let logo =
+        unit.logo.clone().ok_or(ApiError(StatusCode::NOT_FOUND, "the unit has no logo".into()))?;
+    let store = state.hub.store.clone();
+    let name = format!("logo:{}", query.unit.0);
+    let bytes = blocking(move || store.blob(&name)).await?;
+    let bytes =
+        bytes.ok_or(ApiError(StatusCode::NOT_FOUND, "the logo's file is missing".into()))?;
+    let content_type = if logo.format == "png" { "image/png" } else { "image/jpeg" };
+    Ok(([("content-type", content_type)], bytes).into_response())
 }
 
 #[derive(Deserialize)]

@@ -16,10 +16,12 @@ use switchboard_protocol::{Address, AddressKind};
 
 mod groups;
 mod keys;
+mod logo;
 mod service;
 
 pub use groups::{Group, Scope};
 pub use keys::Key;
+pub use logo::{Logo, LogoError, MAX_LOGO_BYTES, MIN_LOGO_SIDE, check_logo};
 pub use service::{OrgService, ServiceError};
 
 /// Most admins an organisation may have.
@@ -197,6 +199,9 @@ pub struct Unit {
     /// Rights the unit holds; they pass to its members and to its sub-units' members.
     #[serde(default)]
     pub rights: BTreeSet<Right>,
+    /// Its logo, if it has one.
+    #[serde(default)]
+    pub logo: Option<Logo>,
 }
 
 /// A member of an organisation.
@@ -290,6 +295,15 @@ pub enum Command {
         unit: UnitId,
         /// Reach the sub-units too.
         include: bool,
+    },
+    /// Sets a unit's logo (checked and stored by the admin API, which fills this in).
+    SetLogo {
+        /// The organisation.
+        org: OrgId,
+        /// The unit.
+        unit: UnitId,
+        /// The logo.
+        logo: Logo,
     },
     /// Gives a unit a right; its members and its sub-units' members hold it.
     GrantUnitRight {
@@ -480,6 +494,7 @@ impl Command {
             | Command::MergeDomains { org, .. }
             | Command::CreateUnit { org, .. }
             | Command::SetIncludeSubUnits { org, .. }
+            | Command::SetLogo { org, .. }
             | Command::GrantUnitRight { org, .. }
             | Command::RevokeUnitRight { org, .. }
             | Command::Register { org }
@@ -911,6 +926,7 @@ impl OrgState {
                     address: root_line,
                     include_sub_units: false,
                     rights: BTreeSet::new(),
+                    logo: None,
                 };
                 event(Change::OrgCreated { org, root: unit })
             }
@@ -969,8 +985,18 @@ impl OrgState {
                     address: unit_line,
                     include_sub_units: false,
                     rights: BTreeSet::new(),
+                    logo: None,
                 };
                 event(Change::UnitCreated(unit))
+            }
+            Command::SetLogo { org, unit, logo } => {
+                let o = self.org_of(org)?;
+                self.require(o, actor, Right::ManageUnits, "admins manage units")?;
+                self.unit_of(org, unit)?;
+                if logo.width < logo::MIN_LOGO_SIDE || logo.height < logo::MIN_LOGO_SIDE {
+                    return Err(OrgError::Invalid("a logo needs at least 512 x 512 pixels".into()));
+                }
+                event(Change::Applied(Command::SetLogo { org, unit, logo }))
             }
             Command::SetIncludeSubUnits { org, unit, include } => {
                 let o = self.org_of(org)?;
@@ -1304,6 +1330,11 @@ impl OrgState {
             Command::SetIncludeSubUnits { unit, include, .. } => {
                 if let Some(u) = self.units.get_mut(unit) {
                     u.include_sub_units = *include;
+                }
+            }
+            Command::SetLogo { unit, logo, .. } => {
+                if let Some(u) = self.units.get_mut(unit) {
+                    u.logo = Some(logo.clone());
                 }
             }
             Command::GrantUnitRight { unit, right, .. } => {

@@ -15,6 +15,7 @@
 //! | 0x08 id allocator | kind u8, shard u16 | next counter u64 |
 //! | 0x09 user | address bytes | queue u64, status u8, created_ms u64 |
 //! | 0x0A enrolment code | account queue u64, SHA-256 of the code | expires_ms u64 |
+//! | 0x0D blob | name bytes | bytes (logos) |
 //! | 0x0C API token | SHA-256 of the token | user address bytes |
 //! | 0x0B device record | device address bytes | device u64, account u64, key 32, revoked u8, enrolled_ms u64 |
 
@@ -32,6 +33,7 @@ pub(crate) const USER: u8 = 0x09;
 pub(crate) const ENROLMENT_CODE: u8 = 0x0A;
 pub(crate) const DEVICE_RECORD: u8 = 0x0B;
 pub(crate) const API_TOKEN: u8 = 0x0C;
+pub(crate) const BLOB: u8 = 0x0D;
 
 /// Allocator kinds.
 pub(crate) const ALLOC_QUEUE: u8 = 1;

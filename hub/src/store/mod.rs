@@ -583,6 +583,20 @@ impl Store {
         self.submit(0, |done| Command::PutRecord { key, value, done })
     }
 
+    /// Stores `bytes` under `name`, durably (small files such as logos).
+    pub fn put_blob(&self, name: &str, bytes: Vec<u8>) -> Pending<()> {
+        let mut key = vec![keys::BLOB];
+        key.extend_from_slice(name.as_bytes());
+        self.submit(0, |done| Command::PutRecord { key, value: bytes, done })
+    }
+
+    /// The bytes stored under `name`.
+    pub fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut key = vec![keys::BLOB];
+        key.extend_from_slice(name.as_bytes());
+        Ok(self.db.get(key)?)
+    }
+
     /// The user an admin API token is bound to.
     pub fn token_user(&self, token: &str) -> Result<Option<String>, StoreError> {
         let mut key = vec![keys::API_TOKEN];
