@@ -270,7 +270,8 @@ fn only_a_deactivated_member_can_be_deleted() {
     let id = org(&mut state, 10);
     let owner = user("max@example.org");
     member(&mut state, id, "ann@example.org");
-    let delete = Command::DeleteMember { org: id, user: "ann@example.org".into() };
+    let delete =
+        Command::DeleteMember { org: id, user: "ann@example.org".into(), reassign_to: None };
     assert!(matches!(state.decide(&owner, delete.clone(), NOW), Err(OrgError::WrongStatus { .. })));
     state
         .execute(&owner, Command::Deactivate { org: id, user: "ann@example.org".into() }, NOW)
@@ -620,7 +621,11 @@ fn deleting_the_owner_deletes_a_group_unless_it_is_linked_to_an_organisation() {
         .execute(&owner, Command::Deactivate { org: id, user: "ann@example.org".into() }, NOW)
         .unwrap();
     state
-        .execute(&owner, Command::DeleteMember { org: id, user: "ann@example.org".into() }, NOW)
+        .execute(
+            &owner,
+            Command::DeleteMember { org: id, user: "ann@example.org".into(), reassign_to: None },
+            NOW,
+        )
         .unwrap();
     assert!(state.group("#private").is_none());
     assert_eq!(state.group("#linked").unwrap().owner, "max@example.org");
@@ -754,4 +759,42 @@ fn a_key_works_only_for_an_organisation_known_on_the_hub() {
     state.execute(&user("pia@partner.example"), Command::DeleteOrg { org: other }, NOW).unwrap();
     let pat = "pat@partner.example";
     assert!(state.check_send_at(pat, pat, "sales@example.org", false, NOW).is_err());
+}
+
+#[test]
+fn deleting_a_member_can_hand_their_groups_and_unit_to_a_chosen_active_member() {
+    let mut state = OrgState::default();
+    let id = org(&mut state, 10);
+    let root = state.org(id).unwrap().root;
+    let sales = unit(&mut state, id, root, "sales@example.org");
+    member(&mut state, id, "ann@example.org");
+    member(&mut state, id, "bob@example.org");
+    let owner = user("max@example.org");
+    state
+        .execute(
+            &owner,
+            Command::Assign { org: id, user: "ann@example.org".into(), unit: sales },
+            NOW,
+        )
+        .unwrap();
+    group(&mut state, "#anns", "ann@example.org", None, Scope::Owner, false);
+    state
+        .execute(&owner, Command::Deactivate { org: id, user: "ann@example.org".into() }, NOW)
+        .unwrap();
+    // The heir must be another active member.
+    let bad = Command::DeleteMember {
+        org: id,
+        user: "ann@example.org".into(),
+        reassign_to: Some("nobody@example.org".into()),
+    };
+    assert!(matches!(state.decide(&owner, bad, NOW), Err(OrgError::Invalid(_))));
+    let delete = Command::DeleteMember {
+        org: id,
+        user: "ann@example.org".into(),
+        reassign_to: Some("bob@example.org".into()),
+    };
+    state.execute(&owner, delete, NOW).unwrap();
+    assert_eq!(state.group("#anns").unwrap().owner, "bob@example.org");
+    assert_eq!(state.member(id, "bob@example.org").unwrap().unit, Some(sales));
+    assert!(state.member(id, "ann@example.org").is_none());
 }

@@ -501,3 +501,71 @@ async fn a_unit_logo_must_be_a_png_or_jpeg_of_at_least_512_pixels_a_side() {
     assert_eq!(status, 200);
     assert_eq!(body, png(600, 600));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_one_member_reads_a_line_message_the_colleagues_and_the_sender_see_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let ann_phone = hub.enrol("ann@example.org", "phone").await;
+    let bob_phone = hub.enrol("bob@example.org", "phone").await;
+    let customer = hub.enrol("cy@customer.example", "phone").await;
+    let org = set_up(&hub).await;
+    assign(&hub, &org, "ann@example.org").await;
+    assign(&hub, &org, "bob@example.org").await;
+    let sales = Address::parse("sales@example.org").unwrap();
+    let mut cy = connect(&customer).await;
+    // Max, a member of the organisation, writes to the department line.
+    let max_phone = hub.enrol("max@example.org", "phone").await;
+    let mut max = connect(&max_phone).await;
+    let id = max.send_text(&sales, "please call the customer").await.unwrap();
+    loop {
+        if let Event::Accepted(done) = next(&mut max, 10).await
+            && done == id
+        {
+            break;
+        }
+    }
+    let mut ann = connect(&ann_phone).await;
+    let Event::Deliver(deliver) = next(&mut ann, 10).await else { panic!("no delivery") };
+    ann.ack(deliver.queue.clone(), deliver.seq, vec![]).await.unwrap();
+    ann.receipt(switchboard_protocol::Receipt {
+        id,
+        kind: switchboard_protocol::ReceiptKind::Read,
+        message_from: Address::parse("max@example.org").unwrap(),
+        by: sales.clone(),
+        at_ms: 1,
+    })
+    .await
+    .unwrap();
+    // Bob sees the message and then that the line has read it.
+    let mut bob = connect(&bob_phone).await;
+    let mut saw_receipt = false;
+    for _ in 0..4 {
+        match next(&mut bob, 10).await {
+            Event::Deliver(d) => bob.ack(d.queue, d.seq, vec![]).await.unwrap(),
+            Event::Receipt(r) => {
+                assert_eq!((r.receipt.id, r.receipt.by.clone()), (id, sales.clone()));
+                saw_receipt = true;
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(saw_receipt);
+    // A stranger cannot send a receipt in the line's name.
+    cy.receipt(switchboard_protocol::Receipt {
+        id,
+        kind: switchboard_protocol::ReceiptKind::Read,
+        message_from: Address::parse("max@example.org").unwrap(),
+        by: sales,
+        at_ms: 1,
+    })
+    .await
+    .unwrap();
+    match next(&mut cy, 10).await {
+        Event::Error(error) => {
+            assert_eq!(error.code, switchboard_protocol::ErrorCode::UNEXPECTED_FRAME)
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -312,6 +312,27 @@ impl Hub {
                     }
                 }
             }
+            Change::Applied(Command::DeleteMember { user, reassign_to: None, .. }) => {
+                // Without an heir, the member's devices go with them: revoked, reading nothing.
+                let store = self.store.clone();
+                let name = user.clone();
+                let devices =
+                    tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
+                        .await
+                        .map_err(|e| StoreError::Storage(e.to_string()))??;
+                for device in devices.iter().filter(|d| !d.revoked) {
+                    self.store.revoke_device(&device.name).await?;
+                    self.kick(device.device);
+                }
+            }
+            Change::Applied(Command::DeleteMember { reassign_to: Some(heir), org, .. }) => {
+                // The heir may have taken over a unit: their devices read its lines.
+                let snapshot = self.org.snapshot();
+                for unit in snapshot.lines_of(*org, heir) {
+                    let queue = self.add_line(&unit.address).await?;
+                    self.subscribe_user(heir, queue).await?;
+                }
+            }
             Change::Applied(Command::Deactivate { user, .. }) => {
                 let store = self.store.clone();
                 let name = user.clone();
@@ -527,7 +548,13 @@ impl Hub {
     /// Records a receipt for the message `receipt.id` from `receipt.message_from`, into that
     /// sender's queue when it is a user of this hub. `dedupe` names who made it, so that the
     /// same receipt made twice (two devices of one recipient) is stored once.
-    pub async fn store_receipt(&self, receipt: Receipt) -> Result<(), Refusal> {
+    /// With `colleagues` (a line), the receipt is also stored in the line's queue, so the other
+    /// members see that someone has read or answered (the shared receipt).
+    pub async fn store_receipt(
+        &self,
+        receipt: Receipt,
+        colleagues: Option<Address>,
+    ) -> Result<(), Refusal> {
         let queue = self.resolve(&receipt.message_from)?;
         let kind = match receipt.kind {
             ReceiptKind::Delivered => "delivered",
@@ -541,8 +568,18 @@ impl Hub {
                 .saturating_add(u64::from(self.config.delivery.default_ttl_secs) * 1000),
             payload: encode_receipt(&receipt),
         };
+        let line = match &colleagues {
+            Some(line) => Some(self.resolve(line)?),
+            None => None,
+        };
+        let copy =
+            line.filter(|&l| l != queue).map(|l| (l, self.store.enqueue(l, request.clone())));
         self.store.enqueue(queue, request).await?;
         self.notifier.wake(queue);
+        if let Some((line, pending)) = copy {
+            pending.await?;
+            self.notifier.wake(line);
+        }
         Ok(())
     }
 }

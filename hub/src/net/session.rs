@@ -540,9 +540,19 @@ impl Session {
             }
             Frame::Ack(ack) => self.ack(ack, writer),
             Frame::Receipt(receipt) => {
-                if receipt.by != self.sender.account
-                    && receipt.by.account().as_ref() != Some(&self.sender.account)
-                {
+                let own = receipt.by == self.sender.account
+                    || receipt.by.account().as_ref() == Some(&self.sender.account);
+                let snapshot = self.hub.org.snapshot();
+                // A receipt by a line the device's user reads: the colleagues on the line see
+                // it too (the shared receipt).
+                let line = snapshot.line(receipt.by.as_str()).filter(|unit| {
+                    snapshot
+                        .lines_of(unit.org, self.sender.account.as_str())
+                        .iter()
+                        .any(|u| u.id == unit.id)
+                });
+                let shared = line.is_some();
+                if !own && !shared {
                     let text = format!(
                         "a receipt by {} from a device of {}",
                         receipt.by, self.sender.account
@@ -553,7 +563,8 @@ impl Session {
                 }
                 let hub = self.hub.clone();
                 self.work.push(Box::pin(async move {
-                    Outcome::Stored(hub.store_receipt(receipt).await)
+                    let colleagues = if shared { Some(receipt.by.clone()) } else { None };
+                    Outcome::Stored(hub.store_receipt(receipt, colleagues).await)
                 }));
             }
             Frame::Credit(credit) => {
@@ -630,7 +641,7 @@ impl Session {
                     receipt.at_ms = now;
                     let hub = self.hub.clone();
                     self.work.push(Box::pin(async move {
-                        Outcome::Stored(hub.store_receipt(receipt).await)
+                        Outcome::Stored(hub.store_receipt(receipt, None).await)
                     }));
                 }
             }

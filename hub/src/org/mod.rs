@@ -400,12 +400,18 @@ pub enum Command {
         /// The member.
         user: String,
     },
-    /// Deletes a deactivated member.
+    /// Deletes a deactivated member. With `reassign_to` (an active member), what the member
+    /// held passes to them: the groups they owned, and their unit (line duties) when the
+    /// chosen member has none yet. Without, their unlinked groups go with them and their
+    /// devices are revoked.
     DeleteMember {
         /// The organisation.
         org: OrgId,
         /// The member.
         user: String,
+        /// Who takes over what the member held.
+        #[serde(default)]
+        reassign_to: Option<String>,
     },
     /// Creates a group (name unique on the hub) with an owner.
     CreateGroup {
@@ -1170,7 +1176,7 @@ impl OrgState {
                 }
                 event(Change::Applied(Command::Deactivate { org, user }))
             }
-            Command::DeleteMember { org, user } => {
+            Command::DeleteMember { org, user, reassign_to } => {
                 let o = self.org_of(org)?;
                 self.require(o, actor, Right::ManageMembers, "admins delete members")?;
                 let member =
@@ -1178,7 +1184,15 @@ impl OrgState {
                 if member.status != Status::Deactivated {
                     return Err(OrgError::WrongStatus { user, status: member.status });
                 }
-                event(Change::Applied(Command::DeleteMember { org, user }))
+                if let Some(heir) = &reassign_to {
+                    let active = self.member(org, heir).is_some_and(|m| m.status == Status::Active);
+                    if !active || heir == &user {
+                        return Err(OrgError::Invalid(format!(
+                            "{heir} is not another active member to reassign to"
+                        )));
+                    }
+                }
+                event(Change::Applied(Command::DeleteMember { org, user, reassign_to }))
             }
             Command::IssueKey { org, unit, to_org, expires_ms } => {
                 let command = Command::IssueKey { org, unit, to_org, expires_ms };
@@ -1370,9 +1384,25 @@ impl OrgState {
                     o.owner = new_owner;
                 }
             }
-            Command::DeleteMember { org, user } => {
+            Command::DeleteMember { org, user, reassign_to } => {
+                let unit = self.member(*org, user).and_then(|m| m.unit);
                 self.remove_member(*org, user);
-                self.forget_group_owner(user, Some(*org));
+                match reassign_to {
+                    Some(heir) => {
+                        for group in self.groups.values_mut().filter(|g| &g.owner == user) {
+                            group.owner = heir.clone();
+                        }
+                        for group in self.groups.values_mut() {
+                            group.members.remove(user);
+                        }
+                        if let Some(member) = self.member_mut(*org, heir)
+                            && member.unit.is_none()
+                        {
+                            member.unit = unit;
+                        }
+                    }
+                    None => self.forget_group_owner(user, Some(*org)),
+                }
             }
             Command::CreateGroup { .. }
             | Command::AddGroupMember { .. }
