@@ -569,3 +569,46 @@ async fn when_one_member_reads_a_line_message_the_colleagues_and_the_sender_see_
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_deleted_without_an_heir_loses_devices_queue_and_address_and_no_one_else_is_harmed()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let ann_phone = hub.enrol("ann@example.org", "phone").await;
+    let bob_phone = hub.enrol("bob@example.org", "phone").await;
+    let max_phone = hub.enrol("max@example.org", "phone").await;
+    let org = set_up(&hub).await;
+    let mut max = connect(&max_phone).await;
+    let ann_address = ann_phone.account();
+    send_all(&mut max, &ann_address, &["waiting for ann".into()]).await;
+    let admin =
+        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
+    admin.org(&Command::Deactivate { org: org.id, user: "ann@example.org".into() }).await.unwrap();
+    admin
+        .org(&Command::DeleteMember {
+            org: org.id,
+            user: "ann@example.org".into(),
+            reassign_to: None,
+        })
+        .await
+        .unwrap();
+    // Ann's address is no longer a recipient, and her device is refused.
+    let id = max.send_text(&ann_address, "anyone there?").await.unwrap();
+    loop {
+        match next(&mut max, 10).await {
+            Event::Rejected(rejected) if rejected.id == id => {
+                assert_eq!(rejected.reason, RejectReason::UNKNOWN_RECIPIENT);
+                break;
+            }
+            Event::Accepted(done) if done == id => panic!("a deleted member still receives"),
+            _ => {}
+        }
+    }
+    let endpoint = switchboard_hub::client::client_endpoint().unwrap();
+    assert!(switchboard_hub::client::Client::connect(&endpoint, &ann_phone, None).await.is_err());
+    // Bob is not harmed.
+    send_all(&mut max, &bob_phone.account(), &["hello bob".into()]).await;
+    let mut bob = connect(&bob_phone).await;
+    assert_eq!(receive(&mut bob, 1).await, ["hello bob"]);
+}

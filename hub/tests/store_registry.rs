@@ -119,3 +119,30 @@ async fn a_revoked_device_stops_reading_and_stays_revoked_after_reopen() {
     assert_eq!(record.device, phone.device);
     assert_eq!(store.users().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_an_account_deactivates_the_user_and_deletes_what_waits_in_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_at(&dir, Arc::new(AtomicU64::new(1_000)));
+    let bob = store.create_user("bob@example.org").await.unwrap();
+    for id in 1..=3u128 {
+        let request = EnqueueRequest {
+            id,
+            sender: bytes::Bytes::from_static(b"alice@example.org"),
+            expires_ms: u64::MAX,
+            payload: bytes::Bytes::from_static(b"waiting"),
+        };
+        store.enqueue(bob.queue, request).await.unwrap();
+    }
+    assert_eq!(store.read_after(bob.queue, 0, 10).unwrap().len(), 3);
+    let closed = store.close_account("bob@example.org").await.unwrap();
+    assert_eq!(closed.status, UserStatus::Deactivated);
+    assert!(store.read_after(bob.queue, 0, 10).unwrap().is_empty());
+    assert_eq!(store.user("bob@example.org").unwrap().unwrap().status, UserStatus::Deactivated);
+    // Closing again is harmless; an unknown user is a typed error.
+    store.close_account("bob@example.org").await.unwrap();
+    assert!(matches!(
+        store.close_account("nobody@example.org").await,
+        Err(StoreError::UnknownUser(_))
+    ));
+}

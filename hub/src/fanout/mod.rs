@@ -36,7 +36,7 @@ use crate::{
     },
     store::{
         DeviceId, DeviceRecord, EnqueueRequest, Enqueued, Pending, QueueId, StartAt, Store,
-        StoreError, UserRecord, system_clock_ms,
+        StoreError, UserRecord, UserStatus, system_clock_ms,
     },
 };
 
@@ -165,7 +165,7 @@ impl Hub {
         let users = self.store.users()?;
         {
             let mut directory = self.directory.write().unwrap_or_else(|e| e.into_inner());
-            for user in &users {
+            for user in users.iter().filter(|u| u.status == UserStatus::Active) {
                 directory.insert(user.name.as_str().into(), user.queue);
             }
         }
@@ -324,6 +324,13 @@ impl Hub {
                     self.store.revoke_device(&device.name).await?;
                     self.kick(device.device);
                 }
+                // And their personal queue: closed, its waiting messages deleted, the address
+                // no longer a recipient.
+                match self.store.close_account(user).await {
+                    Ok(_) | Err(StoreError::UnknownUser(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                self.directory.write().unwrap_or_else(|e| e.into_inner()).remove(user.as_str());
             }
             Change::Applied(Command::DeleteMember { reassign_to: Some(heir), org, .. }) => {
                 // The heir may have taken over a unit: their devices read its lines.

@@ -575,6 +575,22 @@ impl Store {
         Ok(record)
     }
 
+    /// Closes the account `name`: the user is marked deactivated and every message waiting in
+    /// their queue is deleted. Idempotent.
+    pub async fn close_account(&self, name: &str) -> Result<UserRecord, StoreError> {
+        let shard = self.shard_of_name(name);
+        let user = self
+            .submit(shard, |done| Command::SetUserStatus {
+                name: name.into(),
+                status: UserStatus::Deactivated,
+                done,
+            })
+            .await?;
+        let queue = user.queue;
+        self.submit(self.shard_of(queue), |done| Command::Purge { queue, done }).await?;
+        Ok(user)
+    }
+
     /// Stores an admin API token bound to `user` (only its SHA-256 hash is kept).
     pub fn issue_token(&self, token: &str, user: &str) -> Pending<()> {
         let mut key = vec![keys::API_TOKEN];

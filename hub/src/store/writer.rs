@@ -66,6 +66,15 @@ pub(crate) enum Command {
         name: Box<str>,
         done: Done<UserRecord>,
     },
+    SetUserStatus {
+        name: Box<str>,
+        status: UserStatus,
+        done: Done<UserRecord>,
+    },
+    Purge {
+        queue: QueueId,
+        done: Done<()>,
+    },
     PutRecord {
         key: Vec<u8>,
         value: Vec<u8>,
@@ -313,6 +322,35 @@ impl ShardWriter {
                 reply(done, self.enrol(account, name, public_key, code, batch, staged))
             }
             Command::Revoke { name, done } => reply(done, self.revoke(&name, batch, staged)),
+            Command::SetUserStatus { name, status, done } => {
+                let key = registry::user_key(&name);
+                let result = match self.record(staged, &key) {
+                    Ok(Some(value)) => {
+                        registry::decode_user(name.into(), &value).map(|mut user| {
+                            user.status = status;
+                            put_record(batch, staged, key, registry::encode_user(&user));
+                            user
+                        })
+                    }
+                    Ok(None) => Err(StoreError::UnknownUser(name.into())),
+                    Err(error) => Err(error),
+                };
+                reply(done, result)
+            }
+            Command::Purge { queue, done } => {
+                let result = self.queue(queue).map(|state| {
+                    let (floor, last) = (state.floor, state.last_seq);
+                    state.floor = last;
+                    (floor, last)
+                });
+                let result = result.map(|(floor, last)| {
+                    if last > floor {
+                        delete_entries(batch, queue, floor, last);
+                        mark_dirty(staged, queue);
+                    }
+                });
+                reply(done, result)
+            }
             Command::PutRecord { key, value, done } => {
                 put_record(batch, staged, key, value);
                 reply(done, Ok(()))
