@@ -612,3 +612,164 @@ async fn a_member_deleted_without_an_heir_loses_devices_queue_and_address_and_no
     let mut bob = connect(&bob_phone).await;
     assert_eq!(receive(&mut bob, 1).await, ["hello bob"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisation_rules_hold_through_the_admin_api() {
+    use switchboard_hub::admin::AdminError;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let operator = hub.admin_client();
+    let status = |result: Result<switchboard_hub::org::Event, AdminError>| match result {
+        Ok(_) => 200,
+        Err(AdminError::Api { status, .. }) => status,
+        Err(other) => panic!("{other}"),
+    };
+    let create = |owner: &str, domain: &str, line: &str, seats: u32| Command::CreateOrg {
+        name: "X".into(),
+        owner: owner.into(),
+        domain: domain.into(),
+        line: line.into(),
+        seat_limit: seats,
+    };
+    // Only the operator creates organisations; the owner must be in the agreed domain.
+    let max = AdminClient::new(hub.admin, operator.new_token("max@example.org").await.unwrap());
+    assert_eq!(
+        status(max.org(&create("max@example.org", "example.org", "main@example.org", 2)).await),
+        403
+    );
+    assert_eq!(
+        status(operator.org(&create("max@gmail.com", "example.org", "main@example.org", 2)).await),
+        400
+    );
+    let Change::OrgCreated { org, .. } = operator
+        .org(&create("max@example.org", "example.org", "main@example.org", 2))
+        .await
+        .unwrap()
+        .change
+    else {
+        panic!()
+    };
+    let token = |user: &'static str| {
+        let operator = hub.admin_client();
+        let admin = hub.admin;
+        async move { AdminClient::new(admin, operator.new_token(user).await.unwrap()) }
+    };
+    // Domains: a foreign address cannot register; after adding the domain it can.
+    let gmail = token("ann@gmail.com").await;
+    assert_eq!(status(gmail.org(&Command::Register { org: org.id }).await), 400);
+    max.org(&Command::AddDomain { org: org.id, domain: "gmail.com".into() }).await.unwrap();
+    gmail.org(&Command::Register { org: org.id }).await.unwrap();
+    // Seats: the owner and ann take both; the next registration is refused.
+    let bob = token("bob@example.org").await;
+    assert_eq!(status(bob.org(&Command::Register { org: org.id }).await), 403);
+    operator.org(&Command::SetSeatLimit { org: org.id, limit: 3 }).await.unwrap();
+    bob.org(&Command::Register { org: org.id }).await.unwrap();
+    // At most 5 admins, named by the owner alone.
+    for i in 0..5 {
+        max.org(&Command::NameAdmin { org: org.id, user: format!("a{i}@example.org") })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        status(max.org(&Command::NameAdmin { org: org.id, user: "a5@example.org".into() }).await),
+        403
+    );
+    let admin = token("a0@example.org").await;
+    assert_eq!(
+        status(
+            admin.org(&Command::RemoveAdmin { org: org.id, user: "a1@example.org".into() }).await
+        ),
+        403
+    );
+    // Admins approve; a second assignment is refused.
+    admin.org(&Command::Approve { org: org.id, user: "bob@example.org".into() }).await.unwrap();
+    let root = org.root;
+    admin
+        .org(&Command::Assign { org: org.id, user: "bob@example.org".into(), unit: root })
+        .await
+        .unwrap();
+    assert_eq!(
+        status(
+            admin
+                .org(&Command::Assign { org: org.id, user: "bob@example.org".into(), unit: root })
+                .await
+        ),
+        409
+    );
+    // Ownership passes only on the new owner's confirmation; admins cannot delete the org.
+    assert_eq!(status(admin.org(&Command::DeleteOrg { org: org.id }).await), 403);
+    max.org(&Command::TransferOwnership { org: org.id, to: "bob@example.org".into() })
+        .await
+        .unwrap();
+    assert_eq!(status(admin.org(&Command::AcceptOwnership { org: org.id }).await), 403);
+    bob.org(&Command::AcceptOwnership { org: org.id }).await.unwrap();
+    assert_eq!(status(max.org(&Command::DeleteOrg { org: org.id }).await), 403);
+    bob.org(&Command::DeleteOrg { org: org.id }).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_stops_opening_the_line_when_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let pat_phone = hub.enrol("pat@partner.example", "phone").await;
+    let org = set_up(&hub).await;
+    let operator = hub.admin_client();
+    let Change::OrgCreated { org: partner, .. } = operator
+        .org(&Command::CreateOrg {
+            name: "Partner".into(),
+            owner: "pia@partner.example".into(),
+            domain: "partner.example".into(),
+            line: "main@partner.example".into(),
+            seat_limit: 5,
+        })
+        .await
+        .unwrap()
+        .change
+    else {
+        panic!()
+    };
+    let pia = AdminClient::new(hub.admin, operator.new_token("pia@partner.example").await.unwrap());
+    let max = AdminClient::new(hub.admin, operator.new_token("max@example.org").await.unwrap());
+    pia.org(&Command::CreateGroup {
+        name: "#partners".into(),
+        owner: "pia@partner.example".into(),
+        org: Some(partner.id),
+        scope: switchboard_hub::org::Scope::Owner,
+        anonymous: false,
+    })
+    .await
+    .unwrap();
+    pia.org(&Command::AddGroupMember {
+        group: "#partners".into(),
+        user: "pat@partner.example".into(),
+    })
+    .await
+    .unwrap();
+    // A key that works for the next three seconds.
+    let expires_ms = switchboard_hub::store::system_clock_ms() + 3_000;
+    let Change::KeyIssued(key) = max
+        .org(&Command::IssueKey { org: org.id, unit: org.sales, to_org: partner.id, expires_ms })
+        .await
+        .unwrap()
+        .change
+    else {
+        panic!()
+    };
+    pia.org(&Command::HandKey { key: key.id, group: "#partners".into() }).await.unwrap();
+    let sales = Address::parse("sales@example.org").unwrap();
+    let mut pat = connect(&pat_phone).await;
+    send_all(&mut pat, &sales, &["before expiry".into()]).await;
+    let wait = expires_ms.saturating_sub(switchboard_hub::store::system_clock_ms()) + 100;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let id = pat.send_text(&sales, "after expiry").await.unwrap();
+    loop {
+        match next(&mut pat, 10).await {
+            Event::Rejected(rejected) if rejected.id == id => {
+                assert!(rejected.detail.contains("expired"), "{}", rejected.detail);
+                break;
+            }
+            Event::Accepted(done) if done == id => panic!("an expired key still opened the line"),
+            _ => {}
+        }
+    }
+}

@@ -829,6 +829,9 @@ impl OrgState {
     pub fn lines_of(&self, org: OrgId, user: &str) -> Vec<&Unit> {
         let mut out = Vec::new();
         let Some(member) = self.member(org, user) else { return out };
+        if member.status != Status::Active || !member.role.has(Right::ReceiveForLine) {
+            return out;
+        }
         let Some(own) = member.unit.and_then(|u| self.units.get(&u)) else { return out };
         out.push(own);
         let mut parent = own.parent.and_then(|p| self.units.get(&p));
@@ -859,6 +862,7 @@ impl OrgState {
         let Some(line) = self.units.get(&unit) else { return Vec::new() };
         let members = self.members.get(&line.org).into_iter().flat_map(|m| m.values());
         members
+            .filter(|m| m.status == Status::Active && m.role.has(Right::ReceiveForLine))
             .filter(|m| match m.unit {
                 Some(own) if own == unit => true,
                 Some(own) => line.include_sub_units && self.is_within(own, unit),
