@@ -243,13 +243,27 @@ pub enum Event {
 
 /// A connected device.
 pub struct Client {
+    handle: ClientHandle,
+    events: mpsc::Receiver<Event>,
+    welcome: Welcome,
+}
+
+/// The sending side of a connected device; cheap to clone and usable from many tasks while
+/// another task reads the events. [`Client`] dereferences to it.
+#[derive(Clone)]
+pub struct ClientHandle {
     identity_address: Address,
     account: Address,
     connection: quinn::Connection,
     writer: Arc<Mutex<FrameWriter>>,
-    events: mpsc::Receiver<Event>,
     credit: Arc<Semaphore>,
-    welcome: Welcome,
+}
+
+impl std::ops::Deref for Client {
+    type Target = ClientHandle;
+    fn deref(&self) -> &ClientHandle {
+        &self.handle
+    }
 }
 
 impl Client {
@@ -308,15 +322,14 @@ impl Client {
         let credit = Arc::new(Semaphore::new(welcome.send_credit as usize));
         let (tx, events) = mpsc::channel(4096);
         tokio::spawn(read_events(reader, tx, credit.clone()));
-        Ok(Self {
+        let handle = ClientHandle {
             identity_address: identity.address.clone(),
             account: identity.account(),
             connection,
             writer: Arc::new(Mutex::new(writer)),
-            events,
             credit,
-            welcome,
-        })
+        };
+        Ok(Self { handle, events, welcome })
     }
 
     /// The hub's welcome.
@@ -324,6 +337,23 @@ impl Client {
         &self.welcome
     }
 
+    /// A handle for sending from other tasks.
+    pub fn handle(&self) -> ClientHandle {
+        self.handle.clone()
+    }
+
+    /// The next event; `None` after [`Event::Closed`] was returned.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Ends the session with `close(normal)`.
+    pub async fn close(self) {
+        self.handle.close().await;
+    }
+}
+
+impl ClientHandle {
     /// This device's address.
     pub fn address(&self) -> &Address {
         &self.identity_address
@@ -407,13 +437,8 @@ impl Client {
         Ok(())
     }
 
-    /// The next event; `None` after [`Event::Closed`] was returned.
-    pub async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
-    }
-
     /// Ends the session with `close(normal)`.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         let mut writer = self.writer.lock().await;
         let _ = writer.push(&Close { code: ErrorCode::NORMAL, reason: "bye".into() }.into());
         writer.finish().await;

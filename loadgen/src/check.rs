@@ -1,0 +1,201 @@
+//! The correctness checker: every accepted message must reach every device of its recipient
+//! exactly once, and in order per (sender, recipient device).
+//!
+//! Each message body starts with a [`Stamp`]: the sending device's index, a sequence number
+//! that sender increments per message, and the intended send time. The checker is told what was
+//! accepted and what each device received, then counts lost, duplicated and reordered messages.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Bytes of a stamp at the start of every body.
+pub const STAMP_LEN: usize = 20;
+
+/// What a body carries so deliveries can be checked and timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The sending device's index.
+    pub sender: u32,
+    /// The sender's message number, from 1.
+    pub seq: u64,
+    /// When it was meant to be sent, nanoseconds since the run's start.
+    pub intended_ns: u64,
+}
+
+impl Stamp {
+    /// A body of `len` bytes (at least the stamp) starting with this stamp.
+    pub fn body(&self, len: usize) -> Vec<u8> {
+        let mut body = Vec::with_capacity(len.max(STAMP_LEN));
+        body.extend_from_slice(&self.sender.to_be_bytes());
+        body.extend_from_slice(&self.seq.to_be_bytes());
+        body.extend_from_slice(&self.intended_ns.to_be_bytes());
+        body.resize(len.max(STAMP_LEN), 0x5a);
+        body
+    }
+
+    /// Reads the stamp at the start of a body.
+    pub fn read(body: &[u8]) -> Option<Self> {
+        if body.len() < STAMP_LEN {
+            return None;
+        }
+        Some(Self {
+            sender: u32::from_be_bytes(body[0..4].try_into().ok()?),
+            seq: u64::from_be_bytes(body[4..12].try_into().ok()?),
+            intended_ns: u64::from_be_bytes(body[12..20].try_into().ok()?),
+        })
+    }
+}
+
+/// Counts of what went wrong; all zero in a correct run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Verdict {
+    /// Accepted messages that some device of the recipient never received.
+    pub lost: u64,
+    /// Deliveries of a message a device had already received.
+    pub duplicated: u64,
+    /// Deliveries that arrived after a later message of the same sender to that device.
+    pub reordered: u64,
+    /// Deliveries of a message that was never accepted (or not stamped).
+    pub unexpected: u64,
+}
+
+impl Verdict {
+    /// Whether the run was correct.
+    pub fn is_clean(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Collects accepted messages and deliveries.
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// Accepted (sender, seq) pairs, and the devices that must receive each.
+    accepted: HashMap<(u32, u64), Vec<u32>>,
+    /// Per receiving device: per sender, the last seq received, and everything received.
+    received: HashMap<u32, BTreeMap<u32, (u64, HashSet<u64>)>>,
+    duplicated: u64,
+    reordered: u64,
+}
+
+impl Checker {
+    /// Records that the message `stamp` was accepted and must reach every one of `devices`.
+    pub fn accepted(&mut self, stamp: Stamp, devices: Vec<u32>) {
+        self.accepted.insert((stamp.sender, stamp.seq), devices);
+    }
+
+    /// Deliveries the accepted messages call for.
+    pub fn expected_deliveries(&self) -> u64 {
+        self.accepted.values().map(|devices| devices.len() as u64).sum()
+    }
+
+    /// Records that `device` received the message `stamp`.
+    pub fn received(&mut self, device: u32, stamp: Stamp) {
+        let per_sender = self.received.entry(device).or_default();
+        let (last, seen) = per_sender.entry(stamp.sender).or_default();
+        if !seen.insert(stamp.seq) {
+            self.duplicated += 1;
+            return;
+        }
+        if stamp.seq < *last {
+            self.reordered += 1;
+        }
+        *last = (*last).max(stamp.seq);
+    }
+
+    /// The verdict over everything recorded.
+    pub fn verdict(&self) -> Verdict {
+        let mut lost = 0;
+        for (&(sender, seq), devices) in &self.accepted {
+            for device in devices {
+                let got = self
+                    .received
+                    .get(device)
+                    .and_then(|s| s.get(&sender))
+                    .is_some_and(|(_, seen)| seen.contains(&seq));
+                if !got {
+                    lost += 1;
+                }
+            }
+        }
+        let mut unexpected = 0;
+        for (device, senders) in &self.received {
+            for (sender, (_, seen)) in senders {
+                for seq in seen {
+                    let expected = self
+                        .accepted
+                        .get(&(*sender, *seq))
+                        .is_some_and(|devices| devices.contains(device));
+                    if !expected {
+                        unexpected += 1;
+                    }
+                }
+            }
+        }
+        Verdict { lost, duplicated: self.duplicated, reordered: self.reordered, unexpected }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(sender: u32, seq: u64) -> Stamp {
+        Stamp { sender, seq, intended_ns: seq * 10 }
+    }
+
+    #[test]
+    fn a_stamp_survives_the_body() {
+        let s = Stamp { sender: 7, seq: 99, intended_ns: 123_456 };
+        let body = s.body(256);
+        assert_eq!(body.len(), 256);
+        assert_eq!(Stamp::read(&body), Some(s));
+        assert_eq!(Stamp::read(&body[..10]), None);
+    }
+
+    #[test]
+    fn a_correct_run_is_clean() {
+        let mut checker = Checker::default();
+        for seq in 1..=3 {
+            checker.accepted(stamp(1, seq), vec![10, 11]);
+        }
+        for device in [10, 11] {
+            for seq in 1..=3 {
+                checker.received(device, stamp(1, seq));
+            }
+        }
+        assert!(checker.verdict().is_clean());
+    }
+
+    #[test]
+    fn a_lost_message_is_caught() {
+        let mut checker = Checker::default();
+        checker.accepted(stamp(1, 1), vec![10, 11]);
+        checker.received(10, stamp(1, 1));
+        assert_eq!(checker.verdict(), Verdict { lost: 1, ..Verdict::default() });
+    }
+
+    #[test]
+    fn a_duplicated_message_is_caught() {
+        let mut checker = Checker::default();
+        checker.accepted(stamp(1, 1), vec![10]);
+        checker.received(10, stamp(1, 1));
+        checker.received(10, stamp(1, 1));
+        assert_eq!(checker.verdict(), Verdict { duplicated: 1, ..Verdict::default() });
+    }
+
+    #[test]
+    fn a_reordered_message_is_caught() {
+        let mut checker = Checker::default();
+        checker.accepted(stamp(1, 1), vec![10]);
+        checker.accepted(stamp(1, 2), vec![10]);
+        checker.received(10, stamp(1, 2));
+        checker.received(10, stamp(1, 1));
+        assert_eq!(checker.verdict(), Verdict { reordered: 1, ..Verdict::default() });
+    }
+
+    #[test]
+    fn a_message_that_was_never_accepted_is_caught() {
+        let mut checker = Checker::default();
+        checker.received(10, stamp(3, 1));
+        assert_eq!(checker.verdict(), Verdict { unexpected: 1, ..Verdict::default() });
+    }
+}
