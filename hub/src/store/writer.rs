@@ -192,6 +192,10 @@ pub(crate) struct ShardWriter {
     queues: HashMap<QueueId, QueueState>,
     next_ids: HashMap<u8, u64>,
     sweep_after: Option<QueueId>,
+    /// Every queue this shard owns, listed once from RocksDB and then kept up to date, so a
+    /// sweep never scans the queue records (each floor change writes a new version of one,
+    /// and a scan of the memtable walks every version).
+    owned: Option<std::collections::BTreeSet<QueueId>>,
     last_sweep: Instant,
     last_disk_check: Instant,
     write_options: WriteOptions,
@@ -209,6 +213,7 @@ impl ShardWriter {
             queues: HashMap::new(),
             next_ids: HashMap::new(),
             sweep_after: None,
+            owned: None,
             last_sweep: Instant::now(),
             last_disk_check: Instant::now(),
             write_options,
@@ -276,6 +281,7 @@ impl ShardWriter {
                 // RocksDB, which holds the truth.
                 self.queues.clear();
                 self.next_ids.clear();
+                self.owned = None;
             }
         }
         let commit = outcome.as_ref().map(|_| ());
@@ -526,6 +532,11 @@ impl ShardWriter {
         batch.put(keys::queue_name(&name), queue.0.to_be_bytes());
         batch.put(keys::queue_meta(queue), encode_meta(0, 0, &name));
         staged.names.insert(name, queue);
+        if self.shard_of(queue) == self.index as usize
+            && let Some(owned) = self.owned.as_mut()
+        {
+            owned.insert(queue);
+        }
         Ok(queue)
     }
 
@@ -614,26 +625,25 @@ impl ShardWriter {
         let now = (self.shared.clock)();
         let window = self.shared.config.dedupe_window.as_millis() as u64;
         let dedupe_cutoff = (u128::from(now.saturating_sub(window))) << 80;
-        let start = match self.sweep_after {
-            Some(q) => keys::queue_meta(QueueId(q.0 + 1)),
-            None => keys::queue_meta(QueueId(0)),
-        };
-        let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(vec![keys::QUEUE_META + 1]);
-        let mut ours = Vec::new();
-        let mut reached_end = true;
-        for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options) {
-            let (key, _) = item?;
-            let Some(queue) = keys::queue_meta_id(&key) else { continue };
-            if self.shard_of(queue) != self.index as usize {
-                continue;
+        if self.owned.is_none() {
+            let mut owned = std::collections::BTreeSet::new();
+            let mut options = ReadOptions::default();
+            options.set_iterate_upper_bound(vec![keys::QUEUE_META + 1]);
+            let start = keys::queue_meta(QueueId(0));
+            for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options) {
+                let (key, _) = item?;
+                if let Some(queue) = keys::queue_meta_id(&key)
+                    && self.shard_of(queue) == self.index as usize
+                {
+                    owned.insert(queue);
+                }
             }
-            ours.push(queue);
-            if ours.len() >= max_queues {
-                reached_end = false;
-                break;
-            }
+            self.owned = Some(owned);
         }
+        let owned = self.owned.as_ref().expect("listed above");
+        let from = self.sweep_after.map_or(QueueId(0), |q| QueueId(q.0 + 1));
+        let ours: Vec<QueueId> = owned.range(from..).take(max_queues).copied().collect();
+        let reached_end = ours.len() < max_queues;
         self.sweep_after = if reached_end { None } else { ours.last().copied() };
         let db = self.db.clone();
         let mut iter = db.raw_iterator();
@@ -738,6 +748,10 @@ impl ShardWriter {
             hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
             hash_map::Entry::Vacant(vacant) => {
                 let meta = load_meta(&self.db, queue)?;
+                // A queue another shard created is learnt when this shard first touches it.
+                if let Some(owned) = self.owned.as_mut() {
+                    owned.insert(queue);
+                }
                 Ok(vacant.insert(QueueState {
                     last_seq: meta.last_seq,
                     floor: meta.floor,
