@@ -665,10 +665,18 @@ impl ShardWriter {
         batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<(), StoreError> {
-        let floor = match self.queues.get(&queue) {
-            Some(state) => state.floor,
-            None => load_meta(&self.db, queue)?.floor,
+        let (floor, last_seq) = match self.queues.get(&queue) {
+            Some(state) => (state.floor, state.last_seq),
+            None => {
+                let meta = load_meta(&self.db, queue)?;
+                (meta.floor, meta.last_seq)
+            }
         };
+        // An empty queue has nothing to expire. Seeking into it anyway would walk, key by key,
+        // over the deletion markers of every trimmed entry after it until the next live key.
+        if last_seq <= floor {
+            return Ok(());
+        }
         let end = keys::entry(QueueId(queue.0 + 1), 0);
         iter.seek(keys::entry(queue, floor + 1));
         let mut expired_to = None;
