@@ -630,7 +630,9 @@ impl ShardWriter {
             let mut options = ReadOptions::default();
             options.set_iterate_upper_bound(vec![keys::QUEUE_META + 1]);
             let start = keys::queue_meta(QueueId(0));
-            for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options) {
+            for item in
+                self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options)
+            {
                 let (key, _) = item?;
                 if let Some(queue) = keys::queue_meta_id(&key)
                     && self.shard_of(queue) == self.index as usize
