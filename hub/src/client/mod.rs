@@ -226,7 +226,7 @@ pub enum Event {
     Accepted(MessageId),
     /// A sent message was refused.
     Rejected(Rejected),
-    /// A message from a queue this device reads; acknowledge it with [`Client::ack`].
+    /// A message from a queue this device reads; acknowledge it with [`ClientHandle::ack`].
     Deliver(Deliver),
     /// A receipt from a queue this device reads; acknowledge it like a message.
     Receipt(DeliverReceipt),
