@@ -57,6 +57,43 @@ async fn set_up(hub: &HubProcess) -> Org {
     Org { id: org.id, sales: sales.id }
 }
 
+/// A second organisation, partner.example, owned by pia, with a group #partners holding
+/// pat@partner.example; returns it and pia's admin client.
+async fn partner_with_group(hub: &HubProcess) -> (switchboard_hub::org::Org, AdminClient) {
+    let operator = hub.admin_client();
+    let Change::OrgCreated { org: partner, .. } = operator
+        .org(&Command::CreateOrg {
+            name: "Partner".into(),
+            owner: "pia@partner.example".into(),
+            domain: "partner.example".into(),
+            line: "main@partner.example".into(),
+            seat_limit: 5,
+        })
+        .await
+        .unwrap()
+        .change
+    else {
+        panic!()
+    };
+    let pia = AdminClient::new(hub.admin, operator.new_token("pia@partner.example").await.unwrap());
+    pia.org(&Command::CreateGroup {
+        name: "#partners".into(),
+        owner: "pia@partner.example".into(),
+        org: Some(partner.id),
+        scope: switchboard_hub::org::Scope::Owner,
+        anonymous: false,
+    })
+    .await
+    .unwrap();
+    pia.org(&Command::AddGroupMember {
+        group: "#partners".into(),
+        user: "pat@partner.example".into(),
+    })
+    .await
+    .unwrap();
+    (partner, pia)
+}
+
 async fn assign(hub: &HubProcess, org: &Org, user: &str) {
     let token = hub.admin_client().new_token("max@example.org").await.unwrap();
     let max = AdminClient::new(hub.admin, token);
@@ -368,38 +405,9 @@ async fn a_key_opens_a_line_to_another_organisations_group_until_it_is_revoked()
     let ann_phone = hub.enrol("ann@example.org", "phone").await;
     let org = set_up(&hub).await;
     assign(&hub, &org, "ann@example.org").await;
-    let operator = hub.admin_client();
-    let Change::OrgCreated { org: partner, .. } = operator
-        .org(&Command::CreateOrg {
-            name: "Partner".into(),
-            owner: "pia@partner.example".into(),
-            domain: "partner.example".into(),
-            line: "main@partner.example".into(),
-            seat_limit: 5,
-        })
-        .await
-        .unwrap()
-        .change
-    else {
-        panic!()
-    };
-    let pia = AdminClient::new(hub.admin, operator.new_token("pia@partner.example").await.unwrap());
-    let max = AdminClient::new(hub.admin, operator.new_token("max@example.org").await.unwrap());
-    pia.org(&Command::CreateGroup {
-        name: "#partners".into(),
-        owner: "pia@partner.example".into(),
-        org: Some(partner.id),
-        scope: switchboard_hub::org::Scope::Owner,
-        anonymous: false,
-    })
-    .await
-    .unwrap();
-    pia.org(&Command::AddGroupMember {
-        group: "#partners".into(),
-        user: "pat@partner.example".into(),
-    })
-    .await
-    .unwrap();
+    let (partner, pia) = partner_with_group(&hub).await;
+    let max =
+        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
     let far = switchboard_hub::store::system_clock_ms() + 5 * 365 * 24 * 3_600_000;
     let Change::KeyIssued(key) = max
         .org(&Command::IssueKey {
@@ -713,38 +721,9 @@ async fn a_key_stops_opening_the_line_when_it_expires() {
     let hub = HubProcess::start(dir.path());
     let pat_phone = hub.enrol("pat@partner.example", "phone").await;
     let org = set_up(&hub).await;
-    let operator = hub.admin_client();
-    let Change::OrgCreated { org: partner, .. } = operator
-        .org(&Command::CreateOrg {
-            name: "Partner".into(),
-            owner: "pia@partner.example".into(),
-            domain: "partner.example".into(),
-            line: "main@partner.example".into(),
-            seat_limit: 5,
-        })
-        .await
-        .unwrap()
-        .change
-    else {
-        panic!()
-    };
-    let pia = AdminClient::new(hub.admin, operator.new_token("pia@partner.example").await.unwrap());
-    let max = AdminClient::new(hub.admin, operator.new_token("max@example.org").await.unwrap());
-    pia.org(&Command::CreateGroup {
-        name: "#partners".into(),
-        owner: "pia@partner.example".into(),
-        org: Some(partner.id),
-        scope: switchboard_hub::org::Scope::Owner,
-        anonymous: false,
-    })
-    .await
-    .unwrap();
-    pia.org(&Command::AddGroupMember {
-        group: "#partners".into(),
-        user: "pat@partner.example".into(),
-    })
-    .await
-    .unwrap();
+    let (partner, pia) = partner_with_group(&hub).await;
+    let max =
+        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
     // A key that works for the next three seconds.
     let expires_ms = switchboard_hub::store::system_clock_ms() + 3_000;
     let Change::KeyIssued(key) = max

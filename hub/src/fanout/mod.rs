@@ -314,12 +314,7 @@ impl Hub {
             }
             Change::Applied(Command::DeleteMember { user, reassign_to: None, .. }) => {
                 // Without an heir, the member's devices go with them: revoked, reading nothing.
-                let store = self.store.clone();
-                let name = user.clone();
-                let devices =
-                    tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
-                        .await
-                        .map_err(|e| StoreError::Storage(e.to_string()))??;
+                let devices = self.devices_of(user).await?;
                 for device in devices.iter().filter(|d| !d.revoked) {
                     self.store.revoke_device(&device.name).await?;
                     self.kick(device.device);
@@ -341,12 +336,7 @@ impl Hub {
                 }
             }
             Change::Applied(Command::Deactivate { user, .. }) => {
-                let store = self.store.clone();
-                let name = user.clone();
-                let devices =
-                    tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
-                        .await
-                        .map_err(|e| StoreError::Storage(e.to_string()))??;
+                let devices = self.devices_of(user).await?;
                 for device in devices {
                     self.kick(device.device);
                 }
@@ -363,13 +353,18 @@ impl Hub {
         Ok(queue)
     }
 
-    /// Makes every device of `user` read `queue` from now on, and tells their live sessions.
-    async fn subscribe_user(&self, user: &str, queue: QueueId) -> Result<(), StoreError> {
+    /// Every device record of `user`, read off the network threads.
+    async fn devices_of(&self, user: &str) -> Result<Vec<DeviceRecord>, StoreError> {
         let store = self.store.clone();
         let name = user.to_string();
-        let devices = tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
+        tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
             .await
-            .map_err(|e| StoreError::Storage(e.to_string()))??;
+            .map_err(|e| StoreError::Storage(e.to_string()))?
+    }
+
+    /// Makes every device of `user` read `queue` from now on, and tells their live sessions.
+    async fn subscribe_user(&self, user: &str, queue: QueueId) -> Result<(), StoreError> {
+        let devices = self.devices_of(user).await?;
         for device in devices.iter().filter(|d| !d.revoked) {
             self.store.subscribe(device.device, queue, StartAt::Next).await?;
             self.refresh(device.device);
@@ -403,11 +398,7 @@ impl Hub {
 
     /// Stops every device of `user` reading `queue`.
     async fn unsubscribe_user(&self, user: &str, queue: QueueId) -> Result<(), StoreError> {
-        let store = self.store.clone();
-        let name = user.to_string();
-        let devices = tokio::task::spawn_blocking(move || store.device_records(Some(&name)))
-            .await
-            .map_err(|e| StoreError::Storage(e.to_string()))??;
+        let devices = self.devices_of(user).await?;
         for device in devices.iter().filter(|d| !d.revoked) {
             self.store.unsubscribe(device.device, queue).await?;
             self.refresh(device.device);

@@ -593,8 +593,7 @@ impl Store {
 
     /// Stores an admin API token bound to `user` (only its SHA-256 hash is kept).
     pub fn issue_token(&self, token: &str, user: &str) -> Pending<()> {
-        let mut key = vec![keys::API_TOKEN];
-        key.extend_from_slice(&code_hash(token));
+        let key = token_key(token);
         let value = user.as_bytes().to_vec();
         self.submit(0, |done| Command::PutRecord { key, value, done })
     }
@@ -615,9 +614,7 @@ impl Store {
 
     /// The user an admin API token is bound to.
     pub fn token_user(&self, token: &str) -> Result<Option<String>, StoreError> {
-        let mut key = vec![keys::API_TOKEN];
-        key.extend_from_slice(&code_hash(token));
-        let value = self.db.get_pinned(key)?;
+        let value = self.db.get_pinned(token_key(token))?;
         value
             .map(|v| {
                 String::from_utf8(v.to_vec())
@@ -631,15 +628,7 @@ impl Store {
         prefix: &[u8],
         decode: impl Fn(String, &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(keys::prefix_end(prefix));
-        let iter = self.db.iterator_opt(IteratorMode::From(prefix, Direction::Forward), options);
-        let mut out = Vec::new();
-        for item in iter {
-            let (key, value) = item?;
-            out.push(decode(registry::key_name(&key)?, &value)?);
-        }
-        Ok(out)
+        self.scan(prefix, |key, value| decode(registry::key_name(key)?, value))
     }
 
     fn stop(&mut self) {
@@ -674,15 +663,24 @@ impl Store {
         prefix: &[u8],
         parse: impl Fn(&[u8]) -> Option<T>,
     ) -> Result<Vec<T>, StoreError> {
+        self.scan(prefix, |key, _| {
+            parse(key).ok_or_else(|| StoreError::Corrupt("key of the wrong size".into()))
+        })
+    }
+
+    /// Every record whose key starts with `prefix`, in key order, through `read`.
+    fn scan<T>(
+        &self,
+        prefix: &[u8],
+        read: impl Fn(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(keys::prefix_end(prefix));
         let iter = self.db.iterator_opt(IteratorMode::From(prefix, Direction::Forward), options);
         let mut out = Vec::new();
         for item in iter {
-            let (key, _) = item?;
-            out.push(
-                parse(&key).ok_or_else(|| StoreError::Corrupt("key of the wrong size".into()))?,
-            );
+            let (key, value) = item?;
+            out.push(read(&key, &value)?);
         }
         Ok(out)
     }
@@ -738,6 +736,12 @@ pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
         return Err(StoreError::Corrupt(format!("{what} record of {} bytes", bytes.len())));
     }
     Ok(keys::be_u64(bytes))
+}
+
+fn token_key(token: &str) -> Vec<u8> {
+    let mut key = vec![keys::API_TOKEN];
+    key.extend_from_slice(&code_hash(token));
+    key
 }
 
 fn code_hash(code: &str) -> [u8; 32] {
