@@ -1,6 +1,10 @@
-//! The Switchboard load generator as a library: workloads against a real hub over QUIC, with
-//! latency measured from the intended send time and every delivery checked.
+//! The Switchboard load generator as a library: workloads against a real hub over QUIC (or
+//! NATS JetStream, to compare), with latency measured from the intended send time and every
+//! delivery checked.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod check;
+pub mod hub_target;
+pub mod nats_target;
+pub mod plot;
 pub mod run;

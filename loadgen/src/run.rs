@@ -1,60 +1,118 @@
-//! One run: enrol users and devices, send open-loop at a fixed rate, collect every answer and
-//! delivery, bring offline devices back, and check the outcome.
+//! One run: set up users and devices on a target (a Switchboard hub, or NATS JetStream for
+//! comparison), send open-loop on a schedule, collect every answer and delivery, bring offline
+//! devices back, and check the outcome.
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    io::IsTerminal,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use anyhow::Context;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rand::Rng;
-use switchboard_hub::{
-    admin::AdminClient,
-    client::{Client, ClientHandle, ClientOptions, DeviceIdentity, Event, client_endpoint},
-};
-use switchboard_protocol::{Address, Flags, MessageId};
-use tokio::sync::Semaphore;
 
-use crate::check::{Checker, Stamp, Verdict};
+use crate::{
+    check::{Checker, LINE, Stamp, Verdict},
+    hub_target::{HubFleet, HubTarget},
+    nats_target::{NatsFleet, NatsTarget},
+};
+
+/// Where the load goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A Switchboard hub over QUIC.
+    Hub(HubTarget),
+    /// NATS JetStream, the same workload for comparison.
+    Nats(NatsTarget),
+}
+
+/// Who each message is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Workload {
+    /// From a random device to a random other user.
+    OneToOne,
+    /// From a random device to one shared line whose members are the first `members` users;
+    /// every online device of every member receives it.
+    Line {
+        /// Users reading the line.
+        members: u32,
+    },
+    /// Each message is to the line with probability `line_fraction`, else 1:1.
+    Mix {
+        /// Users reading the line.
+        members: u32,
+        /// Fraction of messages sent to the line.
+        line_fraction: f64,
+    },
+}
+
+/// When messages are due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrivals {
+    /// Evenly spaced at the rate.
+    Constant,
+    /// A Poisson process at the rate (exponential gaps), as independent senders make.
+    Poisson,
+}
+
+/// Body sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BodySize {
+    /// Every body this many bytes.
+    Fixed(usize),
+    /// Uniform between the two (inclusive).
+    Uniform(usize, usize),
+}
+
+impl BodySize {
+    fn sample(self, rng: &mut impl Rng) -> usize {
+        match self {
+            Self::Fixed(n) => n,
+            Self::Uniform(low, high) => rng.random_range(low..=high.max(low)),
+        }
+    }
+}
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The hub's QUIC address.
-    pub hub: SocketAddr,
-    /// The hub's admin API address.
-    pub admin: SocketAddr,
-    /// The operator token.
-    pub token: String,
-    /// The hub's certificate (DER).
-    pub cert: Vec<u8>,
+    /// Where the load goes.
+    pub target: Target,
+    /// Who messages are for.
+    pub workload: Workload,
     /// Users to make.
     pub users: u32,
     /// Devices per user.
     pub devices: u32,
     /// Messages per second, offered on schedule whatever the answers do (open loop).
     pub rate: f64,
-    /// How long to send.
+    /// Constant or Poisson arrivals.
+    pub arrivals: Arrivals,
+    /// Sending before measuring starts (its messages are still checked).
+    pub warmup: Duration,
+    /// How long to send after the warm-up.
     pub duration: Duration,
-    /// Body size in bytes (at least the 20-byte stamp).
-    pub body: usize,
+    /// Body sizes (each at least the 20-byte stamp).
+    pub body: BodySize,
     /// Fraction of devices offline while sending; they connect afterwards and must catch up.
     pub offline: f64,
-    /// UDP segmentation offload.
-    pub gso: bool,
-    /// Domain of the run's users (unique per run so runs can share a hub).
-    pub domain: String,
+    /// Online devices disconnected and reconnected per second while sending.
+    pub churn: f64,
+    /// Extra idle connected devices held open for the whole run (connection scale).
+    pub idle: u32,
+    /// Unique name for this run's users, queues or subjects, so runs can share a target.
+    pub run_name: String,
+    /// Show live progress on standard error.
+    pub progress: bool,
 }
 
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// Latency percentiles in microseconds, with the whole spectrum for plots and comparisons.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
     /// Samples.
     pub count: u64,
@@ -68,10 +126,19 @@ pub struct Latency {
     pub p999_us: u64,
     /// Largest.
     pub max_us: u64,
+    /// (percentile, µs) pairs from 0 to 100, denser towards the tail.
+    pub spectrum: Vec<(f64, u64)>,
 }
 
 impl From<&Histogram<u64>> for Latency {
     fn from(h: &Histogram<u64>) -> Self {
+        let spectrum = if h.is_empty() {
+            Vec::new()
+        } else {
+            h.iter_quantiles(4)
+                .map(|v| (v.quantile_iterated_to() * 100.0, v.value_iterated_to()))
+                .collect()
+        };
         Self {
             count: h.len(),
             p50_us: h.value_at_quantile(0.50),
@@ -79,50 +146,76 @@ impl From<&Histogram<u64>> for Latency {
             p99_us: h.value_at_quantile(0.99),
             p999_us: h.value_at_quantile(0.999),
             max_us: h.max(),
+            spectrum,
         }
     }
 }
 
 /// What a run measured.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Report {
-    /// Devices enrolled.
+    /// What ran: "switchboard", or "nats" with its mode.
+    pub target: String,
+    /// The workload, in words.
+    pub workload: String,
+    /// Offered messages per second.
+    pub offered_rate: f64,
+    /// Devices set up (users x devices).
     pub devices: u64,
-    /// Seconds the enrolment took.
-    pub enrol_secs: f64,
-    /// Sends offered.
+    /// Seconds the setup (enrolment or consumer creation) took.
+    pub setup_secs: f64,
+    /// Extra idle connections held.
+    pub idle_connections: u64,
+    /// The hub's resident memory per connected device, when the hub could tell.
+    pub hub_bytes_per_connection: Option<f64>,
+    /// Messages offered in the measured window.
     pub sent: u64,
-    /// Sends accepted.
+    /// Accepted in the measured window.
     pub accepted: u64,
-    /// Sends rejected.
+    /// Rejected (whole run).
     pub rejected: u64,
-    /// Deliveries to devices.
+    /// Sends that failed without an answer (connection lost).
+    pub failed: u64,
+    /// Deliveries to devices (whole run, checked).
     pub delivered: u64,
-    /// Seconds of sending.
+    /// Seconds of the measured window.
     pub send_secs: f64,
-    /// Accepted messages per second of sending.
+    /// Accepted messages per second in the measured window.
     pub accepted_per_sec: f64,
-    /// Deliveries per second while devices were online during sending.
+    /// Deliveries per second in the measured window.
     pub delivered_per_sec: f64,
-    /// Intended send time to `accepted`.
+    /// Reconnections made by churn.
+    pub reconnects: u64,
+    /// Intended send time to `accepted`, measured window.
     pub accept_latency: Latency,
-    /// Intended send time to delivery on each recipient device (online devices only).
+    /// Intended send time to delivery on each online recipient device, measured window.
     pub deliver_latency: Latency,
-    /// Correctness.
+    /// Correctness over the whole run.
     pub verdict: Verdict,
 }
 
-struct Shared {
-    start: Instant,
+/// The counters and histograms every target reports into.
+pub(crate) struct Shared {
+    pub(crate) start: Instant,
     checker: Mutex<Checker>,
-    pending: Mutex<HashMap<MessageId, (Stamp, Vec<u32>)>>,
     accept_latency: Mutex<Histogram<u64>>,
     deliver_latency: Mutex<Histogram<u64>>,
+    /// Sends that have not been answered yet.
+    pub(crate) unanswered: AtomicU64,
     accepted: AtomicU64,
     rejected: AtomicU64,
+    failed: AtomicU64,
     delivered: AtomicU64,
-    delivered_while_sending: AtomicU64,
-    sending: std::sync::atomic::AtomicBool,
+    /// Nanoseconds after `start` from which sends and deliveries are measured.
+    measure_from_ns: AtomicU64,
+    /// Nanoseconds after `start` at which the measured window ended (0 while it lasts).
+    measure_to_ns: AtomicU64,
+    accepted_measured: AtomicU64,
+    delivered_measured: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    /// Live figures for progress: deliveries since the last look.
+    live_errors: AtomicU64,
+    pub(crate) stopping: AtomicBool,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -130,145 +223,334 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Runs the workload: 1:1 messages between random users.
-pub async fn run(options: Options) -> anyhow::Result<Report> {
-    let admin = AdminClient::new(options.admin, options.token.clone());
-    let endpoint = client_endpoint().context("client endpoint")?;
-    let client_options =
-        ClientOptions { segmentation_offload: options.gso, ..ClientOptions::default() };
-    let total = options.users * options.devices;
-    let enrol_start = Instant::now();
-    let identities = enrol(&admin, &endpoint, &client_options, &options).await?;
-    let enrol_secs = enrol_start.elapsed().as_secs_f64();
-
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        checker: Mutex::default(),
-        pending: Mutex::default(),
-        accept_latency: Mutex::new(histogram()),
-        deliver_latency: Mutex::new(histogram()),
-        accepted: AtomicU64::new(0),
-        rejected: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        delivered_while_sending: AtomicU64::new(0),
-        sending: std::sync::atomic::AtomicBool::new(true),
-    });
-
-    // Which devices are offline while sending: a fixed stride, so the choice is repeatable.
-    let offline_every =
-        if options.offline > 0.0 { (1.0 / options.offline).round() as u32 } else { 0 };
-    let is_offline = |index: u32| offline_every > 0 && index % offline_every == offline_every - 1;
-    let mut handles: Vec<Option<ClientHandle>> = vec![None; total as usize];
-    let mut readers = Vec::new();
-    for (index, identity) in identities.iter().enumerate() {
-        let index = index as u32;
-        if is_offline(index) {
-            continue;
+impl Shared {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            checker: Mutex::default(),
+            accept_latency: Mutex::new(histogram()),
+            deliver_latency: Mutex::new(histogram()),
+            unanswered: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            measure_from_ns: AtomicU64::new(u64::MAX),
+            measure_to_ns: AtomicU64::new(0),
+            accepted_measured: AtomicU64::new(0),
+            delivered_measured: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            live_errors: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
         }
-        let client = Client::connect_with(&endpoint, identity, None, &client_options).await?;
-        handles[index as usize] = Some(client.handle());
-        readers.push(tokio::spawn(read_events(client, index, shared.clone())));
     }
-    let senders: Vec<u32> = (0..total).filter(|&i| handles[i as usize].is_some()).collect();
-    // One sending task per device keeps each sender's messages in order on the wire; the
-    // schedule never waits for them (open loop).
-    let mut outboxes: Vec<
-        Option<tokio::sync::mpsc::UnboundedSender<switchboard_protocol::Envelope>>,
-    > = vec![None; total as usize];
-    for &index in &senders {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<switchboard_protocol::Envelope>();
-        let handle = handles[index as usize].clone().expect("senders are online");
-        let task_shared = shared.clone();
-        tokio::spawn(async move {
-            while let Some(envelope) = rx.recv().await {
-                if handle.send(envelope.clone()).await.is_err() {
-                    task_shared.pending.lock().expect("pending lock").remove(&envelope.id);
-                }
-            }
-        });
-        outboxes[index as usize] = Some(tx);
-    }
-    anyhow::ensure!(!senders.is_empty(), "no device is online to send");
-    let accounts: Vec<Address> = identities.iter().map(DeviceIdentity::account).collect();
 
-    // Open loop: message n is due at start + n / rate, whatever happened to the ones before.
-    let send_start = Instant::now();
-    let mut sequence: HashMap<u32, u64> = HashMap::new();
-    let mut sent = 0u64;
-    let interval = Duration::from_secs_f64(1.0 / options.rate.max(1.0));
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Whether a message meant to be sent at `intended_ns` falls in the measured window.
+    fn measured(&self, intended_ns: u64) -> bool {
+        let to = self.measure_to_ns.load(Ordering::Relaxed);
+        intended_ns >= self.measure_from_ns.load(Ordering::Relaxed) && (to == 0 || intended_ns < to)
+    }
+
+    /// The target accepted (made durable) the message `stamp`, which `devices` must receive.
+    pub(crate) fn accepted(&self, stamp: Stamp, devices: Vec<u32>) {
+        let now_ns = self.now_ns();
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        if self.measured(stamp.intended_ns) {
+            self.accepted_measured.fetch_add(1, Ordering::Relaxed);
+            let micros = now_ns.saturating_sub(stamp.intended_ns) / 1000;
+            let _ = self.accept_latency.lock().expect("histogram lock").record(micros.max(1));
+        }
+        self.checker.lock().expect("checker lock").accepted(stamp, devices);
+        self.unanswered.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The target refused a message.
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.live_errors.fetch_add(1, Ordering::Relaxed);
+        self.unanswered.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A send failed without an answer (its connection went away): it may or may not have been
+    /// stored, so it is not expected anywhere; if it arrives it counts as unexpected.
+    pub(crate) fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.live_errors.fetch_add(1, Ordering::Relaxed);
+        self.unanswered.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `device` received the message `stamp`.
+    pub(crate) fn delivered(&self, device: u32, stamp: Stamp) {
+        let now_ns = self.now_ns();
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        if self.measured(stamp.intended_ns) {
+            self.delivered_measured.fetch_add(1, Ordering::Relaxed);
+            let micros = now_ns.saturating_sub(stamp.intended_ns) / 1000;
+            let _ = self.deliver_latency.lock().expect("histogram lock").record(micros.max(1));
+        }
+        self.checker.lock().expect("checker lock").received(device, stamp);
+    }
+}
+
+/// One message to send.
+pub(crate) struct Job {
+    /// The user (or, for the line, `None`) it is for.
+    pub(crate) to_user: Option<u32>,
+    pub(crate) stamp: Stamp,
+    pub(crate) body: Bytes,
+    /// Every device that must receive it.
+    pub(crate) expected: Vec<u32>,
+}
+
+/// The devices of one target, set up and connected.
+enum Fleet {
+    Hub(HubFleet),
+    Nats(NatsFleet),
+}
+
+impl Fleet {
+    fn is_online(&self, device: u32) -> bool {
+        match self {
+            Self::Hub(fleet) => fleet.is_online(device),
+            Self::Nats(fleet) => fleet.is_online(device),
+        }
+    }
+
+    fn submit(&self, sender: u32, job: Job) {
+        match self {
+            Self::Hub(fleet) => fleet.submit(sender, job),
+            Self::Nats(fleet) => fleet.submit(sender, job),
+        }
+    }
+
+    async fn churn_one(&mut self, device: u32) -> anyhow::Result<()> {
+        match self {
+            Self::Hub(fleet) => fleet.reconnect(device).await,
+            Self::Nats(fleet) => fleet.reconnect(device).await,
+        }
+    }
+
+    async fn bring_back(&mut self, devices: &[u32]) -> anyhow::Result<()> {
+        match self {
+            Self::Hub(fleet) => fleet.bring_back(devices).await,
+            Self::Nats(fleet) => fleet.bring_back(devices).await,
+        }
+    }
+
+    async fn bytes_per_connection(&self) -> Option<f64> {
+        match self {
+            Self::Hub(fleet) => fleet.bytes_per_connection().await,
+            Self::Nats(_) => None,
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Self::Hub(fleet) => fleet.shutdown().await,
+            Self::Nats(fleet) => fleet.shutdown().await,
+        }
+    }
+}
+
+/// The plan every target follows: who is offline, who reads the line.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    pub(crate) users: u32,
+    pub(crate) devices: u32,
+    /// Users reading the line (the first `line_members` users), 0 without a line.
+    pub(crate) line_members: u32,
+    offline_every: u32,
+}
+
+impl Plan {
+    fn new(options: &Options) -> Self {
+        let line_members = match options.workload {
+            Workload::OneToOne => 0,
+            Workload::Line { members } | Workload::Mix { members, .. } => {
+                members.min(options.users)
+            }
+        };
+        let offline_every =
+            if options.offline > 0.0 { (1.0 / options.offline).round() as u32 } else { 0 };
+        Self { users: options.users, devices: options.devices, line_members, offline_every }
+    }
+
+    /// Devices in all.
+    pub(crate) fn total(&self) -> u32 {
+        self.users * self.devices
+    }
+
+    /// Whether `device` is kept offline while sending (a fixed stride, so it is repeatable).
+    pub(crate) fn is_offline(&self, device: u32) -> bool {
+        self.offline_every > 0 && device % self.offline_every == self.offline_every - 1
+    }
+
+    pub(crate) fn user_of(&self, device: u32) -> u32 {
+        device / self.devices
+    }
+
+    pub(crate) fn devices_of(&self, user: u32) -> std::ops::Range<u32> {
+        user * self.devices..(user + 1) * self.devices
+    }
+}
+
+/// Runs the workload and checks it.
+pub async fn run(options: Options) -> anyhow::Result<Report> {
+    let plan = Plan::new(&options);
+    anyhow::ensure!(options.users >= 1 && options.devices >= 1, "at least one user and device");
+    anyhow::ensure!(options.rate > 0.0, "the rate must be positive");
+    let shared = Arc::new(Shared::new());
+    let setup_start = Instant::now();
+    let mut fleet = match &options.target {
+        Target::Hub(target) => {
+            Fleet::Hub(HubFleet::setup(target, &plan, &options, shared.clone()).await?)
+        }
+        Target::Nats(target) => {
+            Fleet::Nats(NatsFleet::setup(target, &plan, &options, shared.clone()).await?)
+        }
+    };
+    let setup_secs = setup_start.elapsed().as_secs_f64();
+    let bytes_per_connection = fleet.bytes_per_connection().await;
+
+    let senders: Vec<u32> = (0..plan.total()).filter(|&d| fleet.is_online(d)).collect();
+    anyhow::ensure!(!senders.is_empty(), "no device is online to send");
+
+    // Open loop: each message has a due time fixed by the schedule alone, whatever happened
+    // to the ones before; latency counts from that time.
     let mut rng = rand::rng();
-    while send_start.elapsed() < options.duration {
-        let due = send_start + interval.mul_f64(sent as f64);
+    let mut sequence: HashMap<(u32, u32), u64> = HashMap::new();
+    let send_start = Instant::now();
+    let measure_from = send_start + options.warmup;
+    let end = measure_from + options.duration;
+    shared
+        .measure_from_ns
+        .store(measure_from.duration_since(shared.start).as_nanos() as u64, Ordering::Relaxed);
+    let mean_gap = 1.0 / options.rate;
+    let mut due = send_start;
+    let mut sent_measured = 0u64;
+    let mut progress = Progress::new(options.progress, &shared);
+    let churn_gap = (options.churn > 0.0).then(|| Duration::from_secs_f64(1.0 / options.churn));
+    let mut next_churn = churn_gap.map(|gap| send_start + gap);
+    let outsiders: Vec<u32> =
+        senders.iter().copied().filter(|&d| plan.user_of(d) >= plan.line_members).collect();
+    anyhow::ensure!(
+        plan.line_members == 0 || !outsiders.is_empty(),
+        "a line workload needs online users outside the line to send (users > members)"
+    );
+    // NATS has no idea of a sender's other devices; the hub copies every message there.
+    let copies_to_sender = matches!(options.target, Target::Hub(_));
+    let line_fraction = match options.workload {
+        Workload::OneToOne => 0.0,
+        Workload::Line { .. } => 1.0,
+        Workload::Mix { line_fraction, .. } => line_fraction,
+    };
+    while due < end {
         let now = Instant::now();
         if due > now {
             tokio::time::sleep_until(due.into()).await;
         }
-        let sender = senders[rng.random_range(0..senders.len())];
-        let from_user = sender / options.devices;
-        let mut to_user = rng.random_range(0..options.users);
-        if options.users > 1 && to_user == from_user {
-            to_user = (to_user + 1) % options.users;
+        if let (Some(at), Some(gap)) = (next_churn, churn_gap)
+            && Instant::now() >= at
+        {
+            let device = senders[rng.random_range(0..senders.len())];
+            fleet.churn_one(device).await?;
+            next_churn = Some(at + gap);
         }
-        let seq = sequence.entry(sender).or_insert(0);
+        let to_line = plan.line_members > 0 && rng.random_bool(line_fraction.clamp(0.0, 1.0));
+        // Line messages come from users outside the line: a member's own copy would reach its
+        // devices twice (through the line and through its own queue).
+        let sender = if to_line {
+            outsiders[rng.random_range(0..outsiders.len())]
+        } else {
+            senders[rng.random_range(0..senders.len())]
+        };
+        let from_user = plan.user_of(sender);
+        let to_user = (!to_line).then(|| {
+            let to_user = rng.random_range(0..plan.users);
+            if plan.users > 1 && to_user == from_user {
+                (to_user + 1) % plan.users
+            } else {
+                to_user
+            }
+        });
+        let to = to_user.unwrap_or(LINE);
+        let seq = sequence.entry((sender, to)).or_insert(0);
         *seq += 1;
         let stamp = Stamp {
             sender,
+            to,
             seq: *seq,
             intended_ns: due.duration_since(shared.start).as_nanos() as u64,
         };
-        // Every device of the recipient, and (for a message to someone else) of the sender.
-        let mut expected: Vec<u32> =
-            (to_user * options.devices..(to_user + 1) * options.devices).collect();
-        if to_user != from_user {
-            expected.extend(from_user * options.devices..(from_user + 1) * options.devices);
+        let mut expected: Vec<u32> = match to_user {
+            Some(user) => plan.devices_of(user).collect(),
+            None => (0..plan.line_members).flat_map(|u| plan.devices_of(u)).collect(),
+        };
+        if copies_to_sender && to_user != Some(from_user) {
+            // The hub keeps a copy in the sender's own queue: all of the sender's devices
+            // (the sending one too) see the conversation.
+            expected.extend(plan.devices_of(from_user));
         }
-        let handle = handles[sender as usize].clone().expect("senders are online");
-        let to = accounts[(to_user * options.devices) as usize].clone();
-        let envelope = handle.envelope(&to, Bytes::from(stamp.body(options.body)), Flags::NONE);
-        shared.pending.lock().expect("pending lock").insert(envelope.id, (stamp, expected));
-        let outbox = outboxes[sender as usize].as_ref().expect("senders have an outbox");
-        if outbox.send(envelope.clone()).is_err() {
-            shared.pending.lock().expect("pending lock").remove(&envelope.id);
+        let body = Bytes::from(stamp.body(options.body.sample(&mut rng)));
+        shared.unanswered.fetch_add(1, Ordering::Relaxed);
+        fleet.submit(sender, Job { to_user, stamp, body, expected });
+        if due >= measure_from {
+            sent_measured += 1;
         }
-        sent += 1;
+        progress.tick(&options);
+        let gap = match options.arrivals {
+            Arrivals::Constant => mean_gap,
+            // Exponential gaps; 1 - U is in (0, 1] so the logarithm is finite.
+            Arrivals::Poisson => -(1.0 - rng.random::<f64>()).ln() * mean_gap,
+        };
+        due += Duration::from_secs_f64(gap);
     }
-    let send_secs = send_start.elapsed().as_secs_f64();
-    drop(outboxes);
+    let send_secs = options.duration.as_secs_f64();
+    shared
+        .measure_to_ns
+        .store(end.duration_since(shared.start).as_nanos() as u64, Ordering::Relaxed);
     // Answers for everything sent.
-    wait_until(Duration::from_secs(30), || shared.pending.lock().expect("pending lock").is_empty())
-        .await;
-    shared.sending.store(false, Ordering::Relaxed);
-    let delivered_while_sending = shared.delivered_while_sending.load(Ordering::Relaxed);
+    wait_until(Duration::from_secs(60), || shared.unanswered.load(Ordering::Relaxed) == 0).await;
+    progress.finish();
 
     // Offline devices come back and must catch up.
-    for (index, identity) in identities.iter().enumerate() {
-        if is_offline(index as u32) {
-            let client = Client::connect_with(&endpoint, identity, None, &client_options).await?;
-            readers.push(tokio::spawn(read_events(client, index as u32, shared.clone())));
-        }
-    }
+    let offline: Vec<u32> = (0..plan.total()).filter(|&d| plan.is_offline(d)).collect();
+    fleet.bring_back(&offline).await?;
     let expected_deliveries = shared.checker.lock().expect("checker lock").expected_deliveries();
-    wait_until(Duration::from_secs(60), || {
+    wait_until(Duration::from_secs(120), || {
         shared.delivered.load(Ordering::Relaxed) >= expected_deliveries
     })
     .await;
     // A moment more, so that a duplicate arriving late is seen.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for reader in &readers {
-        reader.abort();
-    }
+    shared.stopping.store(true, Ordering::Relaxed);
+    fleet.shutdown().await;
 
-    let accepted = shared.accepted.load(Ordering::Relaxed);
+    let accepted_measured = shared.accepted_measured.load(Ordering::Relaxed);
     let report = Report {
-        devices: u64::from(total),
-        enrol_secs,
-        sent,
-        accepted,
+        target: match &options.target {
+            Target::Hub(_) => "switchboard".into(),
+            Target::Nats(target) => format!("nats ({})", target.label),
+        },
+        workload: describe(&options, &plan),
+        offered_rate: options.rate,
+        devices: u64::from(plan.total()),
+        setup_secs,
+        idle_connections: u64::from(options.idle),
+        hub_bytes_per_connection: bytes_per_connection,
+        sent: sent_measured,
+        accepted: accepted_measured,
         rejected: shared.rejected.load(Ordering::Relaxed),
+        failed: shared.failed.load(Ordering::Relaxed),
         delivered: shared.delivered.load(Ordering::Relaxed),
         send_secs,
-        accepted_per_sec: accepted as f64 / send_secs,
-        delivered_per_sec: delivered_while_sending as f64 / send_secs,
+        accepted_per_sec: accepted_measured as f64 / send_secs,
+        delivered_per_sec: shared.delivered_measured.load(Ordering::Relaxed) as f64 / send_secs,
+        reconnects: shared.reconnects.load(Ordering::Relaxed),
         accept_latency: Latency::from(&*shared.accept_latency.lock().expect("histogram lock")),
         deliver_latency: Latency::from(&*shared.deliver_latency.lock().expect("histogram lock")),
         verdict: shared.checker.lock().expect("checker lock").verdict(),
@@ -276,90 +558,106 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
+fn describe(options: &Options, plan: &Plan) -> String {
+    let kind = match options.workload {
+        Workload::OneToOne => "1:1".to_string(),
+        Workload::Line { .. } => format!("line of {} members", plan.line_members),
+        Workload::Mix { line_fraction, .. } => {
+            format!(
+                "mix: {:.0}% to a line of {}, rest 1:1",
+                line_fraction * 100.0,
+                plan.line_members
+            )
+        }
+    };
+    let arrivals = match options.arrivals {
+        Arrivals::Constant => "constant",
+        Arrivals::Poisson => "Poisson",
+    };
+    let body = match options.body {
+        BodySize::Fixed(n) => format!("{n} B"),
+        BodySize::Uniform(a, b) => format!("{a}-{b} B"),
+    };
+    format!(
+        "{kind}, {} users x {} devices, {arrivals} arrivals, {body} bodies, {:.0}% offline, churn {}/s",
+        plan.users,
+        plan.devices,
+        options.offline * 100.0,
+        options.churn
+    )
+}
+
+pub(crate) async fn wait_until(limit: Duration, done: impl Fn() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Enrols `users` x `devices` devices, many at a time.
-async fn enrol(
-    admin: &AdminClient,
-    endpoint: &quinn::Endpoint,
-    client_options: &ClientOptions,
-    options: &Options,
-) -> anyhow::Result<Vec<DeviceIdentity>> {
-    let limit = Arc::new(Semaphore::new(64));
-    let mut tasks = Vec::new();
-    for user in 0..options.users {
-        let name = format!("u{user}@{}", options.domain);
-        let first = admin.add_user(&name).await.with_context(|| format!("adding {name}"))?;
-        for device in 0..options.devices {
-            let code =
-                if device == 0 { first.code.clone() } else { admin.new_code(&name).await?.code };
-            let address = Address::parse(&format!("{name}/d{device}"))?;
-            let identity = DeviceIdentity::generate(address, options.hub, options.cert.clone())?;
-            let permit = limit.clone().acquire_owned().await?;
-            let (endpoint, client_options) = (endpoint.clone(), client_options.clone());
-            tasks.push(tokio::spawn(async move {
-                let _permit = permit;
-                let client =
-                    Client::connect_with(&endpoint, &identity, Some(&code), &client_options)
-                        .await?;
-                client.close().await;
-                anyhow::Ok(identity)
-            }));
-        }
-    }
-    let mut identities = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        identities.push(task.await??);
-    }
-    Ok(identities)
+/// Live progress once a second: a bar on a terminal, plain lines otherwise.
+struct Progress {
+    shared: Arc<Shared>,
+    bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+    last: Instant,
+    last_accepted: u64,
+    last_delivered: u64,
 }
 
-/// Reads one device's events: answers to its sends, and deliveries (acknowledged at once).
-async fn read_events(mut client: Client, device: u32, shared: Arc<Shared>) {
-    while let Some(event) = client.next_event().await {
-        let now_ns = shared.start.elapsed().as_nanos() as u64;
-        match event {
-            Event::Accepted(id) => {
-                let entry = shared.pending.lock().expect("pending lock").remove(&id);
-                if let Some((stamp, devices)) = entry {
-                    shared.accepted.fetch_add(1, Ordering::Relaxed);
-                    let micros = now_ns.saturating_sub(stamp.intended_ns) / 1000;
-                    let _ =
-                        shared.accept_latency.lock().expect("histogram lock").record(micros.max(1));
-                    shared.checker.lock().expect("checker lock").accepted(stamp, devices);
-                }
-            }
-            Event::Rejected(rejected) => {
-                if shared.pending.lock().expect("pending lock").remove(&rejected.id).is_some() {
-                    shared.rejected.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Event::Deliver(deliver) => {
-                if let Some(stamp) = Stamp::read(&deliver.envelope.body) {
-                    shared.delivered.fetch_add(1, Ordering::Relaxed);
-                    if shared.sending.load(Ordering::Relaxed) {
-                        shared.delivered_while_sending.fetch_add(1, Ordering::Relaxed);
-                        let micros = now_ns.saturating_sub(stamp.intended_ns) / 1000;
-                        let _ = shared
-                            .deliver_latency
-                            .lock()
-                            .expect("histogram lock")
-                            .record(micros.max(1));
-                    }
-                    shared.checker.lock().expect("checker lock").received(device, stamp);
-                }
-                let _ = client.ack(deliver.queue, deliver.seq, vec![]).await;
-            }
-            Event::Receipt(receipt) => {
-                let _ = client.ack(receipt.queue, receipt.seq, vec![]).await;
-            }
-            Event::Error(_) => {}
-            Event::Closed { .. } => return,
+impl Progress {
+    fn new(enabled: bool, shared: &Arc<Shared>) -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let bar = (enabled && terminal).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                    .expect("valid progress template"),
+            );
+            bar
+        });
+        Self {
+            shared: shared.clone(),
+            bar,
+            plain: enabled && !terminal,
+            last: Instant::now(),
+            last_accepted: 0,
+            last_delivered: 0,
+        }
+    }
+
+    fn tick(&mut self, options: &Options) {
+        if self.bar.is_none() && !self.plain {
+            return;
+        }
+        let elapsed = self.last.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return;
+        }
+        self.last = Instant::now();
+        let accepted = self.shared.accepted.load(Ordering::Relaxed);
+        let delivered = self.shared.delivered.load(Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        let p99 =
+            self.shared.deliver_latency.lock().expect("histogram lock").value_at_quantile(0.99);
+        let line = format!(
+            "offered {:.0}/s  accepted {:.0}/s  delivered {:.0}/s  p99 delivered {:.1} ms  errors {}",
+            options.rate,
+            (accepted - self.last_accepted) as f64 / secs,
+            (delivered - self.last_delivered) as f64 / secs,
+            p99 as f64 / 1000.0,
+            self.shared.live_errors.load(Ordering::Relaxed),
+        );
+        self.last_accepted = accepted;
+        self.last_delivered = delivered;
+        match &self.bar {
+            Some(bar) => bar.set_message(line),
+            None => eprintln!("loadgen: {line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }

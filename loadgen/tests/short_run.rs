@@ -1,38 +1,85 @@
-//! A short loadgen run against a real hub (started in this process: real QUIC on 127.0.0.1,
-//! real RocksDB on disk): hundreds of devices, some offline while messages are sent, and the
-//! checker must find nothing lost, duplicated or reordered.
+//! Short loadgen runs against a real hub (started in this process: real QUIC on 127.0.0.1,
+//! real RocksDB on disk): hundreds of devices, some offline while messages are sent, some
+//! reconnecting, a department line; the checker must find nothing lost, duplicated or
+//! reordered.
 
 use std::{net::SocketAddr, time::Duration};
 
 use switchboard_hub::{config::Config, net};
-use switchboard_loadgen::run::{Options, run};
+use switchboard_loadgen::{
+    hub_target::HubTarget,
+    run::{Arrivals, BodySize, Options, Report, Target, Workload, run},
+};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_run_with_offline_devices_loses_duplicates_and_reorders_nothing() {
+async fn run_against_a_hub(workload: Workload, tune: impl FnOnce(&mut Options)) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.quic.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let hub = net::start(config).await.unwrap();
-    let options = Options {
-        hub: hub.quic_addr,
-        admin: hub.admin_addr,
-        token: std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().into(),
-        cert: hub.cert.clone(),
+    let mut options = Options {
+        target: Target::Hub(HubTarget {
+            hub: hub.quic_addr,
+            admin: hub.admin_addr,
+            token: std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().into(),
+            cert: hub.cert.clone(),
+            gso: true,
+        }),
+        workload,
         users: 100,
         devices: 3,
         rate: 500.0,
+        arrivals: Arrivals::Constant,
+        warmup: Duration::from_millis(200),
         duration: Duration::from_secs(3),
-        body: 256,
+        body: BodySize::Fixed(256),
         offline: 0.2,
-        gso: true,
-        domain: "short.loadgen".into(),
+        churn: 0.0,
+        idle: 0,
+        run_name: "short".into(),
+        progress: false,
     };
+    tune(&mut options);
     let report = run(options).await.unwrap();
     hub.shutdown().await;
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_with_offline_devices_loses_duplicates_and_reorders_nothing() {
+    let report = run_against_a_hub(Workload::OneToOne, |_| {}).await;
     assert!(report.accepted > 1_000, "{report:?}");
-    assert_eq!(report.rejected, 0, "{report:?}");
+    assert_eq!(report.rejected + report.failed, 0, "{report:?}");
     assert!(report.verdict.is_clean(), "{:?}", report.verdict);
-    // Every accepted message reached 3 devices (a message to oneself) or 6.
-    assert!(report.delivered >= report.accepted * 3, "{report:?}");
+    // Every accepted message reached 6 devices (the recipient's and the sender's 3 each).
+    assert!(report.delivered >= report.accepted * 6, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_devices_and_poisson_arrivals_lose_nothing() {
+    let report = run_against_a_hub(Workload::OneToOne, |options| {
+        options.arrivals = Arrivals::Poisson;
+        options.churn = 5.0;
+        options.body = BodySize::Uniform(20, 2000);
+        options.idle = 20;
+    })
+    .await;
+    assert!(report.reconnects >= 10, "{report:?}");
+    assert_eq!(report.rejected + report.failed, 0, "{report:?}");
+    assert!(report.verdict.is_clean(), "{:?}", report.verdict);
+    assert!(report.hub_bytes_per_connection.is_some(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_workload_reaches_every_members_devices_once() {
+    let report = run_against_a_hub(Workload::Mix { members: 30, line_fraction: 0.5 }, |options| {
+        options.rate = 200.0;
+    })
+    .await;
+    assert!(report.accepted > 300, "{report:?}");
+    assert_eq!(report.rejected + report.failed, 0, "{report:?}");
+    assert!(report.verdict.is_clean(), "{:?}", report.verdict);
+    // A line message reaches 90 member devices (and 3 of the sender's): far more deliveries
+    // than accepted messages.
+    assert!(report.delivered > report.accepted * 20, "{report:?}");
 }

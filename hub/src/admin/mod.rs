@@ -20,6 +20,7 @@
 //! | `GET /v1/org/logo?unit=M` | | the logo's bytes |
 //! | `GET /v1/org/events[?after=N]` | | `[{"seq", "event"}]` the caller may read |
 //! | `GET /v1/org/directory` | | lines and colleagues of the caller's organisations |
+//! | `GET /v1/metrics` | | `{"connections", "resident_bytes", "store": {...}}` (operator only) |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
 //!
 //! The token in `admin.token` acts as the hub operator; tokens from `POST /v1/tokens` act as
@@ -94,6 +95,7 @@ pub(crate) async fn serve(
 ) {
     let app = Router::new()
         .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/v1/metrics", get(metrics))
         .route("/v1/users", get(list_users).post(add_user))
         .route("/v1/users/code", post(new_user_code))
         .route("/v1/devices", get(list_devices))
@@ -556,7 +558,46 @@ mod tests {
     }
 }
 
+/// What `GET /v1/metrics` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metrics {
+    /// QUIC connections open now.
+    pub connections: u64,
+    /// The hub process's resident memory in bytes (Linux; absent elsewhere).
+    pub resident_bytes: Option<u64>,
+    /// Write batches the store has committed (each one fsync).
+    pub store_batches: u64,
+    /// Commands in those batches.
+    pub store_commands: u64,
+    /// Messages appended to queues.
+    pub store_enqueued: u64,
+}
+
+/// The resident set size of this process, from `/proc/self/statm` (in pages, taken as 4 KiB:
+/// the page size of the x86-64 and most arm64 Linux systems the hub runs on).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Metrics>, ApiError> {
+    authorise(&state, &headers)?;
+    let store = state.hub.store.metrics();
+    Ok(Json(Metrics {
+        connections: state.hub.connections.load(std::sync::atomic::Ordering::Relaxed) as u64,
+        resident_bytes: resident_bytes(),
+        store_batches: store.batches.load(std::sync::atomic::Ordering::Relaxed),
+        store_commands: store.commands.load(std::sync::atomic::Ordering::Relaxed),
+        store_enqueued: store.enqueued.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+}
+
 /// A client of the admin API, as the `hub user` and `hub device` commands and the tests use it.
+#[derive(Clone)]
 pub struct AdminClient {
     addr: std::net::SocketAddr,
     token: String,
@@ -590,6 +631,11 @@ impl AdminClient {
     /// A client for the API at `addr` with `token`.
     pub fn new(addr: std::net::SocketAddr, token: String) -> Self {
         Self { addr, token }
+    }
+
+    /// The hub's metrics (operator only).
+    pub async fn metrics(&self) -> Result<Metrics, AdminError> {
+        self.call("GET", "/v1/metrics", None).await
     }
 
     /// Adds a user; the answer holds its first enrolment code.

@@ -131,6 +131,8 @@ pub struct Hub {
     directory: std::sync::RwLock<HashMap<Box<str>, QueueId>>,
     /// This hub, for work it starts in the background.
     me: std::sync::Weak<Hub>,
+    /// QUIC connections open now (handshaking or in a session).
+    pub connections: std::sync::atomic::AtomicUsize,
 }
 
 /// A send whose commit to the recipient's queue is under way.
@@ -155,6 +157,7 @@ impl Hub {
             kicks: Default::default(),
             directory: Default::default(),
             me: me.clone(),
+            connections: Default::default(),
         }))
     }
 

@@ -207,16 +207,18 @@ async fn accept_loop(
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let (hub, live, shutdown) = (hub.clone(), live.clone(), shutdown.clone());
         live.fetch_add(1, Ordering::Relaxed);
+        hub.connections.fetch_add(1, Ordering::Relaxed);
         sessions.spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(connection) => {
-                    let end = session::run(hub, connection, id, shutdown).await;
+                    let end = session::run(hub.clone(), connection, id, shutdown).await;
                     tracing::debug!(session_id = id, %remote, %end, "session ended");
                 }
                 Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
             }
             live.fetch_sub(1, Ordering::Relaxed);
+            hub.connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
     // Refuse new connections, then let every session finish what it started.

@@ -105,6 +105,14 @@ const IDLE_TICK: Duration = Duration::from_millis(100);
 const DISK_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Queues looked at per idle sweep.
 const SWEEP_QUEUES_PER_TICK: usize = 256;
+/// Longest a sweep may hold the writer when it is idle.
+const IDLE_SWEEP_BUDGET: Duration = Duration::from_millis(10);
+/// Longest a sweep may hold the writer between two busy batches, once a second: callers wait
+/// while the writer sweeps, so this bounds what sweeping adds to their latency.
+const BUSY_SWEEP_BUDGET: Duration = Duration::from_micros(300);
+/// How often a sweep pass also purges dedupe records older than the window. Each purge seeks
+/// into every queue's dedupe records, and the window is days long: there is no hurry.
+const DEDUPE_PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Expired entries removed from one queue per sweep.
 const SWEEP_ENTRIES_PER_QUEUE: usize = 10_000;
 /// Above this many entries, a trim writes one range deletion instead of one deletion each.
@@ -197,6 +205,9 @@ pub(crate) struct ShardWriter {
     /// and a scan of the memtable walks every version).
     owned: Option<std::collections::BTreeSet<QueueId>>,
     last_sweep: Instant,
+    /// Whether the sweep pass under way also purges old dedupe records.
+    purging_dedupe: bool,
+    last_dedupe_purge: Option<Instant>,
     last_disk_check: Instant,
     write_options: WriteOptions,
 }
@@ -215,6 +226,8 @@ impl ShardWriter {
             sweep_after: None,
             owned: None,
             last_sweep: Instant::now(),
+            purging_dedupe: false,
+            last_dedupe_purge: None,
             last_disk_check: Instant::now(),
             write_options,
         }
@@ -227,7 +240,7 @@ impl ShardWriter {
             let first = match rx.recv_timeout(IDLE_TICK) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.idle_sweep();
+                    self.idle_sweep(IDLE_SWEEP_BUDGET);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -242,7 +255,7 @@ impl ShardWriter {
             }
             self.commit(commands);
             if self.last_sweep.elapsed() > Duration::from_secs(1) {
-                self.idle_sweep();
+                self.idle_sweep(BUSY_SWEEP_BUDGET);
             }
         }
     }
@@ -314,7 +327,12 @@ impl ShardWriter {
                 batch.delete(keys::device(device));
                 reply(done, Ok(()))
             }
-            Command::Sweep { done } => reply(done, self.sweep(usize::MAX, batch, staged)),
+            Command::Sweep { done } => {
+                // An explicit sweep is a whole pass, dedupe purge included.
+                self.sweep_after = None;
+                self.purging_dedupe = true;
+                reply(done, self.sweep(usize::MAX, None, batch, staged))
+            }
             Command::CreateUser { name, done } => {
                 reply(done, self.create_user(name, batch, staged))
             }
@@ -614,11 +632,13 @@ impl ShardWriter {
         }
     }
 
-    /// Removes expired entries at the head of queues, and dedupe records older than the
-    /// window, for up to `max_queues` queues of this shard after the last one swept.
+    /// Removes expired entries at the head of queues, and (in one pass every
+    /// [`DEDUPE_PURGE_EVERY`]) dedupe records older than the window, for up to `max_queues`
+    /// queues of this shard after the last one swept, stopping early once `budget` is spent.
     fn sweep(
         &mut self,
         max_queues: usize,
+        budget: Option<Duration>,
         batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<(), StoreError> {
@@ -642,16 +662,37 @@ impl ShardWriter {
             }
             self.owned = Some(owned);
         }
+        if self.sweep_after.is_none() && !self.purging_dedupe {
+            // A new pass starts: it purges dedupe records if the last purge is old enough.
+            self.purging_dedupe =
+                self.last_dedupe_purge.is_none_or(|at| at.elapsed() >= DEDUPE_PURGE_EVERY);
+        }
+        let started = Instant::now();
         let owned = self.owned.as_ref().expect("listed above");
         let from = self.sweep_after.map_or(QueueId(0), |q| QueueId(q.0 + 1));
         let ours: Vec<QueueId> = owned.range(from..).take(max_queues).copied().collect();
-        let reached_end = ours.len() < max_queues;
-        self.sweep_after = if reached_end { None } else { ours.last().copied() };
         let db = self.db.clone();
         let mut iter = db.raw_iterator();
-        for queue in ours {
+        let mut swept = 0;
+        for &queue in &ours {
+            if budget.is_some_and(|budget| started.elapsed() >= budget) {
+                break;
+            }
             self.expire_head(&mut iter, queue, now, batch, staged)?;
-            Self::forget_old_dedupe(&mut iter, queue, dedupe_cutoff, batch)?;
+            if self.purging_dedupe {
+                Self::forget_old_dedupe(&mut iter, queue, dedupe_cutoff, batch)?;
+            }
+            swept += 1;
+        }
+        let reached_end = swept == ours.len() && ours.len() < max_queues;
+        if reached_end {
+            self.sweep_after = None;
+            if self.purging_dedupe {
+                self.purging_dedupe = false;
+                self.last_dedupe_purge = Some(Instant::now());
+            }
+        } else if swept > 0 {
+            self.sweep_after = Some(ours[swept - 1]);
         }
         Ok(())
     }
@@ -719,11 +760,12 @@ impl ShardWriter {
         Ok(())
     }
 
-    fn idle_sweep(&mut self) {
+    fn idle_sweep(&mut self, budget: Duration) {
         self.last_sweep = Instant::now();
         let mut batch = Batch::default();
         let mut staged = Staged::default();
-        if let Err(error) = self.sweep(SWEEP_QUEUES_PER_TICK, &mut batch, &mut staged) {
+        if let Err(error) = self.sweep(SWEEP_QUEUES_PER_TICK, Some(budget), &mut batch, &mut staged)
+        {
             tracing::warn!(shard = self.index, %error, "sweep failed");
             return;
         }

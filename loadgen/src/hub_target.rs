@@ -1,0 +1,478 @@
+//! The load against a Switchboard hub: users and devices enrolled through the admin API, every
+//! device its own QUIC connection, one task per device sending in order.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::Context;
+use switchboard_hub::{
+    admin::AdminClient,
+    client::{Client, ClientOptions, DeviceIdentity, Event, client_endpoint},
+    org::{Change, Command},
+};
+use switchboard_protocol::{Address, Flags, MessageId};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{
+    check::Stamp,
+    run::{Job, Options, Plan, Shared, wait_until},
+};
+
+/// A hub to load.
+#[derive(Debug, Clone)]
+pub struct HubTarget {
+    /// The hub's QUIC address.
+    pub hub: SocketAddr,
+    /// The hub's admin API address.
+    pub admin: SocketAddr,
+    /// The operator token.
+    pub token: String,
+    /// The hub's certificate (DER).
+    pub cert: Vec<u8>,
+    /// UDP segmentation offload.
+    pub gso: bool,
+}
+
+/// Enrolments and connections in flight at once.
+const PARALLEL_SETUP: usize = 64;
+
+/// What every device task and reader shares.
+struct Ctx {
+    shared: Arc<Shared>,
+    /// Sent and not yet answered, by message id: the stamp and who must receive it.
+    pending: Mutex<HashMap<MessageId, (Stamp, Vec<u32>)>>,
+    /// Per device and queue, the highest sequence taken. A delivery at or below it is the hub
+    /// sending again what a device had not acknowledged before it reconnected: a device takes
+    /// each sequence once, as every client must.
+    taken: Mutex<HashMap<(u32, Address), u64>>,
+    endpoint: quinn::Endpoint,
+    client_options: ClientOptions,
+}
+
+enum Order {
+    Send(Job),
+    Reconnect,
+}
+
+/// The enrolled devices of one run.
+pub(crate) struct HubFleet {
+    context: Arc<Ctx>,
+    identities: Vec<DeviceIdentity>,
+    /// The users' account addresses, by user.
+    accounts: Vec<Address>,
+    line: Option<Address>,
+    /// The order channel of each online device.
+    orders: Vec<Option<mpsc::UnboundedSender<Order>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    idle: Vec<Client>,
+    bytes_per_connection: Option<f64>,
+}
+
+impl HubFleet {
+    pub(crate) async fn setup(
+        target: &HubTarget,
+        plan: &Plan,
+        options: &Options,
+        shared: Arc<Shared>,
+    ) -> anyhow::Result<Self> {
+        let admin = AdminClient::new(target.admin, target.token.clone());
+        let endpoint = client_endpoint().context("client endpoint")?;
+        let client_options =
+            ClientOptions { segmentation_offload: target.gso, ..ClientOptions::default() };
+        let domain = format!("{}.loadgen", options.run_name);
+        let names: Vec<String> = (0..plan.users).map(|u| format!("u{u}@{domain}")).collect();
+        let identities =
+            enrol(&admin, &endpoint, &client_options, target, &names, plan.devices, "d").await?;
+        let line = if plan.line_members > 0 {
+            Some(make_line(&admin, target, &domain, &names, plan.line_members as usize).await?)
+        } else {
+            None
+        };
+        let context = Arc::new(Ctx {
+            shared,
+            pending: Mutex::default(),
+            taken: Mutex::default(),
+            endpoint,
+            client_options,
+        });
+        let before = resident_bytes(&admin).await;
+        // Idle devices: enrolled under users of their own, connected, never used.
+        let mut idle = Vec::new();
+        if options.idle > 0 {
+            let idle_names: Vec<String> =
+                (0..options.idle).map(|i| format!("idle{i}@{domain}")).collect();
+            let idle_ids = enrol(
+                &admin,
+                &context.endpoint,
+                &context.client_options,
+                target,
+                &idle_names,
+                1,
+                "idle",
+            )
+            .await?;
+            idle = connect_all(&context, &idle_ids).await?;
+        }
+        let mut fleet = Self {
+            accounts: names.iter().map(|n| Address::parse(n)).collect::<Result<_, _>>()?,
+            context,
+            identities,
+            line,
+            orders: vec![None; plan.total() as usize],
+            tasks: Vec::new(),
+            idle,
+            bytes_per_connection: None,
+        };
+        let online: Vec<u32> = (0..plan.total()).filter(|&d| !plan.is_offline(d)).collect();
+        fleet.bring_back(&online).await?;
+        if let (Some(before), Some(after)) = (before, resident_bytes(&admin).await) {
+            let connections = online.len() + fleet.idle.len();
+            if connections > 0 {
+                fleet.bytes_per_connection =
+                    Some(after.saturating_sub(before) as f64 / connections as f64);
+            }
+        }
+        Ok(fleet)
+    }
+
+    pub(crate) fn is_online(&self, device: u32) -> bool {
+        self.orders.get(device as usize).is_some_and(Option::is_some)
+    }
+
+    pub(crate) fn submit(&self, sender: u32, job: Job) {
+        let Some(orders) = &self.orders[sender as usize] else {
+            self.context.shared.failed();
+            return;
+        };
+        if orders.send(Order::Send(job)).is_err() {
+            self.context.shared.failed();
+        }
+    }
+
+    /// Closes `device`'s connection once its sends are answered, and connects it again.
+    pub(crate) async fn reconnect(&mut self, device: u32) -> anyhow::Result<()> {
+        if let Some(orders) = &self.orders[device as usize] {
+            let _ = orders.send(Order::Reconnect);
+        }
+        Ok(())
+    }
+
+    /// Connects `devices` (offline until now) and starts their tasks.
+    pub(crate) async fn bring_back(&mut self, devices: &[u32]) -> anyhow::Result<()> {
+        let identities: Vec<DeviceIdentity> =
+            devices.iter().map(|&d| self.identities[d as usize].clone()).collect();
+        let clients = connect_all(&self.context, &identities).await?;
+        for (&device, client) in devices.iter().zip(clients) {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let recipients =
+                Recipients { accounts: self.accounts.clone(), line: self.line.clone() };
+            self.tasks.push(tokio::spawn(device_task(
+                self.context.clone(),
+                device,
+                self.identities[device as usize].clone(),
+                client,
+                rx,
+                recipients,
+            )));
+            self.orders[device as usize] = Some(tx);
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn bytes_per_connection(&self) -> Option<f64> {
+        self.bytes_per_connection
+    }
+
+    pub(crate) async fn shutdown(mut self) {
+        self.orders.clear();
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        for client in self.idle.drain(..) {
+            client.close().await;
+        }
+    }
+}
+
+/// Addresses a device task sends to.
+#[derive(Clone)]
+struct Recipients {
+    accounts: Vec<Address>,
+    line: Option<Address>,
+}
+
+/// One device: sends its jobs in order, reconnects when told, and reads its events in a
+/// reader task of its current connection.
+async fn device_task(
+    context: Arc<Ctx>,
+    device: u32,
+    identity: DeviceIdentity,
+    client: Client,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+    recipients: Recipients,
+) {
+    let mut handle = client.handle();
+    let mut reader = tokio::spawn(read_events(context.clone(), device, client));
+    while let Some(order) = orders.recv().await {
+        match order {
+            Order::Send(job) => {
+                let to = match job.to_user {
+                    Some(user) => &recipients.accounts[user as usize],
+                    None => recipients.line.as_ref().expect("a line workload has a line"),
+                };
+                let envelope = handle.envelope(to, job.body, Flags::NONE);
+                let id = envelope.id;
+                context.pending.lock().expect("pending lock").insert(id, (job.stamp, job.expected));
+                if handle.send(envelope).await.is_err()
+                    && context.pending.lock().expect("pending lock").remove(&id).is_some()
+                {
+                    context.shared.failed();
+                }
+            }
+            Order::Reconnect => {
+                // Every send answered first, so nothing is left in doubt by the close.
+                let mine = |context: &Ctx| {
+                    context
+                        .pending
+                        .lock()
+                        .expect("pending lock")
+                        .values()
+                        .any(|(stamp, _)| stamp.sender == device)
+                };
+                wait_until(Duration::from_secs(30), || !mine(&context)).await;
+                handle.close().await;
+                let _ = reader.await;
+                match Client::connect_with(
+                    &context.endpoint,
+                    &identity,
+                    None,
+                    &context.client_options,
+                )
+                .await
+                {
+                    Ok(client) => {
+                        context.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                        handle = client.handle();
+                        reader = tokio::spawn(read_events(context.clone(), device, client));
+                    }
+                    Err(error) => {
+                        eprintln!("loadgen: device {device} could not reconnect: {error}");
+                        // Its further sends fail; its deliveries will be missing.
+                        while let Some(order) = orders.recv().await {
+                            if let Order::Send(_) = order {
+                                context.shared.failed();
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    // The run is over: wait for the reader to see the last deliveries, then close.
+    wait_until(Duration::from_secs(1), || context.shared.stopping.load(Ordering::Relaxed)).await;
+    handle.close().await;
+    let _ = reader.await;
+}
+
+/// Reads one connection's events: answers to its sends, and deliveries (acknowledged at once).
+async fn read_events(context: Arc<Ctx>, device: u32, mut client: Client) {
+    while let Some(event) = client.next_event().await {
+        match event {
+            Event::Accepted(id) => {
+                let entry = context.pending.lock().expect("pending lock").remove(&id);
+                if let Some((stamp, devices)) = entry {
+                    context.shared.accepted(stamp, devices);
+                }
+            }
+            Event::Rejected(rejected) => {
+                if context.pending.lock().expect("pending lock").remove(&rejected.id).is_some() {
+                    context.shared.rejected();
+                }
+            }
+            Event::Deliver(deliver) => {
+                let fresh = {
+                    let mut taken = context.taken.lock().expect("taken lock");
+                    let last = taken.entry((device, deliver.queue.clone())).or_insert(0);
+                    let fresh = deliver.seq > *last;
+                    *last = (*last).max(deliver.seq);
+                    fresh
+                };
+                if fresh && let Some(stamp) = Stamp::read(&deliver.envelope.body) {
+                    context.shared.delivered(device, stamp);
+                }
+                let _ = client.ack(deliver.queue, deliver.seq, vec![]).await;
+            }
+            Event::Receipt(receipt) => {
+                let _ = client.ack(receipt.queue, receipt.seq, vec![]).await;
+            }
+            Event::Error(_) => {}
+            Event::Closed { .. } => return,
+        }
+    }
+}
+
+/// Connects every identity, many at a time.
+async fn connect_all(
+    context: &Arc<Ctx>,
+    identities: &[DeviceIdentity],
+) -> anyhow::Result<Vec<Client>> {
+    let limit = Arc::new(Semaphore::new(PARALLEL_SETUP));
+    let mut tasks = Vec::with_capacity(identities.len());
+    for identity in identities {
+        let permit = limit.clone().acquire_owned().await?;
+        let (context, identity) = (context.clone(), identity.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            connect_retrying(&context.endpoint, &identity, None, &context.client_options).await
+        }));
+    }
+    let mut clients = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        clients.push(task.await??);
+    }
+    Ok(clients)
+}
+
+/// Connects, trying again a few times on failure: under a burst of handshakes a busy hub may
+/// time one out.
+async fn connect_retrying(
+    endpoint: &quinn::Endpoint,
+    identity: &DeviceIdentity,
+    code: Option<&str>,
+    options: &ClientOptions,
+) -> anyhow::Result<Client> {
+    let mut attempt = 0;
+    loop {
+        match Client::connect_with(endpoint, identity, code, options).await {
+            Ok(client) => return Ok(client),
+            Err(_) if attempt < 4 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("connecting {}", identity.address));
+            }
+        }
+    }
+}
+
+/// Adds each user and enrols `devices` devices for each, many at a time.
+async fn enrol(
+    admin: &AdminClient,
+    endpoint: &quinn::Endpoint,
+    client_options: &ClientOptions,
+    target: &HubTarget,
+    users: &[String],
+    devices: u32,
+    device_prefix: &str,
+) -> anyhow::Result<Vec<DeviceIdentity>> {
+    let limit = Arc::new(Semaphore::new(PARALLEL_SETUP));
+    let mut tasks = Vec::with_capacity(users.len() * devices as usize);
+    for name in users {
+        let permit = limit.clone().acquire_owned().await?;
+        let (admin, endpoint, client_options) =
+            (admin.clone(), endpoint.clone(), client_options.clone());
+        let (name, target, prefix) = (name.clone(), target.clone(), device_prefix.to_string());
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let first = admin.add_user(&name).await.with_context(|| format!("adding {name}"))?;
+            let mut identities = Vec::with_capacity(devices as usize);
+            for device in 0..devices {
+                let code = if device == 0 {
+                    first.code.clone()
+                } else {
+                    admin.new_code(&name).await?.code
+                };
+                let address = Address::parse(&format!("{name}/{prefix}{device}"))?;
+                let identity = DeviceIdentity::generate(address, target.hub, target.cert.clone())?;
+                let client =
+                    connect_retrying(&endpoint, &identity, Some(&code), &client_options).await?;
+                client.close().await;
+                identities.push(identity);
+            }
+            anyhow::Ok(identities)
+        }));
+    }
+    let mut identities = Vec::with_capacity(tasks.len() * devices as usize);
+    for task in tasks {
+        identities.extend(task.await??);
+    }
+    Ok(identities)
+}
+
+/// Makes an organisation owning the run's domain with every user as a member, and a
+/// department whose line the first `members` users read. The others are colleagues in no
+/// department: they may write to the line, and get their own copy as the sender.
+async fn make_line(
+    admin: &AdminClient,
+    target: &HubTarget,
+    domain: &str,
+    users: &[String],
+    members: usize,
+) -> anyhow::Result<Address> {
+    // The owner belongs to the root unit: a user of its own, not one of the line's members.
+    let owner = &format!("owner@{domain}");
+    let line = format!("line@{domain}");
+    let created = admin
+        .org(&Command::CreateOrg {
+            name: format!("loadgen {domain}"),
+            owner: owner.clone(),
+            domain: domain.to_string(),
+            line: format!("main@{domain}"),
+            seat_limit: users.len() as u32 + 1,
+        })
+        .await
+        .context("creating the run's organisation")?;
+    let Change::OrgCreated { org, .. } = created.change else {
+        anyhow::bail!("creating the organisation answered {:?}", created.change)
+    };
+    let as_user = |user: String| {
+        let operator = admin.clone();
+        let address = target.admin;
+        async move { anyhow::Ok(AdminClient::new(address, operator.new_token(&user).await?)) }
+    };
+    let owner_client = as_user(owner.clone()).await?;
+    let unit = owner_client
+        .org(&Command::CreateUnit {
+            org: org.id,
+            parent: org.root,
+            name: "Line".into(),
+            line: line.clone(),
+        })
+        .await
+        .context("creating the line's unit")?;
+    let Change::UnitCreated(unit) = unit.change else {
+        anyhow::bail!("creating the unit answered {:?}", unit.change)
+    };
+    let limit = Arc::new(Semaphore::new(PARALLEL_SETUP));
+    let mut tasks = Vec::with_capacity(users.len());
+    for (index, user) in users.iter().enumerate() {
+        let permit = limit.clone().acquire_owned().await?;
+        let user = user.clone();
+        let owner_client = owner_client.clone();
+        let client = as_user(user.clone()).await?;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            client.org(&Command::Register { org: org.id }).await?;
+            owner_client.org(&Command::Approve { org: org.id, user: user.clone() }).await?;
+            if index < members {
+                owner_client.org(&Command::Assign { org: org.id, user, unit: unit.id }).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await?.context("adding a member to the line")?;
+    }
+    Ok(Address::parse(&line)?)
+}
+
+/// The hub's resident memory, from its metrics.
+async fn resident_bytes(admin: &AdminClient) -> Option<u64> {
+    admin.metrics().await.ok().and_then(|m| m.resident_bytes)
+}
