@@ -145,11 +145,11 @@ impl HubFleet {
 
     pub(crate) fn submit(&self, sender: u32, job: Job) {
         let Some(orders) = &self.orders[sender as usize] else {
-            self.context.shared.failed();
+            self.context.shared.failed(job.stamp);
             return;
         };
-        if orders.send(Order::Send(job)).is_err() {
-            self.context.shared.failed();
+        if let Err(mpsc::error::SendError(Order::Send(job))) = orders.send(Order::Send(job)) {
+            self.context.shared.failed(job.stamp);
         }
     }
 
@@ -225,12 +225,12 @@ async fn device_task(
                     None => recipients.line.as_ref().expect("a line workload has a line"),
                 };
                 let envelope = handle.envelope(to, job.body, Flags::NONE);
-                let id = envelope.id;
+                let (id, stamp) = (envelope.id, job.stamp);
                 context.pending.lock().expect("pending lock").insert(id, (job.stamp, job.expected));
                 if handle.send(envelope).await.is_err()
                     && context.pending.lock().expect("pending lock").remove(&id).is_some()
                 {
-                    context.shared.failed();
+                    context.shared.failed(stamp);
                 }
             }
             Order::Reconnect => {
@@ -263,8 +263,8 @@ async fn device_task(
                         eprintln!("loadgen: device {device} could not reconnect: {error}");
                         // Its further sends fail; its deliveries will be missing.
                         while let Some(order) = orders.recv().await {
-                            if let Order::Send(_) = order {
-                                context.shared.failed();
+                            if let Order::Send(job) = order {
+                                context.shared.failed(job.stamp);
                             }
                         }
                         return;

@@ -20,7 +20,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// hidden), and checks that every accepted message reached every device it should, exactly
 /// once and in order. Exits with status 1 if it did not, 2 if the run could not be made.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", version, about, long_about)]
+#[command(name = "loadgen", version, about, long_about, args_override_self = true)]
 struct Cli {
     /// A named workload; flags given after it change it. smoke: 50 users x 2 devices at
     /// 500/s for 5 s. direct: 1,000 users x 1 device, 1:1. department: a line of 1,000

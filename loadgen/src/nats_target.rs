@@ -118,9 +118,10 @@ impl NatsFleet {
     }
 
     pub(crate) fn submit(&self, sender: u32, job: Job) {
+        let stamp = job.stamp;
         match &self.online[sender as usize] {
             Some(tx) if tx.send(job).is_ok() => {}
-            _ => self.shared.failed(),
+            _ => self.shared.failed(stamp),
         }
     }
 
@@ -196,11 +197,13 @@ async fn publish_task(
                 tokio::spawn(async move {
                     match ack.await {
                         Ok(_) => shared.accepted(stamp, expected),
-                        Err(_) => shared.rejected(),
+                        // A refusal or, mostly, a timed-out acknowledgement: the message
+                        // may be stored all the same.
+                        Err(_) => shared.failed(stamp),
                     }
                 });
             }
-            Err(_) => shared.failed(),
+            Err(_) => shared.failed(job.stamp),
         }
     }
 }

@@ -174,7 +174,7 @@ pub struct Report {
     pub accepted: u64,
     /// Rejected (whole run).
     pub rejected: u64,
-    /// Sends that failed without an answer (connection lost).
+    /// Sends without an answer (connection lost, answer timed out): outcome unknown.
     pub failed: u64,
     /// Deliveries to devices (whole run, checked).
     pub delivered: u64,
@@ -275,10 +275,11 @@ impl Shared {
         self.unanswered.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// A send failed without an answer (its connection went away): it may or may not have been
-    /// stored, so it is not expected anywhere; if it arrives it counts as unexpected.
-    pub(crate) fn failed(&self) {
+    /// A send failed without an answer (its connection went away, its answer timed out): it
+    /// may or may not have been stored, so it is required nowhere and allowed everywhere.
+    pub(crate) fn failed(&self, stamp: Stamp) {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        self.checker.lock().expect("checker lock").uncertain(stamp);
         self.live_errors.fetch_add(1, Ordering::Relaxed);
         self.unanswered.fetch_sub(1, Ordering::Relaxed);
     }
