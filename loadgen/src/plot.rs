@@ -135,3 +135,36 @@ fn format_ms(ms: f64) -> String {
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::Latency;
+
+    fn report(p50: u64, p99: u64) -> Report {
+        let spectrum = vec![(0.0, p50 / 2), (50.0, p50), (99.0, p99), (99.9, p99 * 2)];
+        Report {
+            deliver_latency: Latency { spectrum, ..Latency::default() },
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn a_chart_draws_one_labelled_curve_per_report() {
+        let (a, b) = (report(1_000, 8_000), report(2_000_000, 3_000_000));
+        let svg = chart(&[("hub <durable>".into(), &a), ("nats".into(), &b)]);
+        assert!(svg.starts_with("<svg"), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("hub &lt;durable&gt;"), "labels are escaped");
+        // Both axes span the two runs: from 0.1 ms to 10 s, in decades.
+        assert!(svg.contains(">0.1 ms<") && svg.contains(">10000 ms<"), "{svg}");
+    }
+
+    #[test]
+    fn an_empty_report_still_makes_a_chart() {
+        let empty = Report::default();
+        let svg = chart(&[("empty".into(), &empty)]);
+        assert_eq!(svg.matches("<polyline").count(), 1);
+    }
+}
