@@ -143,10 +143,7 @@ mod tests {
 
     fn report(p50: u64, p99: u64) -> Report {
         let spectrum = vec![(0.0, p50 / 2), (50.0, p50), (99.0, p99), (99.9, p99 * 2)];
-        Report {
-            deliver_latency: Latency { spectrum, ..Latency::default() },
-            ..Report::default()
-        }
+        Report { deliver_latency: Latency { spectrum, ..Latency::default() }, ..Report::default() }
     }
 
     #[test]
