@@ -13,7 +13,7 @@ use std::{
 };
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use switchboard_benches::{fsyncs_and_messages, open_store, request, user_queues};
+use switchboard_benches::{WriterCounters, fsyncs_and_messages, open_store, request, user_queues};
 use switchboard_hub::store::{QueueId, StartAt, Store};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -53,15 +53,8 @@ fn enqueue_burst(
     start.elapsed() * (total as u32) / ((per_caller * callers as u64) as u32)
 }
 
-fn report_batching(label: &str, store: &Store, before: (u64, u64)) {
-    let (fsyncs, messages) = fsyncs_and_messages(store);
-    let (fsyncs, messages) = (fsyncs - before.0, messages - before.1);
-    if fsyncs > 0 {
-        eprintln!(
-            "{label}: {messages} messages in {fsyncs} fsyncs = {:.1} messages/fsync",
-            messages as f64 / fsyncs as f64
-        );
-    }
+fn report_batching(label: &str, store: &Store, before: WriterCounters) {
+    eprintln!("{label}: {}", fsyncs_and_messages(store).since(&before));
 }
 
 fn to_users(c: &mut Criterion) {

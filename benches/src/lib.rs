@@ -42,9 +42,46 @@ pub fn request(id: u128) -> EnqueueRequest {
 }
 
 /// Write batches (fsyncs) and messages the store has committed so far.
-pub fn fsyncs_and_messages(store: &Store) -> (u64, u64) {
+pub fn fsyncs_and_messages(store: &Store) -> WriterCounters {
     let m = store.metrics();
-    (m.batches.load(Ordering::Relaxed), m.enqueued.load(Ordering::Relaxed))
+    WriterCounters {
+        batches: m.batches.load(Ordering::Relaxed),
+        messages: m.enqueued.load(Ordering::Relaxed),
+        prepare_nanos: m.prepare_nanos.load(Ordering::Relaxed),
+        write_nanos: m.write_nanos.load(Ordering::Relaxed),
+    }
+}
+
+/// The store writers' counters at one moment; differences of two tell what a run did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriterCounters {
+    /// Write batches committed (one fsync each).
+    pub batches: u64,
+    /// Messages appended.
+    pub messages: u64,
+    /// Time the writers spent preparing batches, summed over writers.
+    pub prepare_nanos: u64,
+    /// Time the writers spent in RocksDB writes, summed over writers.
+    pub write_nanos: u64,
+}
+
+impl WriterCounters {
+    /// What happened between `before` and `self`, as one line for a benchmark's output.
+    pub fn since(&self, before: &WriterCounters) -> String {
+        let batches = self.batches - before.batches;
+        let messages = self.messages - before.messages;
+        if batches == 0 {
+            return "no batches".into();
+        }
+        let per = |nanos: u64| nanos as f64 / batches as f64 / 1000.0;
+        format!(
+            "{messages} messages in {batches} fsyncs = {:.1} messages/fsync; per batch: \
+             prepare {:.0} µs, write {:.0} µs",
+            messages as f64 / batches as f64,
+            per(self.prepare_nanos - before.prepare_nanos),
+            per(self.write_nanos - before.write_nanos),
+        )
+    }
 }
 
 /// Creates `count` user queues (`user0@example.org`, ...) and returns their ids.

@@ -87,6 +87,29 @@ fn duplicates_within_one_group_commit_are_dropped_too() {
 }
 
 #[test]
+fn a_duplicate_is_found_after_the_in_memory_records_forgot_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    // A few records per shard: most of the ids below are forgotten in memory and looked up
+    // on disk when they come again.
+    config.dedupe_memory = 8;
+    let store = Store::open(config).unwrap();
+    let q = store.create_queue("bob@example.org").wait().unwrap();
+    let id = |n: u128| (1_000_000u128 << 80) | n;
+    for n in 1..=100 {
+        assert_eq!(store.enqueue(q, msg(id(n), "x")).wait().unwrap().seq, n as u64);
+    }
+    for n in [1, 2, 50, 99, 100] {
+        assert_eq!(
+            store.enqueue(q, msg(id(n), "again")).wait().unwrap(),
+            Enqueued { seq: n as u64, duplicate: true },
+            "id {n}"
+        );
+    }
+    assert_eq!(store.stats(q).unwrap().last_seq, 100);
+}
+
+#[test]
 fn each_device_has_its_own_cursor_and_ack_hides_what_it_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

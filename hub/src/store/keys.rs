@@ -11,7 +11,7 @@
 //! | 0x04 reader | queue u64, device u64 | cursor u64, n u16, n × selective seq u64 |
 //! | 0x05 subscription | device u64, queue u64 | (empty) |
 //! | 0x06 device | device u64 | account queue u64 |
-//! | 0x07 dedupe | queue u64, message id u128, sender hash u64 | seq u64 |
+//! | 0x07 dedupe | message id u128, queue u64, sender hash u64 | seq u64 |
 //! | 0x08 id allocator | kind u8, shard u16 | next counter u64 |
 //! | 0x09 user | address bytes | queue u64, status u8, created_ms u64 |
 //! | 0x0A enrolment code | account queue u64, SHA-256 of the code | expires_ms u64 |
@@ -97,13 +97,25 @@ pub(crate) fn device(device: DeviceId) -> [u8; 9] {
     tagged_u64(DEVICE, device.0)
 }
 
+/// A dedupe record's key. Ids start with their creation time, so the records are in time
+/// order across all queues: the newest is one reverse seek away, and the records older than
+/// the dedupe window are one key range.
 pub(crate) fn dedupe(queue: QueueId, id: u128, sender_hash: u64) -> [u8; 33] {
     let mut key = [0u8; 33];
     key[0] = DEDUPE;
-    key[1..9].copy_from_slice(&queue.0.to_be_bytes());
-    key[9..25].copy_from_slice(&id.to_be_bytes());
+    key[1..17].copy_from_slice(&id.to_be_bytes());
+    key[17..25].copy_from_slice(&queue.0.to_be_bytes());
     key[25..33].copy_from_slice(&sender_hash.to_be_bytes());
     key
+}
+
+/// The message id in a dedupe key.
+pub(crate) fn dedupe_id(key: &[u8]) -> Option<u128> {
+    (key.len() == 33 && key[0] == DEDUPE).then(|| {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&key[1..17]);
+        u128::from_be_bytes(id)
+    })
 }
 
 pub(crate) fn allocator(kind: u8, shard: u16) -> [u8; 4] {

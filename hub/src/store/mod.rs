@@ -20,6 +20,7 @@
 //! sequence numbers continue after the last durable one.
 
 mod batch;
+mod dedupe;
 mod error;
 mod keys;
 mod registry;
@@ -100,6 +101,10 @@ pub struct StoreConfig {
     pub disk_budget: Option<u64>,
     /// How long a (sender, id) pair is remembered to drop duplicates. Default: 7 days.
     pub dedupe_window: Duration,
+    /// Dedupe records kept in memory, over all shards, so that a new message id needs no disk
+    /// lookup (about 56 bytes each when full; older ids are looked up on disk). Default:
+    /// 1,000,000.
+    pub dedupe_memory: usize,
     /// Most selective acks a device may hold above its cursor in one queue. Default: 4,096.
     pub max_selective: usize,
     /// Bytes of one RocksDB memtable (write buffer). Default: 64 MiB.
@@ -119,6 +124,7 @@ impl StoreConfig {
             backlog_limit: 1_000_000,
             disk_budget: None,
             dedupe_window: Duration::from_secs(7 * 24 * 3600),
+            dedupe_memory: 1_000_000,
             max_selective: 4096,
             memtable_bytes: 64 << 20,
             sync: true,
@@ -231,6 +237,10 @@ pub struct StoreMetrics {
     pub commands: AtomicU64,
     /// Messages appended (duplicates not counted).
     pub enqueued: AtomicU64,
+    /// Nanoseconds the writers spent preparing batches (checks, dedupe lookups, building).
+    pub prepare_nanos: AtomicU64,
+    /// Nanoseconds the writers spent in RocksDB writes (memtable, WAL and its fsync).
+    pub write_nanos: AtomicU64,
 }
 
 /// The durable queue store. Cheap to share behind an `Arc`; dropping it stops the writers after
@@ -701,7 +711,7 @@ fn db_options(config: &StoreConfig) -> Result<rocksdb::Options, StoreError> {
     // this option, hence the options string.
     let mut options = rocksdb::Options::default().get_options_from_string(
         "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.9;\
-         allow_concurrent_memtable_write=false;recycle_log_file_num=4",
+         allow_concurrent_memtable_write=false;recycle_log_file_num=4;enable_pipelined_write=true",
     )?;
     options.create_if_missing(true);
     options.increase_parallelism(2);
@@ -709,10 +719,10 @@ fn db_options(config: &StoreConfig) -> Result<rocksdb::Options, StoreError> {
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     options.set_write_buffer_size(config.memtable_bytes);
     options.set_max_write_buffer_number(4);
-    // Dedupe and metadata lookups are point reads, most of them misses: bloom filters in the
-    // memtable and in every table make a miss cost a few hash probes.
-    options.set_memtable_whole_key_filtering(true);
-    options.set_memtable_prefix_bloom_ratio(0.1);
+    // Dedupe lookups of older ids and metadata lookups are point reads, most of them misses:
+    // bloom filters in every table make a miss cost a few hash probes. The memtable has none:
+    // new ids are checked in the writers' memory, and a memtable filter costs every insert a
+    // cache miss (measured: 6% of the store's time).
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_bloom_filter(10.0, false);
     table.set_whole_key_filtering(true);

@@ -16,7 +16,9 @@ use crate::store::{
     Cursor, DeviceId, EnqueueRequest, Enqueued, Entry, QueueId, QueueStats, Shared, StartAt,
     StoreError,
     batch::Batch,
-    decode_u64, disk_usage, keys,
+    decode_u64,
+    dedupe::{Lookup, RecentIds},
+    disk_usage, keys,
     registry::{self, DeviceRecord, UserRecord, UserStatus},
 };
 
@@ -169,7 +171,6 @@ impl Readers {
 /// What the commands of one batch have done that is not yet in RocksDB.
 #[derive(Default)]
 struct Staged {
-    dedupe: HashMap<[u8; 33], u64>,
     names: HashMap<Box<str>, QueueId>,
     devices: HashMap<DeviceId, QueueId>,
     dirty: Vec<QueueId>,
@@ -180,6 +181,10 @@ struct Staged {
 
 /// Sends a command's result once the batch holding it is durable (or failed).
 type Reply = Box<dyn FnOnce(Result<(), &StoreError>) + Send>;
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 fn reply<T: Send + 'static>(done: Done<T>, result: Result<T, StoreError>) -> Reply {
     Box::new(move |commit| {
@@ -210,6 +215,8 @@ pub(crate) struct ShardWriter {
     last_dedupe_purge: Option<Instant>,
     last_disk_check: Instant,
     write_options: WriteOptions,
+    /// Dedupe records made since the store opened; `None` until the writer starts.
+    recent: Option<RecentIds>,
 }
 
 impl ShardWriter {
@@ -230,7 +237,30 @@ impl ShardWriter {
             last_dedupe_purge: None,
             last_disk_check: Instant::now(),
             write_options,
+            recent: None,
         }
+    }
+
+    fn recent_capacity(&self) -> usize {
+        self.shared.config.dedupe_memory / self.shard_count.max(1)
+    }
+
+    /// The largest message id with a dedupe record on disk.
+    fn newest_dedupe_id(&self) -> Result<Option<u128>, StoreError> {
+        let mut iter = self.db.raw_iterator();
+        iter.seek_for_prev(keys::dedupe(QueueId(u64::MAX), u128::MAX, u64::MAX));
+        iter.status()?;
+        Ok(iter.key().and_then(keys::dedupe_id))
+    }
+
+    /// The in-memory dedupe records, rebuilt from the newest id on disk after a start or a
+    /// failed write.
+    fn recent(&mut self) -> Result<&mut RecentIds, StoreError> {
+        if self.recent.is_none() {
+            let newest = self.newest_dedupe_id()?;
+            self.recent = Some(RecentIds::new(self.recent_capacity(), newest));
+        }
+        Ok(self.recent.as_mut().expect("set above"))
     }
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
@@ -262,6 +292,7 @@ impl ShardWriter {
 
     fn commit(&mut self, commands: Vec<Command>) {
         let count = commands.len() as u64;
+        let started = Instant::now();
         let mut batch = Batch::default();
         let mut staged = Staged::default();
         let replies: Vec<Reply> =
@@ -274,16 +305,19 @@ impl ShardWriter {
                 );
             }
         }
-        let outcome = if batch.is_empty() {
-            Ok(())
-        } else {
-            self.db
-                .write_opt(batch.into_write_batch(), &self.write_options)
-                .map_err(StoreError::from)
+        let write_batch = (!batch.is_empty()).then(|| batch.into_write_batch());
+        let prepared = Instant::now();
+        let outcome = match write_batch {
+            None => Ok(()),
+            Some(write_batch) => {
+                self.db.write_opt(write_batch, &self.write_options).map_err(StoreError::from)
+            }
         };
+        let metrics = &self.shared.metrics;
+        metrics.prepare_nanos.fetch_add(nanos(prepared - started), Ordering::Relaxed);
+        metrics.write_nanos.fetch_add(nanos(prepared.elapsed()), Ordering::Relaxed);
         match &outcome {
             Ok(()) => {
-                let metrics = &self.shared.metrics;
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
                 metrics.commands.fetch_add(count, Ordering::Relaxed);
                 metrics.enqueued.fetch_add(staged.enqueued, Ordering::Relaxed);
@@ -295,6 +329,7 @@ impl ShardWriter {
                 self.queues.clear();
                 self.next_ids.clear();
                 self.owned = None;
+                self.recent = None;
             }
         }
         let commit = outcome.as_ref().map(|_| ());
@@ -479,11 +514,14 @@ impl ShardWriter {
         let dedupe_key = keys::dedupe(queue, request.id, keys::stable_hash(&request.sender));
         let limit = self.shared.config.backlog_limit;
         self.queue(queue)?;
-        if let Some(&seq) = staged.dedupe.get(&dedupe_key) {
-            return Ok(Enqueued { seq, duplicate: true });
-        }
-        if let Some(seq) = self.db.get_pinned(dedupe_key)? {
-            return Ok(Enqueued { seq: decode_u64(&seq, "dedupe")?, duplicate: true });
+        match self.recent()?.lookup(&dedupe_key, request.id) {
+            Lookup::Known(seq) => return Ok(Enqueued { seq, duplicate: true }),
+            Lookup::Absent => {}
+            Lookup::Unknown => {
+                if let Some(seq) = self.db.get_pinned(dedupe_key)? {
+                    return Ok(Enqueued { seq: decode_u64(&seq, "dedupe")?, duplicate: true });
+                }
+            }
         }
         let state = self.queue(queue)?;
         if state.last_seq - state.floor >= limit {
@@ -496,7 +534,8 @@ impl ShardWriter {
         value.extend_from_slice(&request.payload);
         batch.put(keys::entry(queue, seq), value);
         batch.put(dedupe_key, seq.to_be_bytes());
-        staged.dedupe.insert(dedupe_key, seq);
+        let now = (self.shared.clock)();
+        self.recent()?.insert(dedupe_key, request.id, seq, now);
         staged.enqueued += 1;
         // The queue record is not rewritten for an append: on load, the last sequence is
         // recovered from the queue's last entry key. Only a trim or an expiry, which can remove
@@ -667,6 +706,9 @@ impl ShardWriter {
             self.purging_dedupe =
                 self.last_dedupe_purge.is_none_or(|at| at.elapsed() >= DEDUPE_PURGE_EVERY);
         }
+        if self.purging_dedupe {
+            self.purge_dedupe(dedupe_cutoff, batch)?;
+        }
         let started = Instant::now();
         let owned = self.owned.as_ref().expect("listed above");
         let from = self.sweep_after.map_or(QueueId(0), |q| QueueId(q.0 + 1));
@@ -679,18 +721,11 @@ impl ShardWriter {
                 break;
             }
             self.expire_head(&mut iter, queue, now, batch, staged)?;
-            if self.purging_dedupe {
-                Self::forget_old_dedupe(&mut iter, queue, dedupe_cutoff, batch)?;
-            }
             swept += 1;
         }
         let reached_end = swept == ours.len() && ours.len() < max_queues;
         if reached_end {
             self.sweep_after = None;
-            if self.purging_dedupe {
-                self.purging_dedupe = false;
-                self.last_dedupe_purge = Some(Instant::now());
-            }
         } else if swept > 0 {
             self.sweep_after = Some(ours[swept - 1]);
         }
@@ -742,19 +777,22 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Range-deletes the dedupe records of `queue` whose message ids are older than `cutoff`.
-    fn forget_old_dedupe(
-        iter: &mut rocksdb::DBRawIterator<'_>,
-        queue: QueueId,
-        cutoff: u128,
-        batch: &mut Batch,
-    ) -> Result<(), StoreError> {
-        let first = keys::dedupe(queue, 0, 0);
-        let end = keys::dedupe(queue, cutoff, 0);
+    /// Forgets the dedupe records whose message ids are older than `cutoff`: in memory in
+    /// every shard, and on disk (one range deletion, as the records are in id order across
+    /// all queues) by shard 0.
+    fn purge_dedupe(&mut self, cutoff: u128, batch: &mut Batch) -> Result<(), StoreError> {
+        self.purging_dedupe = false;
+        self.last_dedupe_purge = Some(Instant::now());
+        self.recent()?.forget_below(cutoff);
+        if self.index != 0 {
+            return Ok(());
+        }
+        let first = keys::dedupe(QueueId(0), 0, 0);
+        let end = keys::dedupe(QueueId(0), cutoff, 0);
+        let mut iter = self.db.raw_iterator();
         iter.seek(first);
-        let any_old = iter.key().is_some_and(|key| key < &end[..]);
         iter.status()?;
-        if any_old {
+        if iter.key().is_some_and(|key| key < &end[..]) {
             batch.delete_range(first, end);
         }
         Ok(())

@@ -1,0 +1,180 @@
+//! The dedupe records a writer made since the store opened, in memory, so that the common
+//! enqueue (a new message id) needs no RocksDB lookup.
+//!
+//! A message id starts with its creation time. Dedupe keys in RocksDB are ordered by id, so
+//! the newest record is one reverse seek away when a writer starts: every id above it was
+//! never recorded before this process. From then on the writer remembers each record it
+//! makes, and an id at or above [`RecentIds::complete_from`] is a duplicate only if it is
+//! remembered: no disk lookup. Memory is bounded: records are kept in two generations, and
+//! when the newer one fills the older one is dropped and `complete_from` rises above every id
+//! it held. Ids below `complete_from` (a retransmission long after the first copy, or right
+//! after a restart) are still looked up in RocksDB, so forgetting costs speed, never a
+//! duplicate.
+
+use std::collections::HashMap;
+
+/// Generations are dropped whole; ids this far ahead of the writer's clock when their
+/// generation is dropped are carried into the next one instead, so that one device with a
+/// clock far ahead cannot push `complete_from` into the future (which would send every
+/// lookup to disk).
+const CARRY_AHEAD_MS: u64 = 60_000;
+
+type Key = [u8; 33];
+
+pub(crate) struct RecentIds {
+    current: HashMap<Key, u64>,
+    previous: HashMap<Key, u64>,
+    /// Most records per generation.
+    generation: usize,
+    /// Every dedupe record made with an id at or above this is in `current` or `previous`.
+    complete_from: u128,
+    /// The largest id in `current`.
+    current_max: u128,
+}
+
+impl RecentIds {
+    /// Remembers up to about `capacity` records; `newest` is the largest id RocksDB holds a
+    /// record of (`None` if none).
+    pub(crate) fn new(capacity: usize, newest: Option<u128>) -> Self {
+        Self {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            generation: (capacity / 2).max(1),
+            complete_from: newest.map_or(0, |id| id.saturating_add(1)),
+            current_max: 0,
+        }
+    }
+
+    /// What is known of `key` (with message id `id`): `Known(seq)` for a remembered record,
+    /// `Absent` when no record can exist, `Unknown` when RocksDB must be asked.
+    pub(crate) fn lookup(&self, key: &Key, id: u128) -> Lookup {
+        if let Some(&seq) = self.current.get(key).or_else(|| self.previous.get(key)) {
+            Lookup::Known(seq)
+        } else if id >= self.complete_from {
+            Lookup::Absent
+        } else {
+            Lookup::Unknown
+        }
+    }
+
+    /// Remembers a record made now; `now_ms` is the writer's clock.
+    pub(crate) fn insert(&mut self, key: Key, id: u128, seq: u64, now_ms: u64) {
+        if self.current.len() >= self.generation {
+            self.rotate(now_ms);
+        }
+        self.current.insert(key, seq);
+        self.current_max = self.current_max.max(id);
+    }
+
+    fn rotate(&mut self, now_ms: u64) {
+        let ahead = u128::from(now_ms.saturating_add(CARRY_AHEAD_MS)) << 80;
+        let dropped = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
+        let mut dropped_max = 0;
+        for (key, seq) in dropped {
+            let id = id_of(&key);
+            if id >= ahead && self.current.len() < self.generation / 2 {
+                self.current.insert(key, seq);
+                self.current_max = self.current_max.max(id);
+            } else {
+                dropped_max = dropped_max.max(id);
+            }
+        }
+        if dropped_max > 0 {
+            self.complete_from = self.complete_from.max(dropped_max + 1);
+        }
+        self.current_max = 0;
+        for id in self.current.keys().map(id_of) {
+            self.current_max = self.current_max.max(id);
+        }
+    }
+
+    /// Forgets the records with ids below `cutoff`, as the purge of the dedupe window does on
+    /// disk: a message resent after the window is new again.
+    pub(crate) fn forget_below(&mut self, cutoff: u128) {
+        self.previous.retain(|key, _| id_of(key) >= cutoff);
+        self.current.retain(|key, _| id_of(key) >= cutoff);
+    }
+
+    /// Records remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// See [`RecentIds::lookup`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Known(u64),
+    Absent,
+    Unknown,
+}
+
+/// The message id in a dedupe key (tag, id, queue, sender hash).
+fn id_of(key: &Key) -> u128 {
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&key[1..17]);
+    u128::from_be_bytes(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{QueueId, keys};
+
+    fn id(ms: u64, n: u128) -> u128 {
+        (u128::from(ms) << 80) | n
+    }
+
+    fn key(id: u128) -> Key {
+        keys::dedupe(QueueId(7), id, 42)
+    }
+
+    #[test]
+    fn ids_above_the_newest_on_disk_need_no_lookup() {
+        let recent = RecentIds::new(100, Some(id(1_000, 5)));
+        assert_eq!(recent.lookup(&key(id(1_000, 5)), id(1_000, 5)), Lookup::Unknown);
+        assert_eq!(recent.lookup(&key(id(1_000, 6)), id(1_000, 6)), Lookup::Absent);
+        let empty = RecentIds::new(100, None);
+        assert_eq!(empty.lookup(&key(1), 1), Lookup::Absent);
+    }
+
+    #[test]
+    fn a_dropped_generation_sends_its_ids_back_to_disk() {
+        let mut recent = RecentIds::new(4, None);
+        for n in 1..=4 {
+            recent.insert(key(id(1_000, n)), id(1_000, n), n as u64, 1_000);
+        }
+        assert_eq!(recent.lookup(&key(id(1_000, 1)), id(1_000, 1)), Lookup::Known(1));
+        // The third generation drops the first (ids 1 and 2).
+        recent.insert(key(id(1_000, 5)), id(1_000, 5), 5, 1_000);
+        assert_eq!(recent.len(), 3);
+        assert_eq!(recent.lookup(&key(id(1_000, 1)), id(1_000, 1)), Lookup::Unknown);
+        assert_eq!(recent.lookup(&key(id(1_000, 2)), id(1_000, 2)), Lookup::Unknown);
+        assert_eq!(recent.lookup(&key(id(1_000, 3)), id(1_000, 3)), Lookup::Known(3));
+        assert_eq!(recent.lookup(&key(id(1_000, 9)), id(1_000, 9)), Lookup::Absent);
+    }
+
+    #[test]
+    fn an_id_from_a_clock_far_ahead_is_carried_not_dropped() {
+        let mut recent = RecentIds::new(8, None);
+        let future = id(10_000_000, 1);
+        recent.insert(key(future), future, 1, 1_000);
+        for n in 2..=12 {
+            recent.insert(key(id(1_000, n)), id(1_000, n), n as u64, 1_000);
+        }
+        assert_eq!(recent.lookup(&key(future), future), Lookup::Known(1));
+        // Ordinary ids are still answered from memory.
+        assert_eq!(recent.lookup(&key(id(1_001, 1)), id(1_001, 1)), Lookup::Absent);
+    }
+
+    #[test]
+    fn forgetting_below_a_cutoff_forgets_only_older_ids() {
+        let mut recent = RecentIds::new(100, None);
+        recent.insert(key(id(1_000, 1)), id(1_000, 1), 1, 1_000);
+        recent.insert(key(id(2_000, 1)), id(2_000, 1), 2, 2_000);
+        recent.forget_below(id(1_500, 0));
+        assert_eq!(recent.lookup(&key(id(1_000, 1)), id(1_000, 1)), Lookup::Absent);
+        assert_eq!(recent.lookup(&key(id(2_000, 1)), id(2_000, 1)), Lookup::Known(2));
+    }
+}
