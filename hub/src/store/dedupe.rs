@@ -28,20 +28,32 @@ pub(crate) struct RecentIds {
     generation: usize,
     /// Every dedupe record made with an id at or above this is in `current` or `previous`.
     complete_from: u128,
-    /// The largest id in `current`.
+    /// The largest id in `current`, and in `previous`.
     current_max: u128,
+    previous_max: u128,
+    /// Records in `current` (and `previous`) whose ids were ahead of the clock when made:
+    /// only a generation with some is searched for them when it is dropped.
+    current_ahead: usize,
+    previous_ahead: usize,
 }
 
 impl RecentIds {
     /// Remembers up to about `capacity` records; `newest` is the largest id RocksDB holds a
     /// record of (`None` if none).
     pub(crate) fn new(capacity: usize, newest: Option<u128>) -> Self {
+        let generation = (capacity / 2).max(1);
         Self {
-            current: HashMap::new(),
+            // Full size from the start: growing a map of a few hundred thousand records moves
+            // all of them at once, a stall of milliseconds for every caller of the shard. The
+            // memory is only touched as records arrive.
+            current: HashMap::with_capacity(generation),
             previous: HashMap::new(),
-            generation: (capacity / 2).max(1),
+            generation,
             complete_from: newest.map_or(0, |id| id.saturating_add(1)),
             current_max: 0,
+            previous_max: 0,
+            current_ahead: 0,
+            previous_ahead: 0,
         }
     }
 
@@ -64,28 +76,45 @@ impl RecentIds {
         }
         self.current.insert(key, seq);
         self.current_max = self.current_max.max(id);
+        if id >= ahead_of(now_ms) {
+            self.current_ahead += 1;
+        }
     }
 
+    /// Drops the older generation; the newer one becomes the older. Dropping costs nothing
+    /// per record unless some of its ids were ahead of the clock.
     fn rotate(&mut self, now_ms: u64) {
-        let ahead = u128::from(now_ms.saturating_add(CARRY_AHEAD_MS)) << 80;
-        let dropped = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
-        let mut dropped_max = 0;
-        for (key, seq) in dropped {
-            let id = id_of(&key);
-            if id >= ahead && self.current.len() < self.generation / 2 {
-                self.current.insert(key, seq);
-                self.current_max = self.current_max.max(id);
-            } else {
-                dropped_max = dropped_max.max(id);
+        let mut dropped = std::mem::take(&mut self.previous);
+        std::mem::swap(&mut self.previous, &mut self.current);
+        let dropped_max = std::mem::replace(&mut self.previous_max, self.current_max);
+        let dropped_ahead = std::mem::replace(&mut self.previous_ahead, self.current_ahead);
+        self.current_max = 0;
+        self.current_ahead = 0;
+        let mut bound = dropped_max;
+        if dropped_ahead > 0 {
+            // Carry the ids still ahead of the clock, up to half a generation; the others set
+            // the new lower bound.
+            let horizon = ahead_of(now_ms);
+            bound = 0;
+            for (&key, &seq) in &dropped {
+                let id = id_of(&key);
+                if id >= horizon && self.current.len() < self.generation / 2 {
+                    self.current.insert(key, seq);
+                    self.current_max = self.current_max.max(id);
+                    self.current_ahead += 1;
+                } else {
+                    bound = bound.max(id);
+                }
             }
         }
-        if dropped_max > 0 {
-            self.complete_from = self.complete_from.max(dropped_max + 1);
+        if bound > 0 {
+            self.complete_from = self.complete_from.max(bound + 1);
         }
-        self.current_max = 0;
-        for id in self.current.keys().map(id_of) {
-            self.current_max = self.current_max.max(id);
-        }
+        // The dropped generation's memory becomes the new one: clearing keeps its capacity.
+        dropped.clear();
+        dropped.reserve(self.generation);
+        dropped.extend(self.current.drain());
+        self.current = dropped;
     }
 
     /// Forgets the records with ids below `cutoff`, as the purge of the dedupe window does on
@@ -108,6 +137,11 @@ pub(crate) enum Lookup {
     Known(u64),
     Absent,
     Unknown,
+}
+
+/// The smallest id more than [`CARRY_AHEAD_MS`] ahead of `now_ms`.
+fn ahead_of(now_ms: u64) -> u128 {
+    u128::from(now_ms.saturating_add(CARRY_AHEAD_MS)) << 80
 }
 
 /// The message id in a dedupe key (tag, id, queue, sender hash).
@@ -160,7 +194,8 @@ mod tests {
         let mut recent = RecentIds::new(8, None);
         let future = id(10_000_000, 1);
         recent.insert(key(future), future, 1, 1_000);
-        for n in 2..=12 {
+        // Enough ordinary records to drop the generation holding it several times over.
+        for n in 2..=40 {
             recent.insert(key(id(1_000, n)), id(1_000, n), n as u64, 1_000);
         }
         assert_eq!(recent.lookup(&key(future), future), Lookup::Known(1));

@@ -711,11 +711,15 @@ fn db_options(config: &StoreConfig) -> Result<rocksdb::Options, StoreError> {
     // this option, hence the options string.
     let mut options = rocksdb::Options::default().get_options_from_string(
         "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.9;\
-         allow_concurrent_memtable_write=false;recycle_log_file_num=4;enable_pipelined_write=true",
+         allow_concurrent_memtable_write=false;recycle_log_file_num=4",
     )?;
     options.create_if_missing(true);
     options.increase_parallelism(2);
     options.set_max_background_jobs(2);
+    // Flushes and compactions hand their output to the disk a megabyte at a time rather than
+    // all at once when a table file is finished: a burst of tens of megabytes queues every
+    // WAL fsync behind it.
+    options.set_bytes_per_sync(1 << 20);
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     options.set_write_buffer_size(config.memtable_bytes);
     options.set_max_write_buffer_number(4);
