@@ -71,6 +71,9 @@ backlog_limit = 1000000
 disk_budget_bytes = 0
 # How long a message id is remembered to drop a retried duplicate (seconds).
 dedupe_window_secs = 604800
+# Dedupe records kept in memory (all shards), so a new message id needs no disk lookup; about
+# 56 bytes each when full. Older ids are looked up on disk.
+dedupe_memory = 1000000
 # RocksDB memtable size (MiB).
 memtable_mib = 64
 
@@ -169,6 +172,8 @@ pub struct StoreSection {
     pub disk_budget_bytes: u64,
     /// Dedupe window, seconds.
     pub dedupe_window_secs: u64,
+    /// Dedupe records kept in memory.
+    pub dedupe_memory: usize,
     /// Memtable size, MiB.
     pub memtable_mib: usize,
 }
@@ -250,6 +255,7 @@ impl Default for StoreSection {
             backlog_limit: 1_000_000,
             disk_budget_bytes: 0,
             dedupe_window_secs: 604_800,
+            dedupe_memory: 1_000_000,
             memtable_mib: 64,
         }
     }
@@ -358,6 +364,7 @@ impl Config {
         store.disk_budget =
             (self.store.disk_budget_bytes > 0).then_some(self.store.disk_budget_bytes);
         store.dedupe_window = Duration::from_secs(self.store.dedupe_window_secs);
+        store.dedupe_memory = self.store.dedupe_memory;
         store.memtable_bytes = self.store.memtable_mib.max(1) << 20;
         store
     }
