@@ -442,3 +442,34 @@ fn closing_the_store_completes_every_pending_operation() {
     let store = open(&dir);
     assert_eq!(store.stats(q).unwrap().last_seq, 1000);
 }
+
+#[test]
+fn a_read_from_memory_answers_what_a_full_read_answers_or_says_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = {
+        let store = open(&dir);
+        let q = store.create_queue("bob@example.org").wait().unwrap();
+        for i in 1..=5 {
+            store.enqueue(q, msg(i, &format!("m{i}"))).wait().unwrap();
+        }
+        // New messages are in the memtable: answered from memory.
+        let cached = store.read_after_cached(q, 2, 10).unwrap().expect("in the memtable");
+        assert_eq!(bodies(&cached), ["m3", "m4", "m5"]);
+        store.flush().unwrap();
+        store.close();
+        q
+    };
+    let store = open(&dir);
+    let full = store.read_after(q, 0, 10).unwrap();
+    assert_eq!(bodies(&full), ["m1", "m2", "m3", "m4", "m5"]);
+    // Now that it was read, its blocks may be cached: a cached read agrees, or says it cannot.
+    if let Some(cached) = store.read_after_cached(q, 0, 10).unwrap() {
+        assert_eq!(bodies(&cached), bodies(&full));
+    }
+    // After a restart the messages are only in a table file that nothing has read yet: a read
+    // from memory says it cannot, and the full read answers.
+    store.close();
+    let store = open(&dir);
+    assert!(store.read_after_cached(q, 0, 10).unwrap().is_none());
+    assert_eq!(bodies(&store.read_after(q, 3, 10).unwrap()), ["m4", "m5"]);
+}

@@ -450,7 +450,12 @@ impl Session {
             }
             let reading = &self.readings[index];
             let (store, queue, after) = (self.hub.store.clone(), reading.queue, reading.after);
-            let entries = blocking(move || store.read_after(queue, after, room)).await?;
+            // From memory when it can be (the usual case: new messages are in the memtable),
+            // else on a blocking thread.
+            let entries = match store.read_after_cached(queue, after, room)? {
+                Some(entries) => entries,
+                None => blocking(move || store.read_after(queue, after, room)).await?,
+            };
             if entries.len() == room {
                 drained = false;
             }

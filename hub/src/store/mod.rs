@@ -430,14 +430,39 @@ impl Store {
     }
 
     /// Up to `max` unexpired entries of `queue` with a sequence above `after`, in order.
+    /// May wait for the disk: call it where blocking is allowed.
     pub fn read_after(
         &self,
         queue: QueueId,
         after: u64,
         max: usize,
     ) -> Result<Vec<Entry>, StoreError> {
-        let now = (self.shared.clock)();
+        self.read_entries(queue, after, max, ReadOptions::default())?
+            .ok_or_else(|| StoreError::Storage("a read of every tier came back incomplete".into()))
+    }
+
+    /// Like [`Store::read_after`], but only from memory (memtables and the block cache):
+    /// `None` if the read would have to wait for the disk. New messages are in the memtable,
+    /// so a device keeping up with its queue reads them here without leaving its task.
+    pub fn read_after_cached(
+        &self,
+        queue: QueueId,
+        after: u64,
+        max: usize,
+    ) -> Result<Option<Vec<Entry>>, StoreError> {
         let mut options = ReadOptions::default();
+        options.set_read_tier(rocksdb::ReadTier::BlockCache);
+        self.read_entries(queue, after, max, options)
+    }
+
+    fn read_entries(
+        &self,
+        queue: QueueId,
+        after: u64,
+        max: usize,
+        mut options: ReadOptions,
+    ) -> Result<Option<Vec<Entry>>, StoreError> {
+        let now = (self.shared.clock)();
         options.set_iterate_upper_bound(keys::entry(QueueId(queue.0 + 1), 0).to_vec());
         let start = keys::entry(queue, after.saturating_add(1));
         let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options);
@@ -446,7 +471,11 @@ impl Store {
             if entries.len() >= max {
                 break;
             }
-            let (key, value) = item?;
+            let (key, value) = match item {
+                Ok(item) => item,
+                Err(error) if error.kind() == rocksdb::ErrorKind::Incomplete => return Ok(None),
+                Err(error) => return Err(error.into()),
+            };
             let seq = keys::entry_seq(&key)
                 .ok_or_else(|| StoreError::Corrupt("entry key of the wrong size".into()))?;
             let entry = writer::decode_entry(seq, &value)?;
@@ -454,7 +483,13 @@ impl Store {
                 entries.push(entry);
             }
         }
-        Ok(entries)
+        Ok(Some(entries))
+    }
+
+    /// Writes the memtables to table files (RocksDB would do it by itself when they fill).
+    /// For tests and for an operator preparing a backup.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.db.flush()?)
     }
 
     /// The queue's sequence counters.
