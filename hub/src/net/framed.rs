@@ -26,7 +26,7 @@ pub struct FrameReader {
 impl FrameReader {
     /// Reads frames of at most `max_payload` payload bytes from `recv`.
     pub fn new(recv: quinn::RecvStream, max_payload: u32) -> Self {
-        Self { recv, decoder: Decoder::new(max_payload), buf: BytesMut::with_capacity(16 << 10) }
+        Self { recv, decoder: Decoder::new(max_payload), buf: BytesMut::new() }
     }
 
     /// The next frame; `None` when the peer finished the stream between frames.
@@ -54,7 +54,7 @@ pub struct FrameWriter {
 impl FrameWriter {
     /// Writes frames of at most `max_payload` payload bytes (the peer's limit) to `send`.
     pub fn new(send: quinn::SendStream, max_payload: u32) -> Self {
-        Self { send, buf: BytesMut::with_capacity(16 << 10), max_payload }
+        Self { send, buf: BytesMut::new(), max_payload }
     }
 
     /// Sets the peer's payload limit.
