@@ -95,7 +95,9 @@ fn a_duplicate_is_found_after_the_in_memory_records_forgot_it() {
     config.dedupe_memory = 8;
     let store = Store::open(config).unwrap();
     let q = store.create_queue("bob@example.org").wait().unwrap();
-    let id = |n: u128| (1_000_000u128 << 80) | n;
+    // Ids of the present: ids older than the dedupe window are forgotten by the first sweep.
+    let now = u128::from(switchboard_hub::store::system_clock_ms());
+    let id = |n: u128| (now << 80) | n;
     for n in 1..=100 {
         assert_eq!(store.enqueue(q, msg(id(n), "x")).wait().unwrap().seq, n as u64);
     }
@@ -472,4 +474,36 @@ fn a_read_from_memory_answers_what_a_full_read_answers_or_says_it_cannot() {
     let store = open(&dir);
     assert!(store.read_after_cached(q, 0, 10).unwrap().is_none());
     assert_eq!(bodies(&store.read_after(q, 3, 10).unwrap()), ["m4", "m5"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_from_a_clock_far_ahead_does_not_send_every_later_dedupe_check_to_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1_000_000_000u64;
+    let open_at = |dir: &tempfile::TempDir| {
+        Store::open_with_clock(StoreConfig::new(dir.path()), Box::new(move || now)).unwrap()
+    };
+    let id = |ms: u64, n: u128| (u128::from(ms) << 80) | n;
+    let future = id(now + 365 * 24 * 3600 * 1000, 1);
+    let q = {
+        let store = open_at(&dir);
+        let q = store.create_queue("bob@example.org").await.unwrap();
+        store.enqueue(q, msg(id(now, 1), "now")).await.unwrap();
+        store.enqueue(q, msg(future, "from a year ahead")).await.unwrap();
+        store.close();
+        q
+    };
+    let store = open_at(&dir);
+    let disk = || store.metrics().dedupe_disk_lookups.load(Ordering::Relaxed);
+    // Both earlier ids are still known after the restart.
+    assert!(store.enqueue(q, msg(future, "again")).await.unwrap().duplicate);
+    assert!(store.enqueue(q, msg(id(now, 1), "again")).await.unwrap().duplicate);
+    let before = disk();
+    // New ids of the present are checked in memory, not on disk.
+    for n in 2..=50 {
+        let done = store.enqueue(q, msg(id(now, n), "new")).await.unwrap();
+        assert!(!done.duplicate);
+    }
+    assert_eq!(disk(), before);
+    assert_eq!(store.stats(q).unwrap().last_seq, 51);
 }

@@ -140,7 +140,7 @@ pub(crate) enum Lookup {
 }
 
 /// The smallest id more than [`CARRY_AHEAD_MS`] ahead of `now_ms`.
-fn ahead_of(now_ms: u64) -> u128 {
+pub(crate) fn ahead_of(now_ms: u64) -> u128 {
     u128::from(now_ms.saturating_add(CARRY_AHEAD_MS)) << 80
 }
 

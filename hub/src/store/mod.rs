@@ -237,6 +237,8 @@ pub struct StoreMetrics {
     pub commands: AtomicU64,
     /// Messages appended (duplicates not counted).
     pub enqueued: AtomicU64,
+    /// Dedupe checks that had to look on disk (the id was older than what memory holds).
+    pub dedupe_disk_lookups: AtomicU64,
     /// Nanoseconds the writers spent preparing batches (checks, dedupe lookups, building).
     pub prepare_nanos: AtomicU64,
     /// Nanoseconds the writers spent in RocksDB writes (memtable, WAL and its fsync).

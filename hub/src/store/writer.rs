@@ -17,7 +17,7 @@ use crate::store::{
     StoreError,
     batch::Batch,
     decode_u64,
-    dedupe::{Lookup, RecentIds},
+    dedupe::{self, Lookup, RecentIds},
     disk_usage, keys,
     registry::{self, DeviceRecord, UserRecord, UserStatus},
 };
@@ -245,20 +245,49 @@ impl ShardWriter {
         self.shared.config.dedupe_memory / self.shard_count.max(1)
     }
 
-    /// The largest message id with a dedupe record on disk.
-    fn newest_dedupe_id(&self) -> Result<Option<u128>, StoreError> {
-        let mut iter = self.db.raw_iterator();
-        iter.seek_for_prev(keys::dedupe(QueueId(u64::MAX), u128::MAX, u64::MAX));
-        iter.status()?;
-        Ok(iter.key().and_then(keys::dedupe_id))
-    }
-
-    /// The in-memory dedupe records, rebuilt from the newest id on disk after a start or a
-    /// failed write.
+    /// The in-memory dedupe records, rebuilt from disk after a start or a failed write.
+    ///
+    /// Memory answers alone for ids above the newest record on disk. A device whose clock runs
+    /// far ahead leaves records with ids from the future, which would put that bound out of
+    /// reach of every other id for as long as they are kept; so the bound is the newest id
+    /// up to a minute ahead of this clock, and the (few) records beyond it are loaded into
+    /// memory. If there are too many of them, the bound is the newest id of all: slower
+    /// (ids below it are looked up on disk), never wrong.
     fn recent(&mut self) -> Result<&mut RecentIds, StoreError> {
         if self.recent.is_none() {
-            let newest = self.newest_dedupe_id()?;
-            self.recent = Some(RecentIds::new(self.recent_capacity(), newest));
+            let now = (self.shared.clock)();
+            let capacity = self.recent_capacity();
+            let horizon = dedupe::ahead_of(now);
+            let mut iter = self.db.raw_iterator();
+            iter.seek_for_prev(keys::dedupe(QueueId(0), horizon, 0));
+            iter.status()?;
+            let newest = iter.key().and_then(keys::dedupe_id);
+            let mut ahead = Vec::new();
+            iter.seek(keys::dedupe(QueueId(0), horizon, 0));
+            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                let Some(id) = keys::dedupe_id(key) else { break };
+                if ahead.len() >= capacity / 4 {
+                    ahead.clear();
+                    break;
+                }
+                let key: [u8; 33] = key.try_into().expect("a dedupe key is 33 bytes");
+                ahead.push((key, id, decode_u64(value, "dedupe")?));
+                iter.next();
+            }
+            iter.status()?;
+            let mut recent = if ahead.is_empty() && iter.key().is_some_and(|k| k[0] == keys::DEDUPE)
+            {
+                // Too many records from the future to hold: bound by the newest of all.
+                iter.seek_for_prev(keys::dedupe(QueueId(u64::MAX), u128::MAX, u64::MAX));
+                iter.status()?;
+                RecentIds::new(capacity, iter.key().and_then(keys::dedupe_id))
+            } else {
+                RecentIds::new(capacity, newest)
+            };
+            for (key, id, seq) in ahead {
+                recent.insert(key, id, seq, now);
+            }
+            self.recent = Some(recent);
         }
         Ok(self.recent.as_mut().expect("set above"))
     }
@@ -518,6 +547,7 @@ impl ShardWriter {
             Lookup::Known(seq) => return Ok(Enqueued { seq, duplicate: true }),
             Lookup::Absent => {}
             Lookup::Unknown => {
+                self.shared.metrics.dedupe_disk_lookups.fetch_add(1, Ordering::Relaxed);
                 if let Some(seq) = self.db.get_pinned(dedupe_key)? {
                     return Ok(Enqueued { seq: decode_u64(&seq, "dedupe")?, duplicate: true });
                 }
