@@ -223,9 +223,12 @@ impl OrgState {
             }
             Command::DeleteGroup { group } => {
                 self.groups.remove(group);
-                for g in self.groups.values_mut() {
-                    g.subgroups.remove(group);
-                }
+                self.update_groups(
+                    |g| g.subgroups.contains(group),
+                    |g| {
+                        g.subgroups.remove(group);
+                    },
+                );
             }
             _ => {}
         }
@@ -250,8 +253,27 @@ impl OrgState {
                 None => self.apply_group(&Command::DeleteGroup { group: address }),
             }
         }
-        for g in self.groups.values_mut() {
-            g.members.remove(user);
+        self.update_groups(
+            |g| g.members.contains(user),
+            |g| {
+                g.members.remove(user);
+            },
+        );
+    }
+
+    /// Changes the groups that `select` picks. Only those are copied: the others stay shared
+    /// with earlier snapshots.
+    pub(super) fn update_groups(
+        &mut self,
+        select: impl Fn(&Group) -> bool,
+        mut change: impl FnMut(&mut Group),
+    ) {
+        let picked: Vec<String> =
+            self.groups.values().filter(|g| select(g)).map(|g| g.address.clone()).collect();
+        for address in picked {
+            if let Some(group) = self.groups.get_mut(&address) {
+                change(group);
+            }
         }
     }
 
