@@ -279,40 +279,57 @@ async fn device_task(
     let _ = reader.await;
 }
 
-/// Reads one connection's events: answers to its sends, and deliveries (acknowledged at once).
+/// Reads one connection's events: answers to its sends, and deliveries. Deliveries are
+/// acknowledged as a device would: once the deliveries that have arrived are taken, one
+/// cumulative ack per queue up to the last one taken.
 async fn read_events(context: Arc<Ctx>, device: u32, mut client: Client) {
-    while let Some(event) = client.next_event().await {
-        match event {
-            Event::Accepted(id) => {
-                let entry = context.pending.lock().expect("pending lock").remove(&id);
-                if let Some((stamp, devices)) = entry {
-                    context.shared.accepted(stamp, devices);
+    let mut acks: Vec<(Address, u64)> = Vec::new();
+    while let Some(first) = client.next_event().await {
+        let mut next = Some(first);
+        while let Some(event) = next {
+            match event {
+                Event::Accepted(id) => {
+                    let entry = context.pending.lock().expect("pending lock").remove(&id);
+                    if let Some((stamp, devices)) = entry {
+                        context.shared.accepted(stamp, devices);
+                    }
                 }
-            }
-            Event::Rejected(rejected) => {
-                if context.pending.lock().expect("pending lock").remove(&rejected.id).is_some() {
-                    context.shared.rejected();
+                Event::Rejected(rejected) => {
+                    let mut pending = context.pending.lock().expect("pending lock");
+                    if pending.remove(&rejected.id).is_some() {
+                        context.shared.rejected();
+                    }
                 }
-            }
-            Event::Deliver(deliver) => {
-                let fresh = {
-                    let mut taken = context.taken.lock().expect("taken lock");
-                    let last = taken.entry((device, deliver.queue.clone())).or_insert(0);
-                    let fresh = deliver.seq > *last;
-                    *last = (*last).max(deliver.seq);
-                    fresh
-                };
-                if fresh && let Some(stamp) = Stamp::read(&deliver.envelope.body) {
-                    context.shared.delivered(device, stamp);
+                Event::Deliver(deliver) => {
+                    let fresh = {
+                        let mut taken = context.taken.lock().expect("taken lock");
+                        let last = taken.entry((device, deliver.queue.clone())).or_insert(0);
+                        let fresh = deliver.seq > *last;
+                        *last = (*last).max(deliver.seq);
+                        fresh
+                    };
+                    if fresh && let Some(stamp) = Stamp::read(&deliver.envelope.body) {
+                        context.shared.delivered(device, stamp);
+                    }
+                    note_ack(&mut acks, deliver.queue, deliver.seq);
                 }
-                let _ = client.ack(deliver.queue, deliver.seq, vec![]).await;
+                Event::Receipt(receipt) => note_ack(&mut acks, receipt.queue, receipt.seq),
+                Event::Error(_) => {}
+                Event::Closed { .. } => return,
             }
-            Event::Receipt(receipt) => {
-                let _ = client.ack(receipt.queue, receipt.seq, vec![]).await;
-            }
-            Event::Error(_) => {}
-            Event::Closed { .. } => return,
+            next = client.try_next_event();
         }
+        for (queue, seq) in acks.drain(..) {
+            let _ = client.ack(queue, seq, vec![]).await;
+        }
+    }
+}
+
+/// Remembers that `queue` may be acknowledged up to `seq`.
+fn note_ack(acks: &mut Vec<(Address, u64)>, queue: Address, seq: u64) {
+    match acks.iter_mut().find(|(q, _)| *q == queue) {
+        Some((_, up_to)) => *up_to = (*up_to).max(seq),
+        None => acks.push((queue, seq)),
     }
 }
 

@@ -347,6 +347,13 @@ impl Client {
         self.events.recv().await
     }
 
+    /// The next event if one has arrived already, without waiting. A device that takes every
+    /// waiting delivery this way before acknowledging can acknowledge them all with one
+    /// cumulative ack per queue.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
     /// Ends the session with `close(normal)`.
     pub async fn close(self) {
         self.handle.close().await;
