@@ -223,9 +223,14 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Storage(format!("blocking task failed: {e}"))))
 }
 
-async fn read_frames(mut reader: FrameReader, tx: mpsc::Sender<Result<Option<Frame>, ReadError>>) {
+/// What the reader task hands the session. Frames are boxed: the channel allocates its first
+/// block of slots when it is made, for every connection, busy or not, and a slot the size of a
+/// frame (144 bytes) made that block about 5 KiB.
+type Incoming = Result<Option<Box<Frame>>, ReadError>;
+
+async fn read_frames(mut reader: FrameReader, tx: mpsc::Sender<Incoming>) {
     loop {
-        let item = reader.next().await;
+        let item = reader.next().await.map(|frame| frame.map(Box::new));
         let stop = match &item {
             Ok(None) | Err(ReadError::Stream(_)) => true,
             Err(ReadError::Decode(error)) => error.is_fatal(),
@@ -348,7 +353,7 @@ impl Session {
         mut self,
         writer: &mut FrameWriter,
         connection: &quinn::Connection,
-        mut frames: mpsc::Receiver<Result<Option<Frame>, ReadError>>,
+        mut frames: mpsc::Receiver<Incoming>,
         mut shutdown: watch::Receiver<bool>,
     ) -> End {
         let hub = self.hub.clone();
@@ -403,7 +408,7 @@ impl Session {
                 }
                 item = frames.recv(), if !draining => {
                     let frame = match item {
-                        Some(Ok(Some(frame))) => frame,
+                        Some(Ok(Some(frame))) => *frame,
                         Some(Ok(None)) | None => return End::PeerGone("stream finished".into()),
                         Some(Err(ReadError::Stream(error))) => return End::PeerGone(error.to_string()),
                         Some(Err(ReadError::Decode(error))) if error.is_fatal() => {
