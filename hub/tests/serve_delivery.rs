@@ -236,3 +236,34 @@ async fn the_senders_other_devices_see_messages_to_many_recipients_in_send_order
     let mut laptop = connect(&alice_laptop).await;
     assert_eq!(receive(&mut laptop, sent.len()).await, sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_open_connections_and_stored_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let alice_phone = hub.enrol("alice@example.org", "phone").await;
+    let bob_phone = hub.enrol("bob@example.org", "phone").await;
+    let admin = hub.admin_client();
+    let mut phone = connect(&alice_phone).await;
+    let mut bob_client = connect(&bob_phone).await;
+    // A session is counted from its accept to its end; the enrolment connections end first.
+    let mut connections = 0;
+    for _ in 0..50 {
+        connections = admin.metrics().await.unwrap().connections;
+        if connections == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(connections, 2);
+    let before = admin.metrics().await.unwrap();
+    let sent = texts("counted", 5);
+    send_all(&mut phone, &Address::parse("bob@example.org").unwrap(), &sent).await;
+    assert_eq!(receive(&mut bob_client, sent.len()).await, sent);
+    let after = admin.metrics().await.unwrap();
+    assert!(after.store_enqueued >= before.store_enqueued + 5, "{before:?} -> {after:?}");
+    assert!(after.store_batches > before.store_batches);
+    // New message ids are checked against the store's memory, not its disk.
+    assert_eq!(after.store_dedupe_disk_lookups, before.store_dedupe_disk_lookups);
+    assert!(after.resident_bytes.is_some_and(|bytes| bytes > 0));
+}

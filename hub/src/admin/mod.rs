@@ -571,6 +571,11 @@ pub struct Metrics {
     pub store_commands: u64,
     /// Messages appended to queues.
     pub store_enqueued: u64,
+    /// Dedupe checks that had to look on disk: the message id was older than what the store
+    /// holds in memory (late retransmissions, the first minutes after a restart). A steady
+    /// rise under normal traffic means `[store] dedupe_memory` is too small.
+    #[serde(default)]
+    pub store_dedupe_disk_lookups: u64,
 }
 
 /// The resident set size of this process, from `/proc/self/statm` (in pages, taken as 4 KiB:
@@ -593,6 +598,9 @@ async fn metrics(
         store_batches: store.batches.load(std::sync::atomic::Ordering::Relaxed),
         store_commands: store.commands.load(std::sync::atomic::Ordering::Relaxed),
         store_enqueued: store.enqueued.load(std::sync::atomic::Ordering::Relaxed),
+        store_dedupe_disk_lookups: store
+            .dedupe_disk_lookups
+            .load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 

@@ -294,6 +294,12 @@ impl ShardWriter {
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
         let max_batch = self.shared.config.max_batch.max(1);
+        // The dedupe memory starts from what is on disk now, before any writer adds to it.
+        // Started later, at this shard's first message, it would take as its bound the newest
+        // record of any shard by then, and look up on disk every id below that.
+        if let Err(error) = self.recent() {
+            tracing::warn!(shard = self.index, %error, "cannot read the newest dedupe record; will retry");
+        }
         loop {
             self.maybe_measure_disk();
             let first = match rx.recv_timeout(IDLE_TICK) {
