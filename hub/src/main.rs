@@ -217,6 +217,15 @@ enum DeviceCommand {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Register devices whose ed25519 public keys are known, without enrolment codes. FILE
+    /// has one device per line: `user@domain/device <64 hex digits>` (`-` reads stdin).
+    Register {
+        /// The file of devices and keys.
+        file: PathBuf,
+        /// Add the users that do not exist yet.
+        #[arg(long)]
+        add_users: bool,
+    },
     /// Revoke a device: it is refused from now on and its live sessions are closed.
     Revoke {
         /// The device's address, `user@domain/device`.
@@ -390,6 +399,37 @@ async fn device(config: &Config, command: DeviceCommand) -> anyhow::Result<()> {
                     admin::hex(&device.public_key[..8]),
                     format_ms(device.enrolled_ms)
                 );
+            }
+        }
+        DeviceCommand::Register { file, add_users } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?
+            };
+            let mut devices = Vec::new();
+            for (number, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let Some((name, key)) = line.split_once(char::is_whitespace) else {
+                    bail!("line {}: expected `user@domain/device <public key>`", number + 1);
+                };
+                devices.push(admin::DeviceKey { name: name.into(), public_key: key.trim().into() });
+            }
+            let (mut registered, mut refused) = (0, 0);
+            for chunk in devices.chunks(admin::MAX_REGISTER) {
+                let answer = admin.register_devices(chunk, add_users).await?;
+                registered += answer.registered;
+                for result in answer.results.iter().filter(|r| r.error.is_some()) {
+                    refused += 1;
+                    eprintln!("{}: {}", result.name, result.error.as_deref().unwrap_or_default());
+                }
+            }
+            println!("registered {registered} devices, refused {refused}");
+            if refused > 0 {
+                bail!("{refused} devices were not registered");
             }
         }
         DeviceCommand::Revoke { name } => {

@@ -61,6 +61,36 @@ fn user_add_listen_and_send_work_from_the_command_line() {
     let refused = hub_cmd().args(["send", "--to", "nobody@example.org", "x"]).output().unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown-recipient"));
+
+    // Devices whose keys the operator holds are registered from a file; a bad line is named
+    // and fails the command, the good ones are registered.
+    let key = |name: &str| {
+        let address = switchboard_protocol::Address::parse(name).unwrap();
+        let identity =
+            switchboard_hub::client::DeviceIdentity::generate(address, hub.quic, vec![]).unwrap();
+        switchboard_hub::admin::hex(&identity.public_key())
+    };
+    let list = dir.path().join("devices.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# provisioned\nbea@example.org/phone {}\nbea@example.org/tablet nothex\n",
+            key("bea@example.org/phone")
+        ),
+    )
+    .unwrap();
+    let registered = hub_cmd()
+        .args(["device", "register", list.to_str().unwrap(), "--add-users"])
+        .output()
+        .unwrap();
+    assert!(!registered.status.success());
+    assert!(
+        String::from_utf8_lossy(&registered.stdout).contains("registered 1 devices, refused 1")
+    );
+    assert!(String::from_utf8_lossy(&registered.stderr).contains("bea@example.org/tablet: "));
+    let devices = hub_cmd().args(["device", "list", "--user", "bea@example.org"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&devices.stdout);
+    assert!(listed.contains("bea@example.org/phone\tactive") && !listed.contains("tablet"));
 }
 
 #[test]

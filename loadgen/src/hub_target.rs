@@ -5,12 +5,12 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, atomic::Ordering},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
 use switchboard_hub::{
-    admin::AdminClient,
+    admin::{AdminClient, DeviceKey, hex},
     client::{Client, ClientOptions, DeviceIdentity, Event, client_endpoint},
     org::{Change, Command},
 };
@@ -40,6 +40,11 @@ pub struct HubTarget {
 /// Enrolments and connections in flight at once.
 const PARALLEL_SETUP: usize = 64;
 
+/// Devices registered per admin call, and calls in flight at once: a hub's writers commit a
+/// call's devices together, and two calls keep them busy while the next is sent.
+const REGISTER_CHUNK: usize = 5_000;
+const PARALLEL_REGISTER: usize = 2;
+
 /// What every device task and reader shares.
 struct Ctx {
     shared: Arc<Shared>,
@@ -62,14 +67,15 @@ enum Order {
 pub(crate) struct HubFleet {
     context: Arc<Ctx>,
     identities: Vec<DeviceIdentity>,
-    /// The users' account addresses, by user.
-    accounts: Vec<Address>,
+    /// The users' account addresses, by user (shared by every device task).
+    accounts: Arc<[Address]>,
     line: Option<Address>,
     /// The order channel of each online device.
     orders: Vec<Option<mpsc::UnboundedSender<Order>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     idle: Vec<Client>,
     bytes_per_connection: Option<f64>,
+    enrol_secs: f64,
 }
 
 impl HubFleet {
@@ -81,12 +87,18 @@ impl HubFleet {
     ) -> anyhow::Result<Self> {
         let admin = AdminClient::new(target.admin, target.token.clone());
         let endpoint = client_endpoint().context("client endpoint")?;
-        let client_options =
-            ClientOptions { segmentation_offload: target.gso, ..ClientOptions::default() };
+        let client_options = ClientOptions {
+            segmentation_offload: target.gso,
+            // Of thousands of handshakes in a burst, a few lose packets and would wait out the
+            // idle timeout; trying again sooner is what a device would do.
+            connect_timeout: Duration::from_secs(3),
+            ..ClientOptions::default()
+        };
         let domain = format!("{}.loadgen", options.run_name);
         let names: Vec<String> = (0..plan.users).map(|u| format!("u{u}@{domain}")).collect();
-        let identities =
-            enrol(&admin, &endpoint, &client_options, target, &names, plan.devices, "d").await?;
+        let started = Instant::now();
+        let identities = enrol(&admin, target, &names, plan.devices, "d").await?;
+        let enrol_secs = started.elapsed().as_secs_f64();
         let line = if plan.line_members > 0 {
             Some(make_line(&admin, target, &domain, &names, plan.line_members as usize).await?)
         } else {
@@ -105,20 +117,15 @@ impl HubFleet {
         if options.idle > 0 {
             let idle_names: Vec<String> =
                 (0..options.idle).map(|i| format!("idle{i}@{domain}")).collect();
-            let idle_ids = enrol(
-                &admin,
-                &context.endpoint,
-                &context.client_options,
-                target,
-                &idle_names,
-                1,
-                "idle",
-            )
-            .await?;
+            let idle_ids = enrol(&admin, target, &idle_names, 1, "idle").await?;
             idle = connect_all(&context, &idle_ids).await?;
         }
         let mut fleet = Self {
-            accounts: names.iter().map(|n| Address::parse(n)).collect::<Result<_, _>>()?,
+            accounts: names
+                .iter()
+                .map(|n| Address::parse(n))
+                .collect::<Result<Vec<_>, _>>()?
+                .into(),
             context,
             identities,
             line,
@@ -126,6 +133,7 @@ impl HubFleet {
             tasks: Vec::new(),
             idle,
             bytes_per_connection: None,
+            enrol_secs,
         };
         let online: Vec<u32> = (0..plan.total()).filter(|&d| !plan.is_offline(d)).collect();
         fleet.bring_back(&online).await?;
@@ -137,6 +145,11 @@ impl HubFleet {
             }
         }
         Ok(fleet)
+    }
+
+    /// Seconds the enrolment of the run's devices (not the idle ones) took.
+    pub(crate) fn enrol_secs(&self) -> f64 {
+        self.enrol_secs
     }
 
     pub(crate) fn is_online(&self, device: u32) -> bool {
@@ -201,7 +214,7 @@ impl HubFleet {
 /// Addresses a device task sends to.
 #[derive(Clone)]
 struct Recipients {
-    accounts: Vec<Address>,
+    accounts: Arc<[Address]>,
     line: Option<Address>,
 }
 
@@ -378,46 +391,50 @@ async fn connect_retrying(
     }
 }
 
-/// Adds each user and enrols `devices` devices for each, many at a time.
+/// Adds each user and enrols `devices` devices for each, in bulk: the keys are made here and
+/// registered through the admin API (`POST /v1/devices`) in calls of up to 10,000, a few at a
+/// time, so that the hub's shard writers commit thousands of devices per fsync.
 async fn enrol(
     admin: &AdminClient,
-    endpoint: &quinn::Endpoint,
-    client_options: &ClientOptions,
     target: &HubTarget,
     users: &[String],
     devices: u32,
     device_prefix: &str,
 ) -> anyhow::Result<Vec<DeviceIdentity>> {
-    let limit = Arc::new(Semaphore::new(PARALLEL_SETUP));
-    let mut tasks = Vec::with_capacity(users.len() * devices as usize);
+    let mut identities = Vec::with_capacity(users.len() * devices as usize);
     for name in users {
+        for device in 0..devices {
+            let address = Address::parse(&format!("{name}/{device_prefix}{device}"))?;
+            identities.push(DeviceIdentity::generate(address, target.hub, target.cert.clone())?);
+        }
+    }
+    let limit = Arc::new(Semaphore::new(PARALLEL_REGISTER));
+    let mut tasks = Vec::new();
+    for chunk in identities.chunks(REGISTER_CHUNK) {
         let permit = limit.clone().acquire_owned().await?;
-        let (admin, endpoint, client_options) =
-            (admin.clone(), endpoint.clone(), client_options.clone());
-        let (name, target, prefix) = (name.clone(), target.clone(), device_prefix.to_string());
+        let keys: Vec<DeviceKey> = chunk
+            .iter()
+            .map(|identity| DeviceKey {
+                name: identity.address.as_str().to_string(),
+                public_key: hex(&identity.public_key()),
+            })
+            .collect();
+        let admin = admin.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            let first = admin.add_user(&name).await.with_context(|| format!("adding {name}"))?;
-            let mut identities = Vec::with_capacity(devices as usize);
-            for device in 0..devices {
-                let code = if device == 0 {
-                    first.code.clone()
-                } else {
-                    admin.new_code(&name).await?.code
-                };
-                let address = Address::parse(&format!("{name}/{prefix}{device}"))?;
-                let identity = DeviceIdentity::generate(address, target.hub, target.cert.clone())?;
-                let client =
-                    connect_retrying(&endpoint, &identity, Some(&code), &client_options).await?;
-                client.close().await;
-                identities.push(identity);
+            let answer = admin.register_devices(&keys, true).await?;
+            if let Some(refused) = answer.results.iter().find(|r| r.error.is_some()) {
+                anyhow::bail!(
+                    "registering {}: {}",
+                    refused.name,
+                    refused.error.as_deref().unwrap_or_default()
+                );
             }
-            anyhow::Ok(identities)
+            anyhow::Ok(())
         }));
     }
-    let mut identities = Vec::with_capacity(tasks.len() * devices as usize);
     for task in tasks {
-        identities.extend(task.await??);
+        task.await??;
     }
     Ok(identities)
 }

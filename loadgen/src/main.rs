@@ -428,7 +428,13 @@ fn print_report(report: &Report) {
     };
     println!("target                 {}", report.target);
     println!("workload               {}", report.workload);
-    println!("devices set up         {} in {:.1} s", report.devices, report.setup_secs);
+    match report.enrol_secs {
+        Some(enrol) => println!(
+            "devices set up         {} in {:.1} s (enrolled in {enrol:.1} s)",
+            report.devices, report.setup_secs
+        ),
+        None => println!("devices set up         {} in {:.1} s", report.devices, report.setup_secs),
+    }
     if report.idle_connections > 0 || report.hub_bytes_per_connection.is_some() {
         println!(
             "idle connections       {}  hub memory per connection {}",

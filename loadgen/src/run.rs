@@ -164,6 +164,10 @@ pub struct Report {
     pub devices: u64,
     /// Seconds the setup (enrolment or consumer creation) took.
     pub setup_secs: f64,
+    /// Seconds the enrolment of the devices took (a hub's bulk registration), within
+    /// `setup_secs`.
+    #[serde(default)]
+    pub enrol_secs: Option<f64>,
     /// Extra idle connections held.
     pub idle_connections: u64,
     /// The hub's resident memory per connected device, when the hub could tell.
@@ -416,6 +420,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     };
     let setup_secs = setup_start.elapsed().as_secs_f64();
     let bytes_per_connection = fleet.bytes_per_connection().await;
+    let enrol_secs = match &fleet {
+        Fleet::Hub(fleet) => Some(fleet.enrol_secs()),
+        Fleet::Nats(_) => None,
+    };
 
     let senders: Vec<u32> = (0..plan.total()).filter(|&d| fleet.is_online(d)).collect();
     anyhow::ensure!(!senders.is_empty(), "no device is online to send");
@@ -541,6 +549,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         offered_rate: options.rate,
         devices: u64::from(plan.total()),
         setup_secs,
+        enrol_secs,
         idle_connections: u64::from(options.idle),
         hub_bytes_per_connection: bytes_per_connection,
         sent: sent_measured,

@@ -11,6 +11,7 @@
 //! | `POST /v1/users` | `{"name"}` | `{"user", "code", "code_expires_ms"}` (201) |
 //! | `POST /v1/users/code` | `{"name"}` | `{"user", "code", "code_expires_ms"}`: a new code |
 //! | `GET /v1/devices[?user=NAME]` | | `[device]` |
+//! | `POST /v1/devices` | `{"devices": [{"name", "public_key"}], "add_users"?}` | `{"registered", "results": [{"name", "device"} or {"name", "error", "status"}]}`: devices whose keys the operator knows, no codes, at most 10,000 per call |
 //! | `POST /v1/devices/revoke` | `{"name"}` | `device` |
 //! | `POST /v1/tokens` | `{"user"}` | `{"token"}`: a token acting as that user (operator only) |
 //! | `POST /v1/org` | an org command (`{"command": "create_unit", ...}`) | the event |
@@ -98,7 +99,12 @@ pub(crate) async fn serve(
         .route("/v1/metrics", get(metrics))
         .route("/v1/users", get(list_users).post(add_user))
         .route("/v1/users/code", post(new_user_code))
-        .route("/v1/devices", get(list_devices))
+        .route(
+            "/v1/devices",
+            get(list_devices)
+                .post(register_devices)
+                .layer(axum::extract::DefaultBodyLimit::max(REGISTER_BODY_LIMIT)),
+        )
         .route("/v1/devices/revoke", post(revoke_device))
         .route("/v1/tokens", post(new_token))
         .route("/v1/org", post(org_command))
@@ -523,6 +529,130 @@ async fn list_devices(
     Ok(Json(blocking(move || store.device_records(user.as_deref())).await?))
 }
 
+/// The most devices one `POST /v1/devices` registers.
+pub const MAX_REGISTER: usize = 10_000;
+
+/// Room for [`MAX_REGISTER`] entries with long names.
+const REGISTER_BODY_LIMIT: usize = 8 << 20;
+
+/// One device to register: its address and its ed25519 public key in hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceKey {
+    /// `user@domain/device`.
+    pub name: String,
+    /// The device's ed25519 public key, 64 hex digits.
+    pub public_key: String,
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    devices: Vec<DeviceKey>,
+    #[serde(default)]
+    add_users: bool,
+}
+
+/// What registering one device came to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registered {
+    /// The device's address as given.
+    pub name: String,
+    /// The device's record, when registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceRecord>,
+    /// Why it was not, when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The HTTP status the error would have on its own (400, 404, 409, 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+/// The answer to `POST /v1/devices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    /// How many devices were registered.
+    pub registered: usize,
+    /// One result per device, in the order given.
+    pub results: Vec<Registered>,
+}
+
+async fn register_devices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<RegisterBody>,
+) -> Result<Json<Registration>, ApiError> {
+    authorise(&state, &headers)?;
+    if body.devices.len() > MAX_REGISTER {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{} devices in one call; at most {MAX_REGISTER}", body.devices.len()),
+        ));
+    }
+    let mut results: Vec<Registered> = body
+        .devices
+        .iter()
+        .map(|d| Registered { name: d.name.clone(), device: None, error: None, status: None })
+        .collect();
+    let mut valid = Vec::with_capacity(body.devices.len());
+    let mut positions = Vec::with_capacity(body.devices.len());
+    for (index, device) in body.devices.iter().enumerate() {
+        match parse_device_key(device) {
+            Ok(parsed) => {
+                valid.push(parsed);
+                positions.push(index);
+            }
+            Err(ApiError(status, text)) => {
+                results[index].error = Some(text);
+                results[index].status = Some(status.as_u16());
+            }
+        }
+    }
+    let outcomes = state.hub.register_devices(&valid, body.add_users).await;
+    let mut registered = 0;
+    for (index, outcome) in positions.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(record) => {
+                registered += 1;
+                results[index].device = Some(record);
+            }
+            Err(error) => {
+                let ApiError(status, text) = ApiError::from(error);
+                results[index].error = Some(text);
+                results[index].status = Some(status.as_u16());
+            }
+        }
+    }
+    tracing::info!(registered, refused = results.len() - registered, "devices registered");
+    Ok(Json(Registration { registered, results }))
+}
+
+fn parse_device_key(device: &DeviceKey) -> Result<(Address, [u8; 32]), ApiError> {
+    let bad = |text: String| ApiError(StatusCode::BAD_REQUEST, text);
+    let address = match Address::parse(&device.name) {
+        Ok(address) if address.kind() == AddressKind::Device => address,
+        _ => {
+            return Err(bad(format!(
+                "{} is not a device address (local@domain/device)",
+                device.name
+            )));
+        }
+    };
+    let text = device.public_key.trim();
+    let mut key = [0u8; 32];
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(bad("public_key must be 64 hex digits (an ed25519 key)".into()));
+    }
+    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
+        let pair = std::str::from_utf8(pair).unwrap_or_default();
+        *byte = u8::from_str_radix(pair, 16)
+            .map_err(|_| bad("public_key must be 64 hex digits (an ed25519 key)".into()))?;
+    }
+    if ed25519_dalek::VerifyingKey::from_bytes(&key).is_err() {
+        return Err(bad("public_key is not a valid ed25519 key".into()));
+    }
+    Ok((address, key))
+}
+
 async fn revoke_device(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -654,6 +784,17 @@ impl AdminClient {
     /// A new enrolment code for an existing user.
     pub async fn new_code(&self, name: &str) -> Result<UserWithCode, AdminError> {
         self.call("POST", "/v1/users/code", Some(serde_json::json!({ "name": name }))).await
+    }
+
+    /// Registers devices whose public keys are known, without codes (at most
+    /// [`MAX_REGISTER`] per call); `add_users` adds the users that do not exist yet.
+    pub async fn register_devices(
+        &self,
+        devices: &[DeviceKey],
+        add_users: bool,
+    ) -> Result<Registration, AdminError> {
+        let body = serde_json::json!({ "devices": devices, "add_users": add_users });
+        self.call("POST", "/v1/devices", Some(body)).await
     }
 
     /// Every user.

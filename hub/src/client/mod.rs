@@ -207,6 +207,9 @@ pub struct ClientOptions {
     pub idle_timeout: Duration,
     /// QUIC keep-alive interval (keeps an idle session open).
     pub keep_alive: Duration,
+    /// How long connecting may take, QUIC and TLS handshake and the device's proof included.
+    /// A handshake whose packets were lost in a burst otherwise waits for the idle timeout.
+    pub connect_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -215,6 +218,7 @@ impl Default for ClientOptions {
             segmentation_offload: true,
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -279,6 +283,22 @@ impl Client {
 
     /// [`Client::connect`] with explicit connection settings.
     pub async fn connect_with(
+        endpoint: &quinn::Endpoint,
+        identity: &DeviceIdentity,
+        enrolment_code: Option<&str>,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let connecting = Self::connect_inner(endpoint, identity, enrolment_code, options);
+        match tokio::time::timeout(options.connect_timeout, connecting).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Connect(format!(
+                "no welcome from the hub within {:?}",
+                options.connect_timeout
+            ))),
+        }
+    }
+
+    async fn connect_inner(
         endpoint: &quinn::Endpoint,
         identity: &DeviceIdentity,
         enrolment_code: Option<&str>,

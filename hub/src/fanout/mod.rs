@@ -217,6 +217,62 @@ impl Hub {
         Ok(user)
     }
 
+    /// Registers devices whose ed25519 public keys the operator already holds, with no
+    /// enrolment code: provisioning many devices at once. Each device's user must exist, or is
+    /// added first when `add_users`. All the writes are submitted together, so that the shard
+    /// writers commit them in a few group commits. Answers one result per device, in order;
+    /// one device's error (an unknown user, a name enrolled already) harms none of the others.
+    pub async fn register_devices(
+        &self,
+        devices: &[(Address, [u8; 32])],
+        add_users: bool,
+    ) -> Vec<Result<DeviceRecord, StoreError>> {
+        let mut users: Vec<&str> = devices.iter().map(|(address, _)| account_of(address)).collect();
+        users.sort_unstable();
+        users.dedup();
+        let mut accounts: HashMap<&str, Result<QueueId, StoreError>> = HashMap::new();
+        let mut missing = Vec::new();
+        for user in users {
+            match self.store.user(user) {
+                Ok(Some(record)) => {
+                    accounts.insert(user, Ok(record.queue));
+                }
+                Ok(None) if add_users => missing.push(user),
+                Ok(None) => {
+                    accounts.insert(user, Err(StoreError::UnknownUser(user.into())));
+                }
+                Err(error) => {
+                    accounts.insert(user, Err(error));
+                }
+            }
+        }
+        let added = futures_util::future::join_all(missing.iter().map(|u| self.add_user(u))).await;
+        for (user, result) in missing.into_iter().zip(added) {
+            accounts.insert(user, result.map(|record| record.queue));
+        }
+        let pending: Vec<_> = devices
+            .iter()
+            .map(|(address, key)| match &accounts[account_of(address)] {
+                Ok(queue) => Ok(self.store.register_device(*queue, address.as_str(), *key)),
+                Err(error) => Err(error.clone()),
+            })
+            .collect();
+        let mut results = Vec::with_capacity(pending.len());
+        for item in pending {
+            results.push(match item {
+                Ok(pending) => pending.await,
+                Err(error) => Err(error),
+            });
+        }
+        let subscribed = results.iter().flatten().map(|record| async move {
+            if let Err(error) = self.on_enrolled(record).await {
+                tracing::warn!(device = %record.name, %error, "subscribing a registered device");
+            }
+        });
+        futures_util::future::join_all(subscribed).await;
+        results
+    }
+
     /// Registers a live session of `device` so that [`Hub::kick`] can end it and
     /// [`Hub::refresh`] can tell it to reload the queues it reads.
     pub fn register_session(&self, device: DeviceId) -> Arc<SessionSignals> {
@@ -583,6 +639,11 @@ impl Hub {
         }
         Ok(())
     }
+}
+
+/// The account (`user@domain`) part of a device address (`user@domain/device`).
+fn account_of(device: &Address) -> &str {
+    device.as_str().split_once('/').map_or(device.as_str(), |(account, _)| account)
 }
 
 #[cfg(test)]

@@ -588,7 +588,26 @@ impl Store {
             account,
             name: name.into(),
             public_key,
-            code,
+            code: Some(code),
+            done,
+        })
+    }
+
+    /// Registers the device `name` of the user whose queue is `account` with a `public_key`
+    /// the operator already knows (provisioning without a code). The device reads its user's
+    /// queue from the oldest message kept. Fails with [`StoreError::Exists`] if a device of
+    /// that name is enrolled.
+    pub fn register_device(
+        &self,
+        account: QueueId,
+        name: &str,
+        public_key: [u8; 32],
+    ) -> Pending<DeviceRecord> {
+        self.submit(self.shard_of(account), |done| Command::Enrol {
+            account,
+            name: name.into(),
+            public_key,
+            code: None,
             done,
         })
     }

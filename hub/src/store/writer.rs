@@ -92,7 +92,9 @@ pub(crate) enum Command {
         account: QueueId,
         name: Box<str>,
         public_key: [u8; 32],
-        code: Vec<u8>,
+        /// The key of the enrolment code to spend; `None` when the operator registers a key
+        /// it already knows.
+        code: Option<Vec<u8>>,
         done: Done<DeviceRecord>,
     },
     Revoke {
@@ -486,17 +488,19 @@ impl ShardWriter {
         account: QueueId,
         name: Box<str>,
         public_key: [u8; 32],
-        code: Vec<u8>,
+        code: Option<Vec<u8>>,
         batch: &mut Batch,
         staged: &mut Staged,
     ) -> Result<DeviceRecord, StoreError> {
         let now = (self.shared.clock)();
-        let expires = match self.record(staged, &code)? {
-            Some(value) => decode_u64(&value, "enrolment code")?,
-            None => return Err(StoreError::EnrolmentRefused("unknown or already used code")),
-        };
-        if expires <= now {
-            return Err(StoreError::EnrolmentRefused("the code has expired"));
+        if let Some(code) = &code {
+            let expires = match self.record(staged, code)? {
+                Some(value) => decode_u64(&value, "enrolment code")?,
+                None => return Err(StoreError::EnrolmentRefused("unknown or already used code")),
+            };
+            if expires <= now {
+                return Err(StoreError::EnrolmentRefused("the code has expired"));
+            }
         }
         let key = registry::device_key(&name);
         if self.record(staged, &key)?.is_some() {
@@ -511,8 +515,10 @@ impl ShardWriter {
             revoked: false,
             enrolled_ms: now,
         };
-        batch.delete(code.clone());
-        staged.records.insert(code, None);
+        if let Some(code) = code {
+            batch.delete(code.clone());
+            staged.records.insert(code, None);
+        }
         put_record(batch, staged, key, registry::encode_device(&record));
         Ok(record)
     }
