@@ -74,6 +74,9 @@ dedupe_window_secs = 604800
 # Dedupe records kept in memory (all shards), so a new message id needs no disk lookup; about
 # 56 bytes each when full. Older ids are looked up on disk.
 dedupe_memory = 1000000
+# Newest entries of the queues kept in memory (MiB), read by the devices that keep up (every
+# member of a line reads the same entry). 0 keeps none.
+tail_cache_mib = 64
 # RocksDB memtable size (MiB).
 memtable_mib = 64
 
@@ -174,6 +177,8 @@ pub struct StoreSection {
     pub dedupe_window_secs: u64,
     /// Dedupe records kept in memory.
     pub dedupe_memory: usize,
+    /// Newest queue entries kept in memory, MiB.
+    pub tail_cache_mib: usize,
     /// Memtable size, MiB.
     pub memtable_mib: usize,
 }
@@ -256,6 +261,7 @@ impl Default for StoreSection {
             disk_budget_bytes: 0,
             dedupe_window_secs: 604_800,
             dedupe_memory: 1_000_000,
+            tail_cache_mib: 64,
             memtable_mib: 64,
         }
     }
@@ -365,6 +371,7 @@ impl Config {
             (self.store.disk_budget_bytes > 0).then_some(self.store.disk_budget_bytes);
         store.dedupe_window = Duration::from_secs(self.store.dedupe_window_secs);
         store.dedupe_memory = self.store.dedupe_memory;
+        store.tail_cache_bytes = self.store.tail_cache_mib << 20;
         store.memtable_bytes = self.store.memtable_mib.max(1) << 20;
         store
     }

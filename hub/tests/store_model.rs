@@ -170,6 +170,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             .filter(|(seq, _)| !held.contains(seq))
                             .map(|(seq, body)| (*seq, body.clone()))
                             .collect();
+                        // A read from memory (the newest entries, the memtable) answers the
+                        // same, or says it cannot.
+                        if let Some(cached) =
+                            store.read_after_cached(queues[queue], *acked, 1000).unwrap()
+                        {
+                            let cached: Vec<(u64, String)> = cached
+                                .into_iter()
+                                .filter(|e| !held.contains(&e.seq))
+                                .map(|e| (e.seq, String::from_utf8(e.payload.to_vec()).unwrap()))
+                                .collect();
+                            prop_assert_eq!(&cached, &expected);
+                        }
                         let got: Vec<(u64, String)> = got
                             .unwrap()
                             .into_iter()

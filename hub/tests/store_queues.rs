@@ -334,6 +334,33 @@ fn backlog_limit_refuses_new_messages_until_readers_catch_up() {
 }
 
 #[test]
+fn a_log_append_is_atomic_in_order_outside_the_backlog_limit_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.backlog_limit = 3;
+    let store = Store::open(config.clone()).unwrap();
+    let log = store.create_queue("org:events").wait().unwrap();
+    let first: Vec<Bytes> = (1..=5).map(|i| Bytes::from(format!("event {i}"))).collect();
+    assert_eq!(store.append_log(log, first).wait(), Ok(vec![1, 2, 3, 4, 5]));
+    assert_eq!(store.append_log(log, vec![Bytes::from("event 6")]).wait(), Ok(vec![6]));
+    // An ordinary message to the same queue is held to the limit.
+    assert!(matches!(store.enqueue(log, msg(1, "x")).wait(), Err(StoreError::BacklogFull { .. })));
+    // With the disk budget used up, nothing of a group is written.
+    store.set_disk_budget(Some(1));
+    store.measure_disk();
+    let refused = vec![Bytes::from("event 7"), Bytes::from("event 8")];
+    assert!(matches!(store.append_log(log, refused).wait(), Err(StoreError::DiskFull { .. })));
+    store.close();
+
+    let store = Store::open(config).unwrap();
+    let entries = store.read_after(log, 0, 100).unwrap();
+    let bodies: Vec<&[u8]> = entries.iter().map(|e| &e.payload[..]).collect();
+    let expected: Vec<String> = (1..=6).map(|i| format!("event {i}")).collect();
+    assert_eq!(bodies, expected.iter().map(|e| e.as_bytes()).collect::<Vec<_>>());
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
 fn disk_budget_refuses_new_messages_keeps_old_ones_and_recovers_when_raised() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

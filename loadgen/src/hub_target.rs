@@ -98,7 +98,7 @@ impl HubFleet {
         let names: Vec<String> = (0..plan.users).map(|u| format!("u{u}@{domain}")).collect();
         let started = Instant::now();
         let identities = enrol(&admin, target, &names, plan.devices, "d").await?;
-        let enrol_secs = started.elapsed().as_secs_f64();
+        let mut enrol_secs = started.elapsed().as_secs_f64();
         let line = if plan.line_members > 0 {
             Some(make_line(&admin, target, &domain, &names, plan.line_members as usize).await?)
         } else {
@@ -117,7 +117,9 @@ impl HubFleet {
         if options.idle > 0 {
             let idle_names: Vec<String> =
                 (0..options.idle).map(|i| format!("idle{i}@{domain}")).collect();
+            let started = Instant::now();
             let idle_ids = enrol(&admin, target, &idle_names, 1, "idle").await?;
+            enrol_secs += started.elapsed().as_secs_f64();
             idle = connect_all(&context, &idle_ids).await?;
         }
         let mut fleet = Self {
@@ -147,7 +149,7 @@ impl HubFleet {
         Ok(fleet)
     }
 
-    /// Seconds the enrolment of the run's devices (not the idle ones) took.
+    /// Seconds the enrolment of the devices (the idle ones too) took.
     pub(crate) fn enrol_secs(&self) -> f64 {
         self.enrol_secs
     }
@@ -489,9 +491,10 @@ async fn make_line(
         let permit = limit.clone().acquire_owned().await?;
         let user = user.clone();
         let owner_client = owner_client.clone();
-        let client = as_user(user.clone()).await?;
+        let client = as_user(user.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
+            let client = client.await?;
             client.org(&Command::Register { org: org.id }).await?;
             owner_client.org(&Command::Approve { org: org.id, user: user.clone() }).await?;
             if index < members {

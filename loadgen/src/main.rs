@@ -428,12 +428,19 @@ fn print_report(report: &Report) {
     };
     println!("target                 {}", report.target);
     println!("workload               {}", report.workload);
+    let idle = match report.idle_connections {
+        0 => String::new(),
+        n => format!(" + {n} idle"),
+    };
     match report.enrol_secs {
         Some(enrol) => println!(
-            "devices set up         {} in {:.1} s (enrolled in {enrol:.1} s)",
+            "devices set up         {}{idle} in {:.1} s (enrolled in {enrol:.1} s)",
             report.devices, report.setup_secs
         ),
-        None => println!("devices set up         {} in {:.1} s", report.devices, report.setup_secs),
+        None => println!(
+            "devices set up         {}{idle} in {:.1} s",
+            report.devices, report.setup_secs
+        ),
     }
     if report.idle_connections > 0 || report.hub_bytes_per_connection.is_some() {
         println!(

@@ -164,8 +164,8 @@ pub struct Report {
     pub devices: u64,
     /// Seconds the setup (enrolment or consumer creation) took.
     pub setup_secs: f64,
-    /// Seconds the enrolment of the devices took (a hub's bulk registration), within
-    /// `setup_secs`.
+    /// Seconds the enrolment of the devices, idle ones included, took (a hub's bulk
+    /// registration), within `setup_secs`.
     #[serde(default)]
     pub enrol_secs: Option<f64>,
     /// Extra idle connections held.

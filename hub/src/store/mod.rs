@@ -24,6 +24,7 @@ mod dedupe;
 mod error;
 mod keys;
 mod registry;
+mod tail;
 mod writer;
 
 use std::{
@@ -105,6 +106,10 @@ pub struct StoreConfig {
     /// lookup (about 56 bytes each when full; older ids are looked up on disk). Default:
     /// 1,000,000.
     pub dedupe_memory: usize,
+    /// Bytes of the newest entries of the queues kept in memory, so that the sessions of
+    /// devices that keep up read them without RocksDB (every member of a line reads the same
+    /// entry). 0 keeps none. Default: 64 MiB.
+    pub tail_cache_bytes: usize,
     /// Most selective acks a device may hold above its cursor in one queue. Default: 4,096.
     pub max_selective: usize,
     /// Bytes of one RocksDB memtable (write buffer). Default: 64 MiB.
@@ -125,6 +130,7 @@ impl StoreConfig {
             disk_budget: None,
             dedupe_window: Duration::from_secs(7 * 24 * 3600),
             dedupe_memory: 1_000_000,
+            tail_cache_bytes: 64 << 20,
             max_selective: 4096,
             memtable_bytes: 64 << 20,
             sync: true,
@@ -263,6 +269,8 @@ pub(crate) struct Shared {
     /// Bytes in use as last measured.
     pub(crate) disk_used: AtomicU64,
     pub(crate) clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    /// The newest committed entries of the queues.
+    pub(crate) tails: tail::Tails,
 }
 
 impl Store {
@@ -280,7 +288,9 @@ impl Store {
         let shard_count = config.shards.clamp(1, u16::MAX as usize);
         let db = Arc::new(DB::open(&db_options(&config)?, &config.path)?);
         let budget = config.disk_budget.unwrap_or(0);
+        let tails = tail::Tails::new(config.tail_cache_bytes);
         let shared = Arc::new(Shared {
+            tails,
             config,
             metrics: StoreMetrics::default(),
             disk_budget: AtomicU64::new(budget),
@@ -389,6 +399,13 @@ impl Store {
         self.submit(self.shard_of(queue), |done| Command::Enqueue { queue, request, done })
     }
 
+    /// Appends `payloads` to `queue` as a log of the hub's own, in one atomic write: all of
+    /// them or none. Log entries never expire, carry no sender and no dedupe record, and are
+    /// not held to the backlog limit. Answers their sequences.
+    pub fn append_log(&self, queue: QueueId, payloads: Vec<Bytes>) -> Pending<Vec<u64>> {
+        self.submit(self.shard_of(queue), |done| Command::AppendLog { queue, payloads, done })
+    }
+
     /// Acknowledges, for `device`, every entry of `queue` up to `up_to` and the listed
     /// `selective` ones; entries every reader has acknowledged are removed.
     pub fn ack(
@@ -443,15 +460,18 @@ impl Store {
             .ok_or_else(|| StoreError::Storage("a read of every tier came back incomplete".into()))
     }
 
-    /// Like [`Store::read_after`], but only from memory (memtables and the block cache):
-    /// `None` if the read would have to wait for the disk. New messages are in the memtable,
-    /// so a device keeping up with its queue reads them here without leaving its task.
+    /// Like [`Store::read_after`], but only from memory (the newest entries the writers
+    /// keep, then RocksDB's memtables and block cache): `None` if the read would have to wait
+    /// for the disk. A device keeping up with its queue reads here without leaving its task.
     pub fn read_after_cached(
         &self,
         queue: QueueId,
         after: u64,
         max: usize,
     ) -> Result<Option<Vec<Entry>>, StoreError> {
+        if let Some(entries) = self.shared.tails.read(queue, after, max, (self.shared.clock)()) {
+            return Ok(Some(entries));
+        }
         let mut options = ReadOptions::default();
         options.set_read_tier(rocksdb::ReadTier::BlockCache);
         self.read_entries(queue, after, max, options)

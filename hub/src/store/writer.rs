@@ -54,6 +54,11 @@ pub(crate) enum Command {
         request: EnqueueRequest,
         done: Done<Enqueued>,
     },
+    AppendLog {
+        queue: QueueId,
+        payloads: Vec<Bytes>,
+        done: Done<Vec<u64>>,
+    },
     Ack {
         queue: QueueId,
         device: DeviceId,
@@ -177,6 +182,10 @@ struct Staged {
     devices: HashMap<DeviceId, QueueId>,
     dirty: Vec<QueueId>,
     enqueued: u64,
+    /// Entries appended, in order, for the tails in memory once the batch is durable.
+    appended: Vec<(QueueId, Entry)>,
+    /// Queues whose floor rose (trimmed, expired, purged), with the new floor.
+    floors: Vec<(QueueId, u64)>,
     /// Registry records written (Some) or deleted (None) earlier in this batch.
     records: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
@@ -358,6 +367,9 @@ impl ShardWriter {
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
                 metrics.commands.fetch_add(count, Ordering::Relaxed);
                 metrics.enqueued.fetch_add(staged.enqueued, Ordering::Relaxed);
+                // Before any caller hears of it: a session woken by this append finds it.
+                self.shared.tails.push(std::mem::take(&mut staged.appended));
+                self.shared.tails.forget_through(std::mem::take(&mut staged.floors));
             }
             Err(error) => {
                 tracing::error!(shard = self.index, %error, "write batch failed; nothing in it was acknowledged");
@@ -379,6 +391,9 @@ impl ShardWriter {
         match command {
             Command::Enqueue { queue, request, done } => {
                 reply(done, self.enqueue(queue, request, batch, staged))
+            }
+            Command::AppendLog { queue, payloads, done } => {
+                reply(done, self.append_log(queue, payloads, batch, staged))
             }
             Command::Ack { queue, device, up_to, selective, done } => {
                 reply(done, self.ack(queue, device, up_to, selective, batch, staged))
@@ -442,6 +457,7 @@ impl ShardWriter {
                 let result = result.map(|(floor, last)| {
                     if last > floor {
                         delete_entries(batch, queue, floor, last);
+                        staged.floors.push((queue, last));
                         mark_dirty(staged, queue);
                     }
                 });
@@ -540,6 +556,38 @@ impl ShardWriter {
         Ok(record)
     }
 
+    /// Appends every payload to `queue`, a log of the hub's own (the organisation events):
+    /// all in the same write or none, never expiring, with no dedupe record and no backlog
+    /// limit (a log is never trimmed; refusing its growth would stop the changes it records).
+    fn append_log(
+        &mut self,
+        queue: QueueId,
+        payloads: Vec<Bytes>,
+        batch: &mut Batch,
+        staged: &mut Staged,
+    ) -> Result<Vec<u64>, StoreError> {
+        let budget = self.shared.disk_budget.load(Ordering::Relaxed);
+        let used = self.shared.disk_used.load(Ordering::Relaxed);
+        if budget > 0 && used >= budget {
+            return Err(StoreError::DiskFull { used, budget });
+        }
+        let state = self.queue(queue)?;
+        let mut seqs = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            state.last_seq += 1;
+            let mut value = Vec::with_capacity(8 + payload.len());
+            value.extend_from_slice(&u64::MAX.to_be_bytes());
+            value.extend_from_slice(&payload[..]);
+            batch.put(keys::entry(queue, state.last_seq), value);
+            seqs.push(state.last_seq);
+            staged
+                .appended
+                .push((queue, Entry { seq: state.last_seq, expires_ms: u64::MAX, payload }));
+        }
+        staged.enqueued += seqs.len() as u64;
+        Ok(seqs)
+    }
+
     fn enqueue(
         &mut self,
         queue: QueueId,
@@ -576,6 +624,8 @@ impl ShardWriter {
         value.extend_from_slice(&request.payload);
         batch.put(keys::entry(queue, seq), value);
         batch.put(dedupe_key, seq.to_be_bytes());
+        let entry = Entry { seq, expires_ms: request.expires_ms, payload: request.payload };
+        staged.appended.push((queue, entry));
         let now = (self.shared.clock)();
         self.recent()?.insert(dedupe_key, request.id, seq, now);
         staged.enqueued += 1;
@@ -709,6 +759,7 @@ impl ShardWriter {
         if lowest > state.floor {
             delete_entries(batch, queue, state.floor, lowest);
             state.floor = lowest;
+            staged.floors.push((queue, lowest));
             mark_dirty(staged, queue);
         }
     }
@@ -814,6 +865,7 @@ impl ShardWriter {
         if expired_to > state.floor {
             delete_entries(batch, queue, state.floor, expired_to);
             state.floor = expired_to;
+            staged.floors.push((queue, expired_to));
             mark_dirty(staged, queue);
         }
         Ok(())
@@ -849,7 +901,7 @@ impl ShardWriter {
             tracing::warn!(shard = self.index, %error, "sweep failed");
             return;
         }
-        for queue in staged.dirty {
+        for queue in std::mem::take(&mut staged.dirty) {
             if let Some(state) = self.queues.get(&queue) {
                 batch.put(
                     keys::queue_meta(queue),
@@ -857,11 +909,14 @@ impl ShardWriter {
                 );
             }
         }
-        if !batch.is_empty()
-            && let Err(error) = self.db.write_opt(batch.into_write_batch(), &self.write_options)
-        {
-            tracing::warn!(shard = self.index, %error, "sweep batch failed");
-            self.queues.clear();
+        if !batch.is_empty() {
+            match self.db.write_opt(batch.into_write_batch(), &self.write_options) {
+                Ok(()) => self.shared.tails.forget_through(staged.floors),
+                Err(error) => {
+                    tracing::warn!(shard = self.index, %error, "sweep batch failed");
+                    self.queues.clear();
+                }
+            }
         }
     }
 
