@@ -1,6 +1,7 @@
 //! Wake-ups: a session waiting for new entries in the queues it reads is woken when one of
-//! them is appended to. A wake-up carries no data; the session reads the store after it, so a
-//! missed or extra wake-up costs a read, never a message.
+//! them is appended to, and told which: it reads only those (a member of a line reads the
+//! line, not also its own queue, for each message to the line). A wake-up carries no entries;
+//! the session reads the store after it, so an extra wake-up costs a read, never a message.
 
 use std::{
     collections::HashMap,
@@ -15,7 +16,14 @@ const TABLES: usize = 64;
 
 /// Who waits on which queue.
 pub struct Notifier {
-    tables: Vec<Mutex<HashMap<QueueId, Vec<Weak<Notify>>>>>,
+    tables: Vec<Mutex<HashMap<QueueId, Vec<Weak<Wake>>>>>,
+}
+
+/// One session's wake-up and the queues appended to since it last looked.
+#[derive(Default)]
+struct Wake {
+    notify: Notify,
+    changed: Mutex<Vec<QueueId>>,
 }
 
 impl Default for Notifier {
@@ -28,13 +36,18 @@ impl Default for Notifier {
 pub struct Watch<'a> {
     notifier: &'a Notifier,
     queues: Vec<QueueId>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
 }
 
 impl Watch<'_> {
     /// Waits for the next wake-up (or returns at once if one came since the last wait).
     pub async fn woken(&self) {
-        self.wake.notified().await;
+        self.wake.notify.notified().await;
+    }
+
+    /// The queues appended to since the last call, each once.
+    pub fn take_changed(&self) -> Vec<QueueId> {
+        std::mem::take(&mut *self.wake.changed.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -56,14 +69,14 @@ impl Notifier {
     fn table(
         &self,
         queue: QueueId,
-    ) -> std::sync::MutexGuard<'_, HashMap<QueueId, Vec<Weak<Notify>>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<QueueId, Vec<Weak<Wake>>>> {
         let index = (queue.0 ^ (queue.0 >> 16)) as usize % TABLES;
         self.tables[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers one wake-up for all of `queues`.
     pub fn watch(&self, queues: &[QueueId]) -> Watch<'_> {
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake::default());
         for &queue in queues {
             self.table(queue).entry(queue).or_default().push(Arc::downgrade(&wake));
         }
@@ -75,7 +88,13 @@ impl Notifier {
         let table = self.table(queue);
         if let Some(list) = table.get(&queue) {
             for wake in list.iter().filter_map(Weak::upgrade) {
-                wake.notify_one();
+                {
+                    let mut changed = wake.changed.lock().unwrap_or_else(|e| e.into_inner());
+                    if !changed.contains(&queue) {
+                        changed.push(queue);
+                    }
+                }
+                wake.notify.notify_one();
             }
         }
     }
@@ -91,12 +110,22 @@ mod tests {
         let a = notifier.watch(&[QueueId(1), QueueId(2)]);
         let b = notifier.watch(&[QueueId(2)]);
         notifier.wake(QueueId(2));
+        notifier.wake(QueueId(2));
         a.woken().await;
         b.woken().await;
+        assert_eq!(a.take_changed(), [QueueId(2)]);
+        assert_eq!(b.take_changed(), [QueueId(2)]);
+        assert!(a.take_changed().is_empty());
         notifier.wake(QueueId(1));
+        notifier.wake(QueueId(2));
         a.woken().await;
+        assert_eq!(a.take_changed(), [QueueId(1), QueueId(2)]);
+        assert_eq!(b.take_changed(), [QueueId(2)]);
+        b.woken().await;
+        notifier.wake(QueueId(1));
         let waited = tokio::time::timeout(std::time::Duration::from_millis(20), b.woken()).await;
         assert!(waited.is_err(), "b does not read queue 1");
+        assert!(b.take_changed().is_empty());
         drop(a);
         assert!(!notifier.table(QueueId(1)).contains_key(&QueueId(1)));
     }

@@ -257,6 +257,9 @@ struct Reading {
     /// Sequences above the cursor the device already holds (selective acks).
     held: Vec<u64>,
     in_flight: BTreeMap<u64, InFlight>,
+    /// The queue may hold entries after `after`: appended to since it was last read to the
+    /// end, or its last read stopped at a full window.
+    pending: bool,
 }
 
 /// The queues `device` reads, other than `known`, each from its cursor.
@@ -290,6 +293,7 @@ async fn load_readings(
             after: cursor.acked,
             held: cursor.selective,
             in_flight: BTreeMap::new(),
+            pending: true,
         });
     }
     Ok(readings)
@@ -385,6 +389,8 @@ impl Session {
                         Ok(()) => {
                             let queues: Vec<QueueId> = self.readings.iter().map(|r| r.queue).collect();
                             watch = hub.notifier.watch(&queues);
+                            // Appends between the old watch and the new one were not seen.
+                            self.readings.iter_mut().for_each(|r| r.pending = true);
                             self.more = true;
                         }
                         Err(error) => {
@@ -423,7 +429,14 @@ impl Session {
                         return close(writer, connection, code, reason).await;
                     }
                 }
-                () = watch.woken() => self.more = true,
+                () = watch.woken() => {
+                    for queue in watch.take_changed() {
+                        if let Some(reading) = self.readings.iter_mut().find(|r| r.queue == queue) {
+                            reading.pending = true;
+                        }
+                    }
+                    self.more = true;
+                }
             }
         }
     }
@@ -444,16 +457,18 @@ impl Session {
         Ok(())
     }
 
-    /// Hands out entries until the window is full or every queue is drained.
+    /// Hands out entries until the window is full or every queue that may have some is
+    /// drained.
     async fn fill(&mut self, writer: &mut FrameWriter) -> Result<(), StoreError> {
-        let mut drained = true;
         for index in 0..self.readings.len() {
             let room = self.window.saturating_sub(self.in_flight) as usize;
             if room == 0 {
-                drained = false;
                 break;
             }
             let reading = &self.readings[index];
+            if !reading.pending {
+                continue;
+            }
             let (store, queue, after) = (self.hub.store.clone(), reading.queue, reading.after);
             // From memory when it can be (the usual case: new messages are in the memtable),
             // else on a blocking thread.
@@ -461,10 +476,8 @@ impl Session {
                 Some(entries) => entries,
                 None => blocking(move || store.read_after(queue, after, room)).await?,
             };
-            if entries.len() == room {
-                drained = false;
-            }
             let reading = &mut self.readings[index];
+            reading.pending = entries.len() == room;
             for entry in entries {
                 reading.after = entry.seq;
                 if reading.held.binary_search(&entry.seq).is_ok() {
@@ -504,7 +517,7 @@ impl Session {
                 }
             }
         }
-        self.more = !drained;
+        self.more = self.readings.iter().any(|r| r.pending);
         Ok(())
     }
 
