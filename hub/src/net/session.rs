@@ -1,8 +1,8 @@
 //! One device session: handshake, then sends, deliveries, acks and receipts on one stream.
 //!
-//! The session task owns the stream's write half. A reader task decodes frames and hands them
-//! over a bounded channel, so a device that sends faster than its credit is held back by QUIC
-//! flow control, not by memory. Store work (commits, reads) never runs on this task's thread:
+//! One task per session owns both halves of the stream: it reads the next frame only when it
+//! is ready for one, so a device that sends faster than its credit is held back by QUIC flow
+//! control, not by memory (and an idle connection costs one task, not two). Store work (commits, reads) never runs on this task's thread:
 //! commits are futures completed by shard writers, reads go to `spawn_blocking`.
 
 use std::{
@@ -22,7 +22,7 @@ use switchboard_protocol::{
     Ack, Address, Challenge, Close, Deliver, DeliverReceipt, ErrorCode, ErrorFrame, Flags, Frame,
     Hello, MessageId, Pong, Receipt, ReceiptKind, RejectReason, Rejected, Welcome, proof_message,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::{
     fanout::{Hub, Refusal, Sender, Stored, Submission, decode_entry},
@@ -96,11 +96,7 @@ pub(crate) async fn run(
             return close(&mut writer, &connection, ErrorCode::INTERNAL, "store failure").await;
         }
     };
-    let (tx, rx) = mpsc::channel(hub.config.delivery.send_credit as usize + 64);
-    let reading = tokio::spawn(read_frames(reader, tx));
-    let end = session.run(&mut writer, &connection, rx, shutdown).await;
-    reading.abort();
-    end
+    session.run(&mut writer, &mut reader, &connection, shutdown).await
 }
 
 /// Sends `close` and closes the connection with the same code.
@@ -223,25 +219,6 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Storage(format!("blocking task failed: {e}"))))
 }
 
-/// What the reader task hands the session. Frames are boxed: the channel allocates its first
-/// block of slots when it is made, for every connection, busy or not, and a slot the size of a
-/// frame (144 bytes) made that block about 5 KiB.
-type Incoming = Result<Option<Box<Frame>>, ReadError>;
-
-async fn read_frames(mut reader: FrameReader, tx: mpsc::Sender<Incoming>) {
-    loop {
-        let item = reader.next().await.map(|frame| frame.map(Box::new));
-        let stop = match &item {
-            Ok(None) | Err(ReadError::Stream(_)) => true,
-            Err(ReadError::Decode(error)) => error.is_fatal(),
-            Ok(Some(_)) => false,
-        };
-        if tx.send(item).await.is_err() || stop {
-            return;
-        }
-    }
-}
-
 /// A message handed to the device and not yet acknowledged.
 struct InFlight {
     /// A `delivered` receipt to make when the device acknowledges it.
@@ -356,8 +333,8 @@ impl Session {
     async fn run(
         mut self,
         writer: &mut FrameWriter,
+        reader: &mut FrameReader,
         connection: &quinn::Connection,
-        mut frames: mpsc::Receiver<Incoming>,
         mut shutdown: watch::Receiver<bool>,
     ) -> End {
         let hub = self.hub.clone();
@@ -412,15 +389,16 @@ impl Session {
                 Some(outcome) = self.work.next(), if !self.work.is_empty() => {
                     self.finish(outcome, writer);
                 }
-                item = frames.recv(), if !draining => {
+                // Cancel-safe: a frame partly read stays in the reader's buffer.
+                item = reader.next(), if !draining => {
                     let frame = match item {
-                        Some(Ok(Some(frame))) => *frame,
-                        Some(Ok(None)) | None => return End::PeerGone("stream finished".into()),
-                        Some(Err(ReadError::Stream(error))) => return End::PeerGone(error.to_string()),
-                        Some(Err(ReadError::Decode(error))) if error.is_fatal() => {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => return End::PeerGone("stream finished".into()),
+                        Err(ReadError::Stream(error)) => return End::PeerGone(error.to_string()),
+                        Err(ReadError::Decode(error)) if error.is_fatal() => {
                             return close(writer, connection, error.code(), error.to_string()).await;
                         }
-                        Some(Err(ReadError::Decode(error))) => {
+                        Err(ReadError::Decode(error)) => {
                             let _ = writer.push(&ErrorFrame { code: error.code(), text: error.to_string() }.into());
                             continue;
                         }
