@@ -263,6 +263,9 @@ async fn metrics_count_open_connections_and_stored_messages() {
     let after = admin.metrics().await.unwrap();
     assert!(after.store_enqueued >= before.store_enqueued + 5, "{before:?} -> {after:?}");
     assert!(after.store_batches > before.store_batches);
+    // Every message was fsynced before it was accepted.
+    assert!(after.store_synced_batches > before.store_synced_batches);
+    assert!(after.store_synced_batches <= after.store_batches);
     // New message ids are checked against the store's memory, not its disk.
     assert_eq!(after.store_dedupe_disk_lookups, before.store_dedupe_disk_lookups);
     assert!(after.resident_bytes.is_some_and(|bytes| bytes > 0));

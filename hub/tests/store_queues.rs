@@ -334,6 +334,28 @@ fn backlog_limit_refuses_new_messages_until_readers_catch_up() {
 }
 
 #[test]
+fn a_batch_of_acknowledgements_alone_is_written_without_an_fsync_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let q = store.create_queue("bob@example.org").wait().unwrap();
+    let d = store.add_device(q).wait().unwrap();
+    let synced = |store: &Store| store.metrics().synced_batches.load(Ordering::Relaxed);
+    let batches = |store: &Store| store.metrics().batches.load(Ordering::Relaxed);
+    let before = synced(&store);
+    store.enqueue(q, msg(1, "a")).wait().unwrap();
+    store.enqueue(q, msg(2, "b")).wait().unwrap();
+    assert_eq!(synced(&store), before + 2, "a message is acknowledged only after an fsync");
+    let (synced_before, batches_before) = (synced(&store), batches(&store));
+    store.ack(q, d, 1, vec![]).wait().unwrap();
+    assert_eq!(batches(&store), batches_before + 1);
+    assert_eq!(synced(&store), synced_before, "an ack alone is not fsynced");
+    store.close();
+    let store = open(&dir);
+    assert_eq!(store.cursor(q, d).unwrap().acked, 1, "the ack was written all the same");
+    assert_eq!(store.read(q, d, 10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+}
+
+#[test]
 fn a_log_append_is_atomic_in_order_outside_the_backlog_limit_and_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = StoreConfig::new(dir.path());

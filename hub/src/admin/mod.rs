@@ -706,6 +706,9 @@ pub struct Metrics {
     /// rise under normal traffic means `[store] dedupe_memory` is too small.
     #[serde(default)]
     pub store_dedupe_disk_lookups: u64,
+    /// Write batches fsynced: every batch but those of acknowledgements alone.
+    #[serde(default)]
+    pub store_synced_batches: u64,
 }
 
 /// The resident set size of this process, from `/proc/self/statm` (in pages, taken as 4 KiB:
@@ -731,6 +734,7 @@ async fn metrics(
         store_dedupe_disk_lookups: store
             .dedupe_disk_lookups
             .load(std::sync::atomic::Ordering::Relaxed),
+        store_synced_batches: store.synced_batches.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 

@@ -237,12 +237,14 @@ impl<T> Future for Pending<T> {
 /// Counters of the writers' work, for metrics and benchmarks.
 #[derive(Debug, Default)]
 pub struct StoreMetrics {
-    /// Write batches committed (each one fsync when `sync` is on).
+    /// Write batches committed (see `synced_batches` for how many were fsynced).
     pub batches: AtomicU64,
     /// Commands committed in those batches.
     pub commands: AtomicU64,
     /// Messages appended (duplicates not counted).
     pub enqueued: AtomicU64,
+    /// Write batches fsynced (batches of acknowledgements alone are not).
+    pub synced_batches: AtomicU64,
     /// Dedupe checks that had to look on disk (the id was older than what memory holds).
     pub dedupe_disk_lookups: AtomicU64,
     /// Nanoseconds the writers spent preparing batches (checks, dedupe lookups, building).

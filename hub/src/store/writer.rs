@@ -226,6 +226,8 @@ pub(crate) struct ShardWriter {
     last_dedupe_purge: Option<Instant>,
     last_disk_check: Instant,
     write_options: WriteOptions,
+    /// For batches of acknowledgements alone: written to the WAL, not fsynced.
+    ack_write_options: WriteOptions,
     /// Dedupe records made since the store opened; `None` until the writer starts.
     recent: Option<RecentIds>,
 }
@@ -234,7 +236,10 @@ impl ShardWriter {
     pub(crate) fn new(index: u16, shard_count: usize, db: Arc<DB>, shared: Arc<Shared>) -> Self {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(shared.config.sync);
+        let mut ack_write_options = WriteOptions::default();
+        ack_write_options.set_sync(false);
         Self {
+            ack_write_options,
             index,
             shard_count,
             db,
@@ -338,6 +343,12 @@ impl ShardWriter {
 
     fn commit(&mut self, commands: Vec<Command>) {
         let count = commands.len() as u64;
+        // A batch of acknowledgements alone is not fsynced: nobody waits on its durability,
+        // and the process dying after the write loses nothing (the WAL is in the page cache).
+        // Only a power loss can take it back, and then the device is sent again what it had
+        // acknowledged (the protocol allows that; a device takes each sequence once). The next
+        // fsynced batch makes it durable with everything before it.
+        let acks_only = commands.iter().all(|c| matches!(c, Command::Ack { .. }));
         let started = Instant::now();
         let mut batch = Batch::default();
         let mut staged = Staged::default();
@@ -356,7 +367,8 @@ impl ShardWriter {
         let outcome = match write_batch {
             None => Ok(()),
             Some(write_batch) => {
-                self.db.write_opt(write_batch, &self.write_options).map_err(StoreError::from)
+                let options = if acks_only { &self.ack_write_options } else { &self.write_options };
+                self.db.write_opt(write_batch, options).map_err(StoreError::from)
             }
         };
         let metrics = &self.shared.metrics;
@@ -365,6 +377,9 @@ impl ShardWriter {
         match &outcome {
             Ok(()) => {
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
+                if !acks_only && self.shared.config.sync {
+                    metrics.synced_batches.fetch_add(1, Ordering::Relaxed);
+                }
                 metrics.commands.fetch_add(count, Ordering::Relaxed);
                 metrics.enqueued.fetch_add(staged.enqueued, Ordering::Relaxed);
                 // Before any caller hears of it: a session woken by this append finds it.
