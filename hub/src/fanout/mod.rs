@@ -230,10 +230,21 @@ impl Hub {
         let mut users: Vec<&str> = devices.iter().map(|(address, _)| account_of(address)).collect();
         users.sort_unstable();
         users.dedup();
+        // Thousands of point reads: off the async threads.
+        let store = self.store.clone();
+        let names: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+        let found = tokio::task::spawn_blocking(move || {
+            names.iter().map(|name| store.user(name)).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let error = StoreError::Storage(format!("user lookups failed: {e}"));
+            vec![Err(error); users.len()]
+        });
         let mut accounts: HashMap<&str, Result<QueueId, StoreError>> = HashMap::new();
         let mut missing = Vec::new();
-        for user in users {
-            match self.store.user(user) {
+        for (user, found) in users.into_iter().zip(found) {
+            match found {
                 Ok(Some(record)) => {
                     accounts.insert(user, Ok(record.queue));
                 }
