@@ -16,6 +16,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use switchboard_benches::{open_store, request, user_queues};
 use switchboard_hub::store::{QueueId, Store};
 
+// The allocator the hub runs with, so that the store is measured as it runs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const CALLERS: usize = 256;
 

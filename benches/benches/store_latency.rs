@@ -16,6 +16,10 @@ use std::{
 use hdrhistogram::Histogram;
 use switchboard_benches::{open_store, request, user_queues};
 
+// The allocator the hub runs with, so that the store is measured as it runs there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
