@@ -105,3 +105,21 @@ async fn thousands_of_devices_register_in_one_call() {
     assert_eq!(receive(&mut first, 1).await, texts);
     assert_eq!(receive(&mut second, 1).await, texts);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_adding_the_same_users_both_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let admin = hub.admin_client();
+    let keys = |device: &str| -> Vec<DeviceKey> {
+        (0..2_000).map(|u| key_of(&identity(&hub, &format!("u{u}@example.org/{device}")))).collect()
+    };
+    let (phones, laptops) = (keys("phone"), keys("laptop"));
+    let (a, b) =
+        tokio::join!(admin.register_devices(&phones, true), admin.register_devices(&laptops, true));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let refused = a.results.iter().chain(&b.results).find(|r| r.error.is_some());
+    assert_eq!((a.registered, b.registered), (2_000, 2_000), "{refused:?}");
+    assert_eq!(admin.users().await.unwrap().len(), 2_000);
+    assert_eq!(admin.devices(None).await.unwrap().len(), 4_000);
+}

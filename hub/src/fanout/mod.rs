@@ -258,8 +258,27 @@ impl Hub {
             }
         }
         let added = futures_util::future::join_all(missing.iter().map(|u| self.add_user(u))).await;
+        // A user another call added meanwhile is taken as found.
+        let mut raced = Vec::new();
         for (user, result) in missing.into_iter().zip(added) {
+            if matches!(result, Err(StoreError::Exists(_))) {
+                raced.push(user);
+            }
             accounts.insert(user, result.map(|record| record.queue));
+        }
+        if !raced.is_empty() {
+            let store = self.store.clone();
+            let names: Vec<String> = raced.iter().map(|u| u.to_string()).collect();
+            let found = tokio::task::spawn_blocking(move || {
+                names.iter().map(|name| store.user(name)).collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for (user, found) in raced.into_iter().zip(found) {
+                if let Ok(Some(record)) = found {
+                    accounts.insert(user, Ok(record.queue));
+                }
+            }
         }
         let pending: Vec<_> = devices
             .iter()
