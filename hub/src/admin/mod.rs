@@ -637,16 +637,9 @@ fn parse_device_key(device: &DeviceKey) -> Result<(Address, [u8; 32]), ApiError>
             )));
         }
     };
-    let text = device.public_key.trim();
-    let mut key = [0u8; 32];
-    if text.len() != 64 || !text.is_ascii() {
-        return Err(bad("public_key must be 64 hex digits (an ed25519 key)".into()));
-    }
-    for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
-        let pair = std::str::from_utf8(pair).unwrap_or_default();
-        *byte = u8::from_str_radix(pair, 16)
-            .map_err(|_| bad("public_key must be 64 hex digits (an ed25519 key)".into()))?;
-    }
+    let key: [u8; 32] = crate::client::unhex(device.public_key.trim())
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| bad("public_key must be 64 hex digits (an ed25519 key)".into()))?;
     if ed25519_dalek::VerifyingKey::from_bytes(&key).is_err() {
         return Err(bad("public_key is not a valid ed25519 key".into()));
     }

@@ -84,7 +84,8 @@ mod hex_bytes {
     }
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// Bytes from hex digits; `None` for an odd length or a character that is not a hex digit.
+pub(crate) fn unhex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

@@ -230,17 +230,7 @@ impl Hub {
         let mut users: Vec<&str> = devices.iter().map(|(address, _)| account_of(address)).collect();
         users.sort_unstable();
         users.dedup();
-        // Thousands of point reads: off the async threads.
-        let store = self.store.clone();
-        let names: Vec<String> = users.iter().map(|u| u.to_string()).collect();
-        let found = tokio::task::spawn_blocking(move || {
-            names.iter().map(|name| store.user(name)).collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_else(|e| {
-            let error = StoreError::Storage(format!("user lookups failed: {e}"));
-            vec![Err(error); users.len()]
-        });
+        let found = self.users_named(&users).await;
         let mut accounts: HashMap<&str, Result<QueueId, StoreError>> = HashMap::new();
         let mut missing = Vec::new();
         for (user, found) in users.into_iter().zip(found) {
@@ -267,13 +257,7 @@ impl Hub {
             accounts.insert(user, result.map(|record| record.queue));
         }
         if !raced.is_empty() {
-            let store = self.store.clone();
-            let names: Vec<String> = raced.iter().map(|u| u.to_string()).collect();
-            let found = tokio::task::spawn_blocking(move || {
-                names.iter().map(|name| store.user(name)).collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
+            let found = self.users_named(&raced).await;
             for (user, found) in raced.into_iter().zip(found) {
                 if let Ok(Some(record)) = found {
                     accounts.insert(user, Ok(record.queue));
@@ -301,6 +285,19 @@ impl Hub {
         });
         futures_util::future::join_all(subscribed).await;
         results
+    }
+
+    /// The user record of each name, read on a blocking thread (thousands of point reads stay
+    /// off the async threads); one answer per name, in order.
+    async fn users_named(&self, names: &[&str]) -> Vec<Result<Option<UserRecord>, StoreError>> {
+        let store = self.store.clone();
+        let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        tokio::task::spawn_blocking(move || owned.iter().map(|name| store.user(name)).collect())
+            .await
+            .unwrap_or_else(|e| {
+                let error = StoreError::Storage(format!("user lookups failed: {e}"));
+                vec![Err(error); names.len()]
+            })
     }
 
     /// Registers a live session of `device` so that [`Hub::kick`] can end it and
