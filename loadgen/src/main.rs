@@ -462,6 +462,9 @@ fn print_report(report: &Report) {
     }
     latency("send -> accepted", &report.accept_latency);
     latency("send -> delivered", &report.deliver_latency);
+    if let Some(lateness) = &report.pacer_lateness {
+        latency("pacer lateness", lateness);
+    }
     let v = &report.verdict;
     println!(
         "correctness            lost {}  duplicated {}  reordered {}  unexpected {}  {}",

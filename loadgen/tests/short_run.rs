@@ -53,6 +53,9 @@ async fn a_short_run_with_offline_devices_loses_duplicates_and_reorders_nothing(
     assert!(report.verdict.is_clean(), "{:?}", report.verdict);
     // Every accepted message reached 6 devices (the recipient's and the sender's 3 each).
     assert!(report.delivered >= report.accepted * 6, "{report:?}");
+    // The pacer's own delay is reported for every message of the measured window.
+    let lateness = report.pacer_lateness.as_ref().expect("pacer lateness reported");
+    assert_eq!(lateness.count, report.sent, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
