@@ -346,7 +346,8 @@ fn parse_body(text: &str) -> anyhow::Result<BodySize> {
 
 /// Steps the rate up (x1.5 from 1,000/s) until a step breaks the bound: p99 send ->
 /// delivered above --max-p99-ms, any rejected, failed, lost, duplicated or reordered message,
-/// or less than 95% of the offered rate accepted. Reports the last step that held.
+/// or less than 95% of the offered rate accepted. Reports the last step that held, then runs
+/// once more at half of it and prints that run's latency.
 async fn find_max(cli: &Cli, options: Options) -> anyhow::Result<Report> {
     let bound_us = (cli.max_p99_ms * 1000.0) as u64;
     let mut rate = 1000.0;
@@ -374,6 +375,22 @@ async fn find_max(cli: &Cli, options: Options) -> anyhow::Result<Report> {
             };
             println!("highest rate that held: {:.0}/s", best.offered_rate);
             print_report(&best);
+            // The latency a hub gives with room to spare: at half its highest rate.
+            let half = best.offered_rate / 2.0;
+            eprintln!("loadgen: step at {half:.0}/s (half of the highest)");
+            let at_half =
+                run(Options { rate: half, run_name: run_name(), ..options.clone() }).await?;
+            println!(
+                "at half the highest rate, {:.0}/s: p50 {:.2} ms, p99 {:.2} ms send -> delivered, {}",
+                half,
+                at_half.deliver_latency.p50_us as f64 / 1000.0,
+                at_half.deliver_latency.p99_us as f64 / 1000.0,
+                if at_half.verdict.is_clean() { "clean" } else { "NOT clean" }
+            );
+            anyhow::ensure!(
+                at_half.verdict.is_clean(),
+                "the run at half the highest rate was not clean"
+            );
             return Ok(best);
         }
         best = Some(report);
