@@ -30,11 +30,12 @@ pub fn open_store(dir: &Path) -> Arc<Store> {
     Arc::new(Store::open(config).expect("open store"))
 }
 
-/// An enqueue request with a unique id and a 256-byte body.
-pub fn request(id: u128) -> EnqueueRequest {
+/// An enqueue request with a 256-byte body and an id made as a device makes one: the current
+/// time in milliseconds, then `n` (unique per call) below it.
+pub fn request(n: u128) -> EnqueueRequest {
     static BODY: [u8; BODY_LEN] = [0x5a; BODY_LEN];
     EnqueueRequest {
-        id,
+        id: (u128::from(switchboard_hub::store::system_clock_ms()) << 80) | n,
         sender: Bytes::from_static(b"bench@example.org"),
         expires_ms: u64::MAX,
         payload: Bytes::from_static(&BODY),

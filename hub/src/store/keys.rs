@@ -12,6 +12,7 @@
 //! | 0x05 subscription | device u64, queue u64 | (empty) |
 //! | 0x06 device | device u64 | account queue u64 |
 //! | 0x07 dedupe | message id u128, queue u64, sender hash u64 | seq u64 |
+//! | 0x0E dedupe block | millisecond of its ids u64, queue u64, seq u64 (of its first record) | n × (id u128, queue u64, sender hash u64, seq u64), ascending |
 //! | 0x08 id allocator | kind u8, shard u16 | next counter u64 |
 //! | 0x09 user | address bytes | queue u64, status u8, created_ms u64 |
 //! | 0x0A enrolment code | account queue u64, SHA-256 of the code | expires_ms u64 |
@@ -34,6 +35,7 @@ pub(crate) const ENROLMENT_CODE: u8 = 0x0A;
 pub(crate) const DEVICE_RECORD: u8 = 0x0B;
 pub(crate) const API_TOKEN: u8 = 0x0C;
 pub(crate) const BLOB: u8 = 0x0D;
+pub(crate) const DEDUPE_BLOCK: u8 = 0x0E;
 
 /// Allocator kinds.
 pub(crate) const ALLOC_QUEUE: u8 = 1;
@@ -107,6 +109,27 @@ pub(crate) fn dedupe(queue: QueueId, id: u128, sender_hash: u64) -> [u8; 33] {
     key[17..25].copy_from_slice(&queue.0.to_be_bytes());
     key[25..33].copy_from_slice(&sender_hash.to_be_bytes());
     key
+}
+
+/// A dedupe block's key: the millisecond its message ids start with, then the queue and
+/// sequence of its first record, which no other record has (sequences are never reused).
+pub(crate) fn dedupe_block(ms: u64, queue: QueueId, seq: u64) -> [u8; 25] {
+    let mut key = [0u8; 25];
+    key[0] = DEDUPE_BLOCK;
+    key[1..9].copy_from_slice(&ms.to_be_bytes());
+    key[9..17].copy_from_slice(&queue.0.to_be_bytes());
+    key[17..25].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The prefix of every dedupe block of one millisecond.
+pub(crate) fn dedupe_blocks_of(ms: u64) -> [u8; 9] {
+    tagged_u64(DEDUPE_BLOCK, ms)
+}
+
+/// The millisecond of a dedupe block key.
+pub(crate) fn dedupe_block_ms(key: &[u8]) -> Option<u64> {
+    (key.len() == 25 && key[0] == DEDUPE_BLOCK).then(|| be_u64(&key[1..9]))
 }
 
 /// The message id in a dedupe key.

@@ -17,7 +17,7 @@ use crate::store::{
     StoreError,
     batch::Batch,
     decode_u64,
-    dedupe::{self, Lookup, RecentIds},
+    dedupe::{self, Lookup, MAX_BLOCK_RECORDS, MAX_BLOCKS_PER_MS, RecentIds, Record},
     disk_usage, keys,
     registry::{self, DeviceRecord, UserRecord, UserStatus},
 };
@@ -184,6 +184,8 @@ struct Staged {
     enqueued: u64,
     /// Entries appended, in order, for the tails in memory once the batch is durable.
     appended: Vec<(QueueId, Entry)>,
+    /// Dedupe records made, written in blocks when the batch is built.
+    dedupe: Vec<Record>,
     /// Queues whose floor rose (trimmed, expired, purged), with the new floor.
     floors: Vec<(QueueId, u64)>,
     /// Registry records written (Some) or deleted (None) earlier in this batch.
@@ -274,38 +276,109 @@ impl ShardWriter {
             let now = (self.shared.clock)();
             let capacity = self.recent_capacity();
             let horizon = dedupe::ahead_of(now);
+            let horizon_ms = dedupe::ms_of(horizon);
             let mut iter = self.db.raw_iterator();
+            let mut ahead = Vec::new();
+            let mut too_many = false;
+            // Single records: the newest below the horizon, then every one from it on.
             iter.seek_for_prev(keys::dedupe(QueueId(0), horizon, 0));
             iter.status()?;
-            let newest = iter.key().and_then(keys::dedupe_id);
-            let mut ahead = Vec::new();
+            let mut newest = iter.key().and_then(keys::dedupe_id);
             iter.seek(keys::dedupe(QueueId(0), horizon, 0));
             while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
                 let Some(id) = keys::dedupe_id(key) else { break };
-                if ahead.len() >= capacity / 4 {
-                    ahead.clear();
+                if ahead.len() > capacity / 4 {
+                    too_many = true;
                     break;
                 }
-                let key: [u8; 33] = key.try_into().expect("a dedupe key is 33 bytes");
-                ahead.push((key, id, decode_u64(value, "dedupe")?));
+                let (queue, sender) = (keys::be_u64(&key[17..25]), keys::be_u64(&key[25..33]));
+                ahead.push(Record { id, queue, sender, seq: decode_u64(value, "dedupe")? });
                 iter.next();
             }
             iter.status()?;
-            let mut recent = if ahead.is_empty() && iter.key().is_some_and(|k| k[0] == keys::DEDUPE)
-            {
+            // Blocks likewise, by the millisecond of their ids.
+            iter.seek_for_prev(keys::dedupe_blocks_of(horizon_ms));
+            iter.status()?;
+            if let Some(ms) = iter.key().and_then(keys::dedupe_block_ms) {
+                newest = newest.max(newest_in_blocks_of(&mut iter, ms)?);
+            }
+            iter.seek(keys::dedupe_blocks_of(horizon_ms));
+            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                if too_many || keys::dedupe_block_ms(key).is_none() {
+                    break;
+                }
+                ahead.extend(dedupe::decode_block(value)?);
+                too_many = ahead.len() > capacity / 4;
+                iter.next();
+            }
+            iter.status()?;
+            let mut recent = if too_many {
                 // Too many records from the future to hold: bound by the newest of all.
+                ahead.clear();
                 iter.seek_for_prev(keys::dedupe(QueueId(u64::MAX), u128::MAX, u64::MAX));
                 iter.status()?;
-                RecentIds::new(capacity, iter.key().and_then(keys::dedupe_id))
+                let newest_single = iter.key().and_then(keys::dedupe_id);
+                iter.seek_for_prev(keys::dedupe_block(u64::MAX, QueueId(u64::MAX), u64::MAX));
+                iter.status()?;
+                let newest_block = match iter.key().and_then(keys::dedupe_block_ms) {
+                    Some(ms) => newest_in_blocks_of(&mut iter, ms)?,
+                    None => None,
+                };
+                RecentIds::new(capacity, newest_single.max(newest_block))
             } else {
                 RecentIds::new(capacity, newest)
             };
-            for (key, id, seq) in ahead {
-                recent.insert(key, id, seq, now);
+            for record in ahead {
+                recent.insert(record.key(), record.id, record.seq, now);
             }
             self.recent = Some(recent);
         }
         Ok(self.recent.as_mut().expect("set above"))
+    }
+
+    /// The sequence a dedupe record on disk gives (`record.seq` is not looked at): a single
+    /// record, or one in a block of the id's millisecond (at most a few of them).
+    fn dedupe_on_disk(&self, record: &Record) -> Result<Option<u64>, StoreError> {
+        if let Some(seq) = self.db.get_pinned(record.key())? {
+            return decode_u64(&seq, "dedupe").map(Some);
+        }
+        let prefix = keys::dedupe_blocks_of(dedupe::ms_of(record.id));
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(keys::prefix_end(&prefix));
+        let mut iter = self.db.raw_iterator_opt(options);
+        iter.seek(prefix);
+        while let Some(block) = iter.value() {
+            if let Some(seq) = dedupe::find_in_block(block, record.id, record.queue, record.sender)?
+            {
+                return Ok(Some(seq));
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(None)
+    }
+
+    /// Writes a batch's dedupe records: per millisecond of their ids, one block, or single
+    /// records when the millisecond has its blocks already or the group is too large (see
+    /// `dedupe`).
+    fn write_dedupe(&self, batch: &mut Batch, mut records: Vec<Record>) {
+        records.sort_unstable();
+        let mut iter = self.db.raw_iterator();
+        let mut rest = &records[..];
+        while let Some(first) = rest.first() {
+            let ms = dedupe::ms_of(first.id);
+            let len = rest.iter().take_while(|r| dedupe::ms_of(r.id) == ms).count();
+            let (group, after) = rest.split_at(len);
+            rest = after;
+            if group.len() <= MAX_BLOCK_RECORDS && blocks_of(&mut iter, ms) < MAX_BLOCKS_PER_MS {
+                let key = keys::dedupe_block(ms, QueueId(first.queue), first.seq);
+                batch.put(key, dedupe::encode_block(group));
+            } else {
+                for record in group {
+                    batch.put(record.key(), record.seq.to_be_bytes());
+                }
+            }
+        }
     }
 
     pub(crate) fn run(mut self, rx: Receiver<Command>) {
@@ -354,6 +427,9 @@ impl ShardWriter {
         let mut staged = Staged::default();
         let replies: Vec<Reply> =
             commands.into_iter().map(|c| self.apply(c, &mut batch, &mut staged)).collect();
+        if !staged.dedupe.is_empty() {
+            self.write_dedupe(&mut batch, std::mem::take(&mut staged.dedupe));
+        }
         for queue in std::mem::take(&mut staged.dirty) {
             if let Some(state) = self.queues.get(&queue) {
                 batch.put(
@@ -615,7 +691,8 @@ impl ShardWriter {
         if budget > 0 && used >= budget {
             return Err(StoreError::DiskFull { used, budget });
         }
-        let dedupe_key = keys::dedupe(queue, request.id, keys::stable_hash(&request.sender));
+        let sender = keys::stable_hash(&request.sender);
+        let dedupe_key = keys::dedupe(queue, request.id, sender);
         let limit = self.shared.config.backlog_limit;
         self.queue(queue)?;
         match self.recent()?.lookup(&dedupe_key, request.id) {
@@ -623,8 +700,9 @@ impl ShardWriter {
             Lookup::Absent => {}
             Lookup::Unknown => {
                 self.shared.metrics.dedupe_disk_lookups.fetch_add(1, Ordering::Relaxed);
-                if let Some(seq) = self.db.get_pinned(dedupe_key)? {
-                    return Ok(Enqueued { seq: decode_u64(&seq, "dedupe")?, duplicate: true });
+                let wanted = Record { id: request.id, queue: queue.0, sender, seq: 0 };
+                if let Some(seq) = self.dedupe_on_disk(&wanted)? {
+                    return Ok(Enqueued { seq, duplicate: true });
                 }
             }
         }
@@ -638,7 +716,7 @@ impl ShardWriter {
         value.extend_from_slice(&request.expires_ms.to_be_bytes());
         value.extend_from_slice(&request.payload);
         batch.put(keys::entry(queue, seq), value);
-        batch.put(dedupe_key, seq.to_be_bytes());
+        staged.dedupe.push(Record { id: request.id, queue: queue.0, sender, seq });
         let entry = Entry { seq, expires_ms: request.expires_ms, payload: request.payload };
         staged.appended.push((queue, entry));
         let now = (self.shared.clock)();
@@ -904,6 +982,14 @@ impl ShardWriter {
         if iter.key().is_some_and(|key| key < &end[..]) {
             batch.delete_range(first, end);
         }
+        // Blocks of a millisecond before the cutoff's hold only older ids.
+        let (first, end) =
+            (keys::dedupe_blocks_of(0), keys::dedupe_blocks_of(dedupe::ms_of(cutoff)));
+        iter.seek(first);
+        iter.status()?;
+        if iter.key().is_some_and(|key| key < &end[..]) {
+            batch.delete_range(first, end);
+        }
         Ok(())
     }
 
@@ -1061,6 +1147,40 @@ impl Meta {
 
 /// A queue's record, with the last sequence raised to the queue's last entry (appends do not
 /// rewrite the record).
+/// The largest message id in the dedupe blocks of millisecond `ms` (the last record of each:
+/// records are sorted).
+fn newest_in_blocks_of(
+    iter: &mut rocksdb::DBRawIterator<'_>,
+    ms: u64,
+) -> Result<Option<u128>, StoreError> {
+    let prefix = keys::dedupe_blocks_of(ms);
+    iter.seek(prefix);
+    let mut newest = None;
+    while let (Some(key), Some(block)) = (iter.key(), iter.value()) {
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        newest = newest.max(dedupe::decode_block(block)?.last().map(|r| r.id));
+        iter.next();
+    }
+    iter.status()?;
+    Ok(newest)
+}
+
+/// How many dedupe blocks millisecond `ms` has, counted up to [`MAX_BLOCKS_PER_MS`];
+/// `usize::MAX` if RocksDB could not tell (the caller then writes single records, which are
+/// always safe).
+fn blocks_of(iter: &mut rocksdb::DBRawIterator<'_>, ms: u64) -> usize {
+    let prefix = keys::dedupe_blocks_of(ms);
+    iter.seek(prefix);
+    let mut count = 0;
+    while count < MAX_BLOCKS_PER_MS && iter.key().is_some_and(|key| key.starts_with(&prefix)) {
+        count += 1;
+        iter.next();
+    }
+    if iter.status().is_err() { usize::MAX } else { count }
+}
+
 pub(crate) fn load_meta(db: &DB, queue: QueueId) -> Result<Meta, StoreError> {
     let raw = db.get_pinned(keys::queue_meta(queue))?.ok_or(StoreError::UnknownQueue(queue))?;
     let mut meta = decode_meta(&raw)?;
@@ -1170,5 +1290,48 @@ mod tests {
         let c = cursor(42, &[44, 50]);
         assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
         assert!(matches!(decode_cursor(&[0; 11]), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn one_millisecond_gets_few_blocks_and_every_record_is_found_after_a_reopen() {
+        use crate::store::{EnqueueRequest, Pending, Store, StoreConfig, system_clock_ms};
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.shards = 1;
+        let ms = system_clock_ms();
+        // One device giving every message the same millisecond, in many group commits.
+        let request = |n: u128| EnqueueRequest {
+            id: (u128::from(ms) << 80) | n,
+            sender: Bytes::from_static(b"mallory@example.org"),
+            expires_ms: u64::MAX,
+            payload: Bytes::from_static(b"x"),
+        };
+        let store = Store::open(config.clone()).unwrap();
+        let queue = store.create_queue("bob@example.org").wait().unwrap();
+        let mut seqs = Vec::new();
+        for n in 1..=40 {
+            seqs.push(store.enqueue(queue, request(n)).wait().unwrap().seq);
+        }
+        // And groups larger than a block.
+        let pending: Vec<Pending<_>> =
+            (41..=1_240).map(|n| store.enqueue(queue, request(n))).collect();
+        seqs.extend(pending.into_iter().map(|p| p.wait().unwrap().seq));
+        store.close();
+
+        let store = Store::open(config).unwrap();
+        let prefix = keys::dedupe_blocks_of(ms);
+        let blocks = store
+            .db
+            .prefix_iterator(prefix)
+            .take_while(|item| item.as_ref().is_ok_and(|(key, _)| key.starts_with(&prefix)));
+        let count = blocks.count();
+        assert!((1..=MAX_BLOCKS_PER_MS).contains(&count), "{count} blocks");
+        // Memory was emptied by the reopen: every check below goes to disk.
+        for (n, &seq) in (1..=1_240).zip(&seqs) {
+            let again = store.enqueue(queue, request(n)).wait().unwrap();
+            assert_eq!(again, crate::store::Enqueued { seq, duplicate: true }, "message {n}");
+        }
+        assert!(store.metrics().dedupe_disk_lookups.load(Ordering::Relaxed) >= 1_240);
+        assert_eq!(store.stats(queue).unwrap().last_seq, 1_240);
     }
 }
