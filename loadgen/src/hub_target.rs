@@ -261,13 +261,10 @@ async fn device_task(
                 wait_until(Duration::from_secs(30), || !mine(&context)).await;
                 handle.close().await;
                 let _ = reader.await;
-                match Client::connect_with(
-                    &context.endpoint,
-                    &identity,
-                    None,
-                    &context.client_options,
-                )
-                .await
+                // Tried again on failure, as every connect here: a hub busy with its disk may
+                // answer a hello late (seen on a loaded machine: no welcome within 3 s).
+                match connect_retrying(&context.endpoint, &identity, None, &context.client_options)
+                    .await
                 {
                     Ok(client) => {
                         context.shared.reconnects.fetch_add(1, Ordering::Relaxed);
