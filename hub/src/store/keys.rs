@@ -141,6 +141,11 @@ pub(crate) fn dedupe_id(key: &[u8]) -> Option<u128> {
     })
 }
 
+/// The queue and sender hash in a dedupe key.
+pub(crate) fn dedupe_queue_and_sender(key: &[u8]) -> Option<(u64, u64)> {
+    (key.len() == 33 && key[0] == DEDUPE).then(|| (be_u64(&key[17..25]), be_u64(&key[25..33])))
+}
+
 pub(crate) fn allocator(kind: u8, shard: u16) -> [u8; 4] {
     let [hi, lo] = shard.to_be_bytes();
     [ALLOCATOR, kind, hi, lo]

@@ -286,12 +286,15 @@ impl ShardWriter {
             let mut newest = iter.key().and_then(keys::dedupe_id);
             iter.seek(keys::dedupe(QueueId(0), horizon, 0));
             while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
-                let Some(id) = keys::dedupe_id(key) else { break };
+                let (Some(id), Some((queue, sender))) =
+                    (keys::dedupe_id(key), keys::dedupe_queue_and_sender(key))
+                else {
+                    break;
+                };
                 if ahead.len() > capacity / 4 {
                     too_many = true;
                     break;
                 }
-                let (queue, sender) = (keys::be_u64(&key[17..25]), keys::be_u64(&key[25..33]));
                 ahead.push(Record { id, queue, sender, seq: decode_u64(value, "dedupe")? });
                 iter.next();
             }
