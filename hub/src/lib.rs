@@ -7,7 +7,9 @@
 //! - [`store`]: durable per-recipient queues in RocksDB, sharded, with group commit. Nothing
 //!   outside it knows a RocksDB key.
 //! - [`fanout`]: from an accepted send to the queues that hold it; wake-ups for sessions.
-//! - [`net`]: the QUIC endpoint, TLS, device sessions, and the running hub.
+//! - [`session`]: one device session as a state machine (frames and time in, actions out).
+//! - [`net`]: the QUIC endpoint, TLS, and the I/O driver of each session.
+//! - [`server`]: start-up and orderly shutdown of the whole hub.
 //! - [`org`]: organisations and rights, as pure rules over a state folded from events.
 //! - [`admin`]: the HTTP admin API (users, codes, devices, health).
 //! - [`client`]: the device side of the protocol, used by the CLI, loadgen and tests.
@@ -20,4 +22,6 @@ pub mod config;
 pub mod fanout;
 pub mod net;
 pub mod org;
+pub mod server;
+pub mod session;
 pub mod store;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::*;
 use switchboard_hub::{
-    admin::AdminClient,
     client::Event,
+    client::admin::AdminClient,
     org::{Change, Command, OrgId, UnitId},
 };
 use switchboard_protocol::{Address, Flags, RejectReason};
@@ -248,7 +248,7 @@ async fn the_api_refuses_with_the_rule_and_the_log_survives_a_restart() {
     let ann =
         AdminClient::new(hub.admin, hub.admin_client().new_token("ann@example.org").await.unwrap());
     match ann.org(&Command::NameAdmin { org: org.id, user: "ann@example.org".into() }).await {
-        Err(switchboard_hub::admin::AdminError::Api { status, message }) => {
+        Err(switchboard_hub::client::admin::AdminError::Api { status, message }) => {
             assert_eq!(status, 403);
             assert!(message.contains("only the owner names admins"), "{message}");
         }
@@ -623,7 +623,7 @@ async fn a_member_deleted_without_an_heir_loses_devices_queue_and_address_and_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn organisation_rules_hold_through_the_admin_api() {
-    use switchboard_hub::admin::AdminError;
+    use switchboard_hub::client::admin::AdminError;
     let dir = tempfile::tempdir().unwrap();
     let hub = HubProcess::start(dir.path());
     let operator = hub.admin_client();

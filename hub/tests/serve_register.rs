@@ -5,7 +5,8 @@ mod common;
 
 use common::{HubProcess, connect, receive, send_all};
 use switchboard_hub::{
-    admin::{AdminError, DeviceKey, MAX_REGISTER, hex},
+    admin::{DeviceKey, MAX_REGISTER, hex},
+    client::admin::AdminError,
     client::{Client, DeviceIdentity, client_endpoint},
 };
 use switchboard_protocol::Address;

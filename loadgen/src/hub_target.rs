@@ -10,7 +10,8 @@ use std::{
 
 use anyhow::Context;
 use switchboard_hub::{
-    admin::{AdminClient, DeviceKey, hex},
+    admin::{DeviceKey, hex},
+    client::admin::AdminClient,
     client::{Client, ClientOptions, DeviceIdentity, Event, client_endpoint},
     org::{Change, Command},
 };

@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use switchboard_hub::{config::Config, net};
+use switchboard_hub::{config::Config, server};
 use switchboard_loadgen::{
     hub_target::HubTarget,
     run::{Arrivals, BodySize, Options, Report, Target, Workload, run},
@@ -16,7 +16,7 @@ async fn run_against_a_hub(workload: Workload, tune: impl FnOnce(&mut Options)) 
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.quic.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let hub = net::start(config).await.unwrap();
+    let hub = server::start(config).await.unwrap();
     let mut options = Options {
         target: Target::Hub(HubTarget {
             hub: hub.quic_addr,

@@ -31,6 +31,8 @@
 //! Errors answer `{"error": "..."}` with 400 (bad input), 401 (token), 404 (unknown), 409
 //! (exists) or 500.
 
+pub mod provisioning;
+
 use std::{path::Path, sync::Arc, time::Duration};
 
 use axum::{
@@ -187,8 +189,7 @@ async fn actor(state: &AppState, headers: &HeaderMap) -> Result<Actor, ApiError>
     if token.is_empty() {
         return Err(ApiError(StatusCode::UNAUTHORIZED, "missing token".into()));
     }
-    let store = state.hub.store.clone();
-    match blocking(move || store.token_user(&token)).await? {
+    match state.hub.store().blocking(move |store| store.token_user(&token)).await? {
         Some(user) => Ok(Actor::User(user)),
         None => Err(ApiError(StatusCode::UNAUTHORIZED, "unknown token".into())),
     }
@@ -207,7 +208,7 @@ async fn new_token(
     authorise(&state, &headers)?;
     let user = account_name(&body.user)?;
     let token = hex(&rand::random::<[u8; 32]>());
-    state.hub.store.issue_token(&token, &user).await?;
+    state.hub.store().issue_token(&token, &user).await?;
     Ok(Json(serde_json::json!({ "user": user, "token": token })))
 }
 
@@ -275,11 +276,11 @@ async fn put_logo(
     let command = Command::SetLogo { org, unit: query.unit, logo };
     state
         .hub
-        .org
+        .org()
         .snapshot()
         .decide(&actor, command.clone(), system_clock_ms())
         .map_err(|e| ApiError::from(ServiceError::Refused(e)))?;
-    state.hub.store.put_blob(&format!("logo:{}", query.unit.0), body.to_vec()).await?;
+    state.hub.store().put_blob(&format!("logo:{}", query.unit.0), body.to_vec()).await?;
     Ok(Json(state.hub.org_execute(&actor, command).await?))
 }
 
@@ -289,14 +290,13 @@ async fn get_logo(
     Query(query): Query<LogoQuery>,
 ) -> Result<Response, ApiError> {
     actor(&state, &headers).await?;
-    let snapshot = state.hub.org.snapshot();
+    let snapshot = state.hub.org().snapshot();
     let unit =
         snapshot.unit(query.unit).ok_or(ApiError(StatusCode::NOT_FOUND, "no such unit".into()))?;
     let logo =
         unit.logo.clone().ok_or(ApiError(StatusCode::NOT_FOUND, "the unit has no logo".into()))?;
-    let store = state.hub.store.clone();
     let name = format!("logo:{}", query.unit.0);
-    let bytes = blocking(move || store.blob(&name)).await?;
+    let bytes = state.hub.store().blocking(move |store| store.blob(&name)).await?;
     let bytes =
         bytes.ok_or(ApiError(StatusCode::NOT_FOUND, "the logo's file is missing".into()))?;
     let content_type = if logo.format == "png" { "image/png" } else { "image/jpeg" };
@@ -368,8 +368,8 @@ async fn org_events(
     let actor = actor(&state, &headers).await?;
     let hub = state.hub.clone();
     let after = query.after.unwrap_or(0);
-    let events = blocking(move || hub.org.events(after, 1000)).await?;
-    let snapshot = state.hub.org.snapshot();
+    let events = state.hub.store().blocking(move |_| hub.org().events(after, 1000)).await?;
+    let snapshot = state.hub.org().snapshot();
     let readable = |event: &Event| match &actor {
         Actor::Operator => true,
         Actor::User(_) => event
@@ -396,7 +396,7 @@ async fn org_directory(
             "the directory is a member's view; use a user token".into(),
         ));
     };
-    let snapshot = state.hub.org.snapshot();
+    let snapshot = state.hub.org().snapshot();
     let mut out = Vec::new();
     for membership in snapshot.memberships(&user).filter(|m| m.status == Status::Active) {
         let Some(org) = snapshot.org(membership.org) else { continue };
@@ -435,15 +435,6 @@ async fn org_directory(
 /// The OpenAPI document of the admin API.
 const OPENAPI: &str = include_str!("openapi.json");
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(error) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
-    }
-}
-
 #[derive(Deserialize)]
 struct NameBody {
     name: String,
@@ -474,7 +465,7 @@ fn account_name(name: &str) -> Result<String, ApiError> {
 async fn issue(state: &AppState, user: UserRecord) -> Result<Json<UserWithCode>, ApiError> {
     let code = new_code();
     let expires = system_clock_ms() + CODE_VALIDITY.as_millis() as u64;
-    state.hub.store.issue_code(user.queue, &code, expires).await?;
+    state.hub.store().issue_code(user.queue, &code, expires).await?;
     Ok(Json(UserWithCode { user, code, code_expires_ms: expires }))
 }
 
@@ -497,9 +488,8 @@ async fn new_user_code(
 ) -> Result<Json<UserWithCode>, ApiError> {
     authorise(&state, &headers)?;
     let name = account_name(&body.name)?;
-    let store = state.hub.store.clone();
     let lookup = name.clone();
-    let user = blocking(move || store.user(&lookup)).await?;
+    let user = state.hub.store().blocking(move |store| store.user(&lookup)).await?;
     let user = user.ok_or(ApiError(StatusCode::NOT_FOUND, format!("unknown user {name}")))?;
     issue(&state, user).await
 }
@@ -509,8 +499,7 @@ async fn list_users(
     headers: HeaderMap,
 ) -> Result<Json<Vec<UserRecord>>, ApiError> {
     authorise(&state, &headers)?;
-    let store = state.hub.store.clone();
-    Ok(Json(blocking(move || store.users()).await?))
+    Ok(Json(state.hub.store().blocking(|store| store.users()).await?))
 }
 
 #[derive(Deserialize)]
@@ -525,8 +514,8 @@ async fn list_devices(
 ) -> Result<Json<Vec<DeviceRecord>>, ApiError> {
     authorise(&state, &headers)?;
     let user = query.user.as_deref().map(account_name).transpose()?;
-    let store = state.hub.store.clone();
-    Ok(Json(blocking(move || store.device_records(user.as_deref())).await?))
+    let records = state.hub.store().blocking(move |store| store.device_records(user.as_deref()));
+    Ok(Json(records.await?))
 }
 
 /// The most devices one `POST /v1/devices` registers.
@@ -607,7 +596,8 @@ async fn register_devices(
             }
         }
     }
-    let outcomes = state.hub.register_devices(&valid, body.add_users).await;
+    let outcomes =
+        provisioning::Provisioning::new(&state.hub).register_devices(&valid, body.add_users).await;
     let mut registered = 0;
     for (index, outcome) in positions.into_iter().zip(outcomes) {
         match outcome {
@@ -661,8 +651,8 @@ async fn revoke_device(
             ));
         }
     };
-    let record = state.hub.store.revoke_device(&name).await?;
-    state.hub.kick(record.device);
+    let record = state.hub.store().revoke_device(&name).await?;
+    state.hub.sessions().kick(record.device);
     tracing::info!(device = %record.name, "device revoked");
     Ok(Json(record))
 }
@@ -717,9 +707,9 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Result<Json<Metrics>, ApiError> {
     authorise(&state, &headers)?;
-    let store = state.hub.store.metrics();
+    let store = state.hub.store().metrics();
     Ok(Json(Metrics {
-        connections: state.hub.connections.load(std::sync::atomic::Ordering::Relaxed) as u64,
+        connections: state.hub.connections() as u64,
         resident_bytes: resident_bytes(),
         store_batches: store.batches.load(std::sync::atomic::Ordering::Relaxed),
         store_commands: store.commands.load(std::sync::atomic::Ordering::Relaxed),
@@ -729,189 +719,4 @@ async fn metrics(
             .load(std::sync::atomic::Ordering::Relaxed),
         store_synced_batches: store.synced_batches.load(std::sync::atomic::Ordering::Relaxed),
     }))
-}
-
-/// A client of the admin API, as the `hub user` and `hub device` commands and the tests use it.
-#[derive(Clone)]
-pub struct AdminClient {
-    addr: std::net::SocketAddr,
-    token: String,
-}
-
-/// Why an admin request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// The hub could not be reached.
-    #[error("cannot reach the hub's admin API at {addr} ({reason}); is the hub running?")]
-    Unreachable {
-        /// The address tried.
-        addr: std::net::SocketAddr,
-        /// Why.
-        reason: String,
-    },
-    /// The hub answered with an error.
-    #[error("{status}: {message}")]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// The hub's message.
-        message: String,
-    },
-    /// The answer could not be read.
-    #[error("bad answer: {0}")]
-    Answer(String),
-}
-
-impl AdminClient {
-    /// A client for the API at `addr` with `token`.
-    pub fn new(addr: std::net::SocketAddr, token: String) -> Self {
-        Self { addr, token }
-    }
-
-    /// The hub's metrics (operator only).
-    pub async fn metrics(&self) -> Result<Metrics, AdminError> {
-        self.call("GET", "/v1/metrics", None).await
-    }
-
-    /// Adds a user; the answer holds its first enrolment code.
-    pub async fn add_user(&self, name: &str) -> Result<UserWithCode, AdminError> {
-        self.call("POST", "/v1/users", Some(serde_json::json!({ "name": name }))).await
-    }
-
-    /// A new enrolment code for an existing user.
-    pub async fn new_code(&self, name: &str) -> Result<UserWithCode, AdminError> {
-        self.call("POST", "/v1/users/code", Some(serde_json::json!({ "name": name }))).await
-    }
-
-    /// Registers devices whose public keys are known, without codes (at most
-    /// [`MAX_REGISTER`] per call); `add_users` adds the users that do not exist yet.
-    pub async fn register_devices(
-        &self,
-        devices: &[DeviceKey],
-        add_users: bool,
-    ) -> Result<Registration, AdminError> {
-        let body = serde_json::json!({ "devices": devices, "add_users": add_users });
-        self.call("POST", "/v1/devices", Some(body)).await
-    }
-
-    /// Every user.
-    pub async fn users(&self) -> Result<Vec<UserRecord>, AdminError> {
-        self.call("GET", "/v1/users", None).await
-    }
-
-    /// The devices of `user`, or all.
-    pub async fn devices(&self, user: Option<&str>) -> Result<Vec<DeviceRecord>, AdminError> {
-        let path = match user {
-            Some(user) => format!("/v1/devices?user={}", percent_encode(user)),
-            None => "/v1/devices".to_string(),
-        };
-        self.call("GET", &path, None).await
-    }
-
-    /// A token acting as `user` (needs the operator token).
-    pub async fn new_token(&self, user: &str) -> Result<String, AdminError> {
-        let answer: serde_json::Value =
-            self.call("POST", "/v1/tokens", Some(serde_json::json!({ "user": user }))).await?;
-        answer["token"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| AdminError::Answer("no token in the answer".into()))
-    }
-
-    /// Runs an organisation command as this client's token.
-    pub async fn org(&self, command: &Command) -> Result<Event, AdminError> {
-        let body = serde_json::to_value(command).map_err(|e| AdminError::Answer(e.to_string()))?;
-        self.call("POST", "/v1/org", Some(body)).await
-    }
-
-    /// Events of the organisation log this token may read.
-    pub async fn org_events(&self, after: u64) -> Result<Vec<serde_json::Value>, AdminError> {
-        self.call("GET", &format!("/v1/org/events?after={after}"), None).await
-    }
-
-    /// Invites `user` to `org` (as a guest when `guest`); returns the code.
-    pub async fn invite(
-        &self,
-        org: crate::org::OrgId,
-        user: &str,
-        guest: bool,
-    ) -> Result<String, AdminError> {
-        let body = serde_json::json!({ "org": org, "user": user, "guest": guest });
-        let answer: serde_json::Value = self.call("POST", "/v1/org/invite", Some(body)).await?;
-        answer["code"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| AdminError::Answer("no code".into()))
-    }
-
-    /// Accepts an invitation as this token's user.
-    pub async fn accept(&self, org: crate::org::OrgId, code: &str) -> Result<Event, AdminError> {
-        let body = serde_json::json!({ "org": org, "code": code });
-        self.call("POST", "/v1/org/accept", Some(body)).await
-    }
-
-    /// The directory view of this token's user.
-    pub async fn directory(&self) -> Result<Vec<serde_json::Value>, AdminError> {
-        self.call("GET", "/v1/org/directory", None).await
-    }
-
-    /// Revokes a device.
-    pub async fn revoke(&self, device: &str) -> Result<DeviceRecord, AdminError> {
-        self.call("POST", "/v1/devices/revoke", Some(serde_json::json!({ "name": device }))).await
-    }
-
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<T, AdminError> {
-        use http_body_util::{BodyExt, Full};
-        let unreachable = |reason: String| AdminError::Unreachable { addr: self.addr, reason };
-        let stream = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(connection);
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
-            .body(Full::new(bytes::Bytes::from(body)))
-            .map_err(|e| AdminError::Answer(e.to_string()))?;
-        let response =
-            sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| AdminError::Answer(e.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(AdminError::Api { status: status.as_u16(), message });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| AdminError::Answer(e.to_string()))
-    }
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' => {
-                char::from(b).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }

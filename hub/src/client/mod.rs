@@ -16,6 +16,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
+
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use bytes::Bytes;

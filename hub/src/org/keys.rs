@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::org::{Actor, Command, OrgError, OrgId, OrgState, Right, UnitId};
+use crate::org::{Actor, Change, Command, OrgError, OrgId, OrgState, Right, UnitId};
 
 /// A key to a line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,12 +46,50 @@ impl OrgState {
         self.keys.get(&id)
     }
 
-    pub(super) fn decide_key(
+    /// Decides a key command and makes its change: an issued key gets its id here.
+    pub(super) fn decide_key_change(
         &self,
         actor: &Actor,
-        command: &Command,
+        command: Command,
         now: u64,
-    ) -> Result<(), OrgError> {
+    ) -> Result<Change, OrgError> {
+        self.decide_key(actor, &command, now)?;
+        match command {
+            Command::IssueKey { org, unit, to_org, expires_ms } => Ok(Change::KeyIssued(Key {
+                id: self.next_id + 1,
+                org,
+                unit,
+                to_org,
+                expires_ms,
+                revoked: false,
+                groups: BTreeSet::new(),
+            })),
+            command => Ok(Change::Applied(command)),
+        }
+    }
+
+    pub(super) fn apply_key_issued(&mut self, key: &Key) {
+        self.next_id = self.next_id.max(key.id);
+        self.keys.insert(key.id, key.clone());
+    }
+
+    pub(super) fn apply_key(&mut self, command: &Command) {
+        match command {
+            Command::HandKey { key, group } => {
+                if let Some(k) = self.keys.get_mut(key) {
+                    k.groups.insert(group.clone());
+                }
+            }
+            Command::RevokeKey { key } => {
+                if let Some(k) = self.keys.get_mut(key) {
+                    k.revoked = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn decide_key(&self, actor: &Actor, command: &Command, now: u64) -> Result<(), OrgError> {
         match command {
             Command::IssueKey { org, unit, to_org, expires_ms } => {
                 let o = self.orgs.get(org).ok_or(OrgError::UnknownOrg(*org))?;

@@ -121,7 +121,7 @@ impl OrgService {
     pub async fn record(&self, actor: Actor, change: crate::org::Change) -> Result<(), StoreError> {
         let event = Event { actor, at_ms: system_clock_ms(), change };
         let payload = serde_json::to_vec(&event)
-            .map_err(|e| StoreError::Storage(format!("cannot encode an org event: {e}")))?;
+            .map_err(|e| StoreError::Encode { what: "an org event", why: e.to_string() })?;
         self.inner.store.append_log(self.inner.log, vec![Bytes::from(payload)]).await?;
         Ok(())
     }
@@ -161,7 +161,7 @@ impl Inner {
             let encoded = decided.and_then(|event| match serde_json::to_vec(&event) {
                 Ok(payload) => Ok((event, payload)),
                 Err(e) => {
-                    Err(StoreError::Storage(format!("cannot encode an org event: {e}")).into())
+                    Err(StoreError::Encode { what: "an org event", why: e.to_string() }.into())
                 }
             });
             match encoded {

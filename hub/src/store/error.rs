@@ -77,6 +77,18 @@ pub enum StoreError {
     /// The store is shut down.
     #[error("the store is closed")]
     Closed,
+    /// A task that ran store work off the async threads panicked or was cancelled; the work's
+    /// own result is unknown to the caller.
+    #[error("store task failed: {0}")]
+    TaskFailed(String),
+    /// A record could not be encoded for storage.
+    #[error("cannot encode {what}: {why}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why it failed.
+        why: String,
+    },
 }
 
 impl From<rocksdb::Error> for StoreError {

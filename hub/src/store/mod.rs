@@ -14,7 +14,8 @@
 //! callers. Nothing is acknowledged before it is durable.
 //!
 //! Reads ([`Store::read`]) go straight to RocksDB from the calling thread; they block, so call
-//! them from a thread that may block (a shard writer, `spawn_blocking`, a test).
+//! them from a thread that may block (a shard writer, a test), or from async code through
+//! [`Store::blocking`], which runs them on tokio's blocking pool.
 //!
 //! After a crash, [`Store::open`] replays nothing by hand: RocksDB's state is the truth, and
 //! sequence numbers continue after the last durable one.
@@ -33,7 +34,7 @@ use std::{
     path::PathBuf,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -41,6 +42,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 use rocksdb::{DB, Direction, IteratorMode, ReadOptions};
@@ -257,8 +259,10 @@ pub struct StoreMetrics {
 /// they finish what they hold.
 pub struct Store {
     db: Arc<DB>,
-    shards: Vec<Sender<Command>>,
-    threads: Vec<JoinHandle<()>>,
+    /// Each shard writer's channel; emptied by [`Store::shutdown`], which disconnects them.
+    shards: ArcSwap<Vec<Sender<Command>>>,
+    shard_count: usize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     shared: Arc<Shared>,
 }
 
@@ -311,7 +315,13 @@ impl Store {
             shards.push(tx);
             threads.push(thread);
         }
-        let store = Self { db, shards, threads, shared };
+        let store = Self {
+            db,
+            shards: ArcSwap::from_pointee(shards),
+            shard_count,
+            threads: Mutex::new(threads),
+            shared,
+        };
         store.measure_disk();
         Ok(store)
     }
@@ -510,6 +520,20 @@ impl Store {
         Ok(Some(entries))
     }
 
+    /// Runs `work` (reads, or anything else that blocks on RocksDB) on tokio's blocking pool
+    /// and answers its result: the one way async code (sessions, the admin API, fan-out) reads
+    /// the store.
+    pub async fn blocking<T, F>(self: &Arc<Self>, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::TaskFailed(e.to_string())))
+    }
+
     /// Writes the memtables to table files (RocksDB would do it by itself when they fill).
     /// For tests and for an operator preparing a backup.
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -524,8 +548,8 @@ impl Store {
     /// Removes expired entries and dedupe records older than the window, in every shard.
     /// The writers also do this by themselves when idle.
     pub async fn sweep(&self) -> Result<(), StoreError> {
-        let mut pending = Vec::with_capacity(self.shards.len());
-        for shard in 0..self.shards.len() {
+        let mut pending = Vec::with_capacity(self.shard_count);
+        for shard in 0..self.shard_count {
             pending.push(self.submit(shard, |done| Command::Sweep { done }));
         }
         for p in pending {
@@ -554,12 +578,12 @@ impl Store {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
+        self.shard_count
     }
 
     /// Stops the writers after they commit what they hold, and closes the database.
-    pub fn close(mut self) {
-        self.stop();
+    pub fn close(self) {
+        self.shutdown();
     }
 
     /// Adds a user: its queue and its record. Fails with [`StoreError::Exists`] if the user
@@ -719,19 +743,24 @@ impl Store {
         self.scan(prefix, |key, value| decode(registry::key_name(key)?, value))
     }
 
-    fn stop(&mut self) {
-        self.shards.clear(); // disconnects the channels: each writer drains and exits
-        for thread in self.threads.drain(..) {
+    /// Stops the shard writers after they have committed every command they hold; later
+    /// commands answer [`StoreError::Closed`]. Blocks until they are done. Called by the
+    /// server's orderly shutdown, and on drop.
+    pub fn shutdown(&self) {
+        // Disconnects the channels: each writer drains and exits.
+        self.shards.store(Arc::new(Vec::new()));
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
             let _ = thread.join();
         }
     }
 
     fn shard_of(&self, queue: QueueId) -> usize {
-        (keys::mix(queue.0) % self.shards.len() as u64) as usize
+        (keys::mix(queue.0) % self.shard_count as u64) as usize
     }
 
     fn shard_of_name(&self, name: &str) -> usize {
-        (keys::stable_hash(name.as_bytes()) % self.shards.len() as u64) as usize
+        (keys::stable_hash(name.as_bytes()) % self.shard_count as u64) as usize
     }
 
     fn submit<T>(
@@ -742,7 +771,9 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         // A send fails only when the writer has stopped; the dropped sender then resolves the
         // pending result as `Closed`.
-        let _ = self.shards[shard].send(command(tx));
+        if let Some(writer) = self.shards.load().get(shard) {
+            let _ = writer.send(command(tx));
+        }
         Pending { rx }
     }
 
@@ -776,7 +807,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.stop();
+        self.shutdown();
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 };
 
 use switchboard_hub::{
-    admin::AdminClient,
+    client::admin::AdminClient,
     client::{Client, DeviceIdentity, Event, client_endpoint},
 };
 use switchboard_protocol::Address;

@@ -1,0 +1,59 @@
+//! The `hub` binary's commands, one file per topic; `main.rs` only parses the command line.
+//! These are clients of the library: the admin API through
+//! [`AdminClient`](switchboard_hub::client::admin::AdminClient), devices through
+//! [`Client`](switchboard_hub::client::Client).
+
+pub(crate) mod devices;
+pub(crate) mod messages;
+pub(crate) mod org;
+pub(crate) mod serve;
+pub(crate) mod users;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use switchboard_hub::{client::admin::AdminClient, config::Config};
+
+pub(crate) fn admin_client(config: &Config) -> anyhow::Result<AdminClient> {
+    let data_dir = config.data_dir();
+    let path = data_dir.join("admin.token");
+    let token = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the admin token {} (has the hub been started with this data directory?)",
+            path.display()
+        )
+    })?;
+    Ok(AdminClient::new(config.admin.listen, token.trim().to_string()))
+}
+
+pub(crate) fn default_identity_path() -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("switchboard/identity.toml")
+}
+
+/// Unix milliseconds as UTC `YYYY-MM-DD hh:mm:ss`.
+pub(crate) fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,217 @@
+//! The delivery path: reading a device's queues, turning entries into `deliver` frames, the
+//! receipt policy, and acknowledgements.
+//!
+//! A session asks for the entries of a queue after its last handed-out sequence
+//! ([`Hub::read_now`] from memory on its own task, [`Hub::read`] from disk on a blocking
+//! thread); [`prepare`] decodes each and decides whether its acknowledgement makes a
+//! `delivered` receipt (the sender asked for receipts, and the reader is someone else). Acks go
+//! to the store ([`Hub::ack`]); receipts a device sends are checked against the receipt rule
+//! ([`Hub::check_receipt`]) and stored for the message's sender ([`Hub::store_receipt`]).
+
+use bytes::Bytes;
+use switchboard_protocol::{
+    Address, Deliver, DeliverReceipt, ErrorCode, Flags, Frame, Receipt, ReceiptKind,
+};
+
+use crate::{
+    fanout::{
+        Hub, SendError,
+        entry::{Stored, decode_entry, encode_receipt},
+    },
+    store::{DeviceId, EnqueueRequest, Entry, QueueId, StoreError, system_clock_ms},
+};
+
+/// One entry ready to hand to a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its sequence in the queue.
+    pub seq: u64,
+    /// The `deliver` or `deliver-receipt` frame.
+    pub frame: Frame,
+    /// The `delivered` receipt to store when the device acknowledges it.
+    pub receipt: Option<Receipt>,
+}
+
+/// Which entries a session wants: up to `max` of `queue` after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// Names the read, so that its answer finds the session's state it was made for.
+    pub id: u64,
+    /// The queue.
+    pub queue: QueueId,
+    /// The queue's address, as deliveries name it.
+    pub name: Address,
+    /// The last sequence handed out.
+    pub after: u64,
+    /// At most this many entries.
+    pub max: usize,
+}
+
+/// Decodes a queue entry for a device of `reader` reading the queue named `queue`, with the
+/// receipt policy: a message whose sender asked for receipts, read by someone else, makes a
+/// `delivered` receipt by the queue's address when the device acknowledges it.
+pub fn prepare(entry: &Entry, queue: &Address, reader: &Address) -> Result<Delivery, StoreError> {
+    let (frame, receipt) = match decode_entry(&entry.payload)? {
+        Stored::Message(envelope) => {
+            let receipt = (envelope.flags.contains(Flags::WANT_RECEIPTS)
+                && envelope.from != *reader)
+                .then(|| Receipt {
+                    id: envelope.id,
+                    kind: ReceiptKind::Delivered,
+                    message_from: envelope.from.clone(),
+                    by: queue.clone(),
+                    at_ms: 0,
+                });
+            (Deliver { queue: queue.clone(), seq: entry.seq, envelope }.into(), receipt)
+        }
+        Stored::Receipt(receipt) => {
+            (DeliverReceipt { queue: queue.clone(), seq: entry.seq, receipt }.into(), None)
+        }
+    };
+    Ok(Delivery { seq: entry.seq, frame, receipt })
+}
+
+/// An acknowledgement the store refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ack refused: {0}")]
+pub struct AckError(pub StoreError);
+
+impl AckError {
+    /// The error code on the wire: the device's fault, or the hub's.
+    pub fn code(&self) -> ErrorCode {
+        match self.0 {
+            StoreError::AckBeyondTail { .. } | StoreError::TooManySelectiveAcks { .. } => {
+                ErrorCode::MALFORMED
+            }
+            _ => ErrorCode::INTERNAL,
+        }
+    }
+}
+
+/// Why a receipt was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// A device made a receipt in the name of someone it does not read for; the device is
+    /// told with an `error` frame.
+    #[error("a receipt by {by} from a device of {account}")]
+    NotTheReader {
+        /// Whom the receipt claims to be by.
+        by: Address,
+        /// The device's user.
+        account: Address,
+    },
+    /// The receipt could not be stored (its sender is not served here, the store refused);
+    /// receipts are best effort, so this is only logged.
+    #[error(transparent)]
+    NotStored(#[from] SendError),
+}
+
+impl ReceiptError {
+    /// Whether the device is told (the receipt broke a rule) rather than the hub only logging.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::NotTheReader { .. })
+    }
+}
+
+impl Hub {
+    /// Up to `request.max` entries from memory (the store's queue tails, RocksDB's memtables
+    /// and block cache), prepared for a device of `reader`; `None` if the read needs the disk.
+    pub fn read_now(
+        &self,
+        reader: &Address,
+        request: &ReadRequest,
+    ) -> Option<Result<Vec<Delivery>, StoreError>> {
+        match self.store.read_after_cached(request.queue, request.after, request.max) {
+            Ok(Some(entries)) => Some(prepare_all(&entries, &request.name, reader)),
+            Ok(None) => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+
+    /// Like [`Hub::read_now`], from disk on a blocking thread.
+    pub async fn read(
+        &self,
+        reader: &Address,
+        request: &ReadRequest,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let (queue, after, max) = (request.queue, request.after, request.max);
+        let entries = self.store.blocking(move |store| store.read_after(queue, after, max)).await?;
+        prepare_all(&entries, &request.name, reader)
+    }
+
+    /// Acknowledges entries of `queue` for `device`. Submitted before this returns, so an ack
+    /// the hub has read is committed even if the session ends at once.
+    pub fn ack(
+        &self,
+        queue: QueueId,
+        device: DeviceId,
+        up_to: u64,
+        selective: Vec<u64>,
+    ) -> impl Future<Output = Result<(), AckError>> + Send + 'static {
+        let pending = self.store.ack(queue, device, up_to, selective);
+        async move { pending.await.map(drop).map_err(AckError) }
+    }
+
+    /// The receipt rule: a device may make receipts by its own user (or one of that user's
+    /// devices), or by a line its user reads, which the line's other members then see too.
+    /// Answers the line, if any, whose queue also gets the receipt.
+    pub fn check_receipt(
+        &self,
+        account: &Address,
+        receipt: &Receipt,
+    ) -> Result<Option<Address>, ReceiptError> {
+        let own = receipt.by == *account || receipt.by.account().as_ref() == Some(account);
+        if own {
+            return Ok(None);
+        }
+        if self.org.snapshot().reads_line(account.as_str(), receipt.by.as_str()) {
+            return Ok(Some(receipt.by.clone()));
+        }
+        Err(ReceiptError::NotTheReader { by: receipt.by.clone(), account: account.clone() })
+    }
+
+    /// Stores a receipt for the message `receipt.id` in its sender's queue, when that sender is
+    /// a user of this hub. Who made it is part of its dedupe key, so that the same receipt
+    /// made twice (two devices of one recipient) is stored once. With `line`, the receipt
+    /// also goes to the line's queue, so the other members see that someone read or answered.
+    pub async fn store_receipt(
+        &self,
+        receipt: Receipt,
+        line: Option<Address>,
+    ) -> Result<(), ReceiptError> {
+        let queue = self.directory.resolve(&receipt.message_from)?;
+        let kind = match receipt.kind {
+            ReceiptKind::Delivered => "delivered",
+            ReceiptKind::Read => "read",
+            ReceiptKind::Answered => "answered",
+        };
+        let request = EnqueueRequest {
+            id: receipt.id.0,
+            sender: Bytes::from(format!("receipt:{kind}:{}", receipt.by)),
+            expires_ms: system_clock_ms()
+                .saturating_add(u64::from(self.config.delivery.default_ttl_secs) * 1000),
+            payload: encode_receipt(&receipt),
+        };
+        let line = match &line {
+            Some(line) => Some(self.directory.resolve(line)?),
+            None => None,
+        };
+        let copy =
+            line.filter(|&l| l != queue).map(|l| (l, self.store.enqueue(l, request.clone())));
+        self.store.enqueue(queue, request).await.map_err(SendError::from)?;
+        self.notifier.wake(queue);
+        if let Some((line, pending)) = copy {
+            pending.await.map_err(SendError::from)?;
+            self.notifier.wake(line);
+        }
+        Ok(())
+    }
+}
+
+fn prepare_all(
+    entries: &[Entry],
+    queue: &Address,
+    reader: &Address,
+) -> Result<Vec<Delivery>, StoreError> {
+    entries.iter().map(|entry| prepare(entry, queue, reader)).collect()
+}

@@ -1,0 +1,59 @@
+//! The live sessions of each device, so that a change made elsewhere (a revocation, a new
+//! line) reaches them: [`SessionRegistry::kick`] ends them, [`SessionRegistry::refresh`] makes
+//! them reload the queues they read.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, Weak},
+};
+
+use tokio::sync::Notify;
+
+use crate::store::DeviceId;
+
+/// What a live session can be told.
+#[derive(Default)]
+pub struct SessionSignals {
+    /// End the session (revoked, deactivated).
+    pub kick: Notify,
+    /// The queues the device reads changed: reload them.
+    pub refresh: Notify,
+}
+
+/// Every live session's signals, by device. A session holds its [`SessionSignals`]; the
+/// registry keeps only weak references, dropped when the session ends.
+#[derive(Default)]
+pub struct SessionRegistry {
+    devices: Mutex<HashMap<DeviceId, Vec<Weak<SessionSignals>>>>,
+}
+
+impl SessionRegistry {
+    /// Registers a live session of `device`.
+    pub fn register(&self, device: DeviceId) -> Arc<SessionSignals> {
+        let signals = Arc::new(SessionSignals::default());
+        let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        let list = devices.entry(device).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&signals));
+        signals
+    }
+
+    fn signals(&self, device: DeviceId) -> Vec<Arc<SessionSignals>> {
+        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        devices.get(&device).into_iter().flatten().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Ends every live session of `device` (after a revocation or deactivation).
+    pub fn kick(&self, device: DeviceId) {
+        for signals in self.signals(device) {
+            signals.kick.notify_one();
+        }
+    }
+
+    /// Tells every live session of `device` that the queues it reads changed.
+    pub fn refresh(&self, device: DeviceId) {
+        for signals in self.signals(device) {
+            signals.refresh.notify_one();
+        }
+    }
+}
