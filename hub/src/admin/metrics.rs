@@ -1,0 +1,56 @@
+//! `GET /v1/metrics`: the hub's counters as JSON (operator only).
+
+use axum::{Json, extract::State, http::HeaderMap};
+use serde::{Deserialize, Serialize};
+
+use crate::admin::{ApiError, AppState, auth::authorise};
+
+/// What `GET /v1/metrics` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metrics {
+    /// QUIC connections open now.
+    pub connections: u64,
+    /// The hub process's resident memory in bytes (Linux; absent elsewhere).
+    pub resident_bytes: Option<u64>,
+    /// Write batches the store has committed (each one fsync).
+    pub store_batches: u64,
+    /// Commands in those batches.
+    pub store_commands: u64,
+    /// Messages appended to queues.
+    pub store_enqueued: u64,
+    /// Dedupe checks that had to look on disk: the message id was older than what the store
+    /// holds in memory (late retransmissions, the first minutes after a restart). A steady
+    /// rise under normal traffic means `[store] dedupe_memory` is too small.
+    #[serde(default)]
+    pub store_dedupe_disk_lookups: u64,
+    /// Write batches fsynced: every batch but those of acknowledgements alone.
+    #[serde(default)]
+    pub store_synced_batches: u64,
+}
+
+/// The resident set size of this process, from `/proc/self/statm` (in pages, taken as 4 KiB:
+/// the page size of the x86-64 and most arm64 Linux systems the hub runs on).
+pub(super) fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Metrics>, ApiError> {
+    authorise(&state, &headers)?;
+    let store = state.hub.store().metrics();
+    Ok(Json(Metrics {
+        connections: state.hub.connections() as u64,
+        resident_bytes: resident_bytes(),
+        store_batches: store.batches.load(std::sync::atomic::Ordering::Relaxed),
+        store_commands: store.commands.load(std::sync::atomic::Ordering::Relaxed),
+        store_enqueued: store.enqueued.load(std::sync::atomic::Ordering::Relaxed),
+        store_dedupe_disk_lookups: store
+            .dedupe_disk_lookups
+            .load(std::sync::atomic::Ordering::Relaxed),
+        store_synced_batches: store.synced_batches.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+}

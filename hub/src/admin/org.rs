@@ -1,0 +1,211 @@
+//! Organisation commands, invitations, logos, the event log and the directory, with the
+//! caller's rights (a user's token) checked by the organisation's rules.
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use crate::{
+    admin::{ApiError, AppState, CODE_VALIDITY, auth::actor, hex, new_code},
+    org::{Actor, Command, Event, Right, ServiceError, Status},
+    store::system_clock_ms,
+};
+
+pub(super) async fn org_command(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Event>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let command: Command = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("not an org command: {e}")))?;
+    let event = state.hub.org_execute(&actor, command).await?;
+    Ok(Json(event))
+}
+
+#[derive(Deserialize)]
+pub(super) struct LogoQuery {
+    org: Option<crate::org::OrgId>,
+    unit: crate::org::UnitId,
+}
+
+pub(super) async fn put_logo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LogoQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Event>, ApiError> {
+    use sha2::Digest;
+    let actor = actor(&state, &headers).await?;
+    let org = query.org.ok_or(ApiError(StatusCode::BAD_REQUEST, "org is required".into()))?;
+    let (format, width, height) = crate::org::check_logo(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let logo = crate::org::Logo {
+        format: format.into(),
+        width,
+        height,
+        sha256: hex(&sha2::Sha256::digest(&body)),
+    };
+    // The rule is checked before the bytes are kept, so a refused caller stores nothing.
+    let command = Command::SetLogo { org, unit: query.unit, logo };
+    state
+        .hub
+        .org()
+        .snapshot()
+        .decide(&actor, command.clone(), system_clock_ms())
+        .map_err(|e| ApiError::from(ServiceError::Refused(e)))?;
+    state.hub.store().put_blob(&format!("logo:{}", query.unit.0), body.to_vec()).await?;
+    Ok(Json(state.hub.org_execute(&actor, command).await?))
+}
+
+pub(super) async fn get_logo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<LogoQuery>,
+) -> Result<Response, ApiError> {
+    actor(&state, &headers).await?;
+    let snapshot = state.hub.org().snapshot();
+    let unit =
+        snapshot.unit(query.unit).ok_or(ApiError(StatusCode::NOT_FOUND, "no such unit".into()))?;
+    let logo =
+        unit.logo.clone().ok_or(ApiError(StatusCode::NOT_FOUND, "the unit has no logo".into()))?;
+    let name = format!("logo:{}", query.unit.0);
+    let bytes = state.hub.store().blocking(move |store| store.blob(&name)).await?;
+    let bytes =
+        bytes.ok_or(ApiError(StatusCode::NOT_FOUND, "the logo's file is missing".into()))?;
+    let content_type = if logo.format == "png" { "image/png" } else { "image/jpeg" };
+    Ok(([("content-type", content_type)], bytes).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct InviteBody {
+    org: crate::org::OrgId,
+    user: String,
+    #[serde(default)]
+    guest: bool,
+    #[serde(default)]
+    unit: Option<crate::org::UnitId>,
+}
+
+pub(super) fn code_hash_hex(code: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(code.trim().as_bytes()))
+}
+
+pub(super) async fn org_invite(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<InviteBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let code = new_code();
+    let expires_ms = system_clock_ms() + CODE_VALIDITY.as_millis() as u64;
+    let command = Command::Invite {
+        org: body.org,
+        user: body.user,
+        guest: body.guest,
+        unit: body.unit,
+        code_hash: code_hash_hex(&code),
+        expires_ms,
+    };
+    state.hub.org_execute(&actor, command).await?;
+    let link = format!("switchboard:invite?org={}&code={code}", body.org.0);
+    Ok(Json(serde_json::json!({ "code": code, "link": link, "expires_ms": expires_ms })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct AcceptBody {
+    org: crate::org::OrgId,
+    code: String,
+}
+
+pub(super) async fn org_accept(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<AcceptBody>,
+) -> Result<Json<Event>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let command = Command::AcceptInvitation { org: body.org, code_hash: code_hash_hex(&body.code) };
+    Ok(Json(state.hub.org_execute(&actor, command).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct EventsQuery {
+    after: Option<u64>,
+}
+
+pub(super) async fn org_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let hub = state.hub.clone();
+    let after = query.after.unwrap_or(0);
+    let events = state.hub.store().blocking(move |_| hub.org().events(after, 1000)).await?;
+    let snapshot = state.hub.org().snapshot();
+    let readable = |event: &Event| match &actor {
+        Actor::Operator => true,
+        Actor::User(_) => event
+            .org()
+            .and_then(|id| snapshot.org(id))
+            .is_some_and(|org| snapshot.holds(org, &actor, Right::ReadEventLog)),
+    };
+    Ok(Json(
+        events
+            .into_iter()
+            .filter(|(_, event)| readable(event))
+            .map(|(seq, event)| serde_json::json!({ "seq": seq, "event": event }))
+            .collect(),
+    ))
+}
+
+pub(super) async fn org_directory(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let Actor::User(user) = actor(&state, &headers).await? else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the directory is a member's view; use a user token".into(),
+        ));
+    };
+    let snapshot = state.hub.org().snapshot();
+    let mut out = Vec::new();
+    for membership in snapshot.memberships(&user).filter(|m| m.status == Status::Active) {
+        let Some(org) = snapshot.org(membership.org) else { continue };
+        let units: Vec<_> = snapshot.units().filter(|u| u.org == org.id).collect();
+        let lines: Vec<_> = units
+            .iter()
+            .map(|u| serde_json::json!({ "name": u.name, "line": u.address }))
+            .collect();
+        let mut colleagues = Vec::new();
+        for unit in &units {
+            for member in snapshot.members_of(unit.id).filter(|m| m.status == Status::Active) {
+                colleagues.push(serde_json::json!({ "user": member.user, "unit": unit.address }));
+            }
+        }
+        out.push(serde_json::json!({
+            "org": org.id, "name": org.name, "lines": lines, "members": colleagues
+        }));
+    }
+    // Groups the user reads or manages; an anonymous group's members are shown only to those
+    // who manage it.
+    let actor = Actor::User(user.clone());
+    for group in snapshot.groups() {
+        let manages = snapshot.manages(group, &actor);
+        if !manages && !snapshot.group_readers(&group.address).contains(&user) {
+            continue;
+        }
+        let members: Vec<&String> =
+            if group.anonymous && !manages { Vec::new() } else { group.members.iter().collect() };
+        out.push(serde_json::json!({
+            "group": group.address, "anonymous": group.anonymous, "members": members
+        }));
+    }
+    Ok(Json(out))
+}
