@@ -83,7 +83,10 @@ pub(crate) async fn run(
         watch: None,
         account: None,
     };
-    if *shutdown.borrow() {
+    // Whether the session was told to drain. Not `*shutdown.borrow()`: a shutdown that begins
+    // while this task is busy must still reach the session at the next select.
+    let mut draining = *shutdown.borrow();
+    if draining {
         session.drain();
     }
     loop {
@@ -100,9 +103,10 @@ pub(crate) async fn run(
             biased;
             () = signal(&driver.signals, |s| &s.refresh) => session.refresh(),
             () = signal(&driver.signals, |s| &s.kick) => session.kick(),
-            changed = shutdown.changed(), if !*shutdown.borrow() => {
+            changed = shutdown.changed(), if !draining => {
                 // A dropped sender means the hub is gone: stop as for a shutdown.
-                if changed.is_err() || *shutdown.borrow() {
+                draining = changed.is_err() || *shutdown.borrow();
+                if draining {
                     session.drain();
                 }
             }

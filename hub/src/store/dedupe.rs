@@ -13,7 +13,9 @@
 
 use std::collections::HashMap;
 
-use crate::store::{QueueId, StoreError, keys};
+use rocksdb::{DB, ReadOptions};
+
+use crate::store::{QueueId, StoreError, batch::Batch, codec, decode_u64};
 
 /// Generations are dropped whole; ids this far ahead of the writer's clock when their
 /// generation is dropped are carried into the next one instead, so that one device with a
@@ -184,7 +186,7 @@ pub(crate) struct Record {
 impl Record {
     /// The record's key when written alone (and in memory).
     pub(crate) fn key(&self) -> Key {
-        keys::dedupe(QueueId(self.queue), self.id, self.sender)
+        codec::dedupe(QueueId(self.queue), self.id, self.sender)
     }
 }
 
@@ -211,9 +213,9 @@ fn record_at(block: &[u8], index: usize) -> Record {
     id.copy_from_slice(&raw[..16]);
     Record {
         id: u128::from_be_bytes(id),
-        queue: keys::be_u64(&raw[16..24]),
-        sender: keys::be_u64(&raw[24..32]),
-        seq: keys::be_u64(&raw[32..40]),
+        queue: codec::be_u64(&raw[16..24]),
+        sender: codec::be_u64(&raw[24..32]),
+        seq: codec::be_u64(&raw[32..40]),
     }
 }
 
@@ -250,6 +252,157 @@ pub(crate) fn decode_block(block: &[u8]) -> Result<Vec<Record>, StoreError> {
     Ok((0..check_block(block)?).map(|i| record_at(block, i)).collect())
 }
 
+// The index on disk: single records and blocks under the dedupe keys of `codec`.
+
+/// The in-memory dedupe records, rebuilt from disk after a start or a failed write.
+///
+/// Memory answers alone for ids above the newest record on disk. A device whose clock runs
+/// far ahead leaves records with ids from the future, which would put that bound out of
+/// reach of every other id for as long as they are kept; so the bound is the newest id
+/// up to a minute ahead of this clock, and the (few) records beyond it are loaded into
+/// memory. If there are too many of them, the bound is the newest id of all: slower
+/// (ids below it are looked up on disk), never wrong.
+pub(crate) fn load_recent(db: &DB, capacity: usize, now: u64) -> Result<RecentIds, StoreError> {
+    let horizon = ahead_of(now);
+    let horizon_ms = ms_of(horizon);
+    let mut iter = db.raw_iterator();
+    let mut ahead = Vec::new();
+    let mut too_many = false;
+    // Single records: the newest below the horizon, then every one from it on.
+    iter.seek_for_prev(codec::dedupe(QueueId(0), horizon, 0));
+    iter.status()?;
+    let mut newest = iter.key().and_then(codec::dedupe_id);
+    iter.seek(codec::dedupe(QueueId(0), horizon, 0));
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        let (Some(id), Some((queue, sender))) =
+            (codec::dedupe_id(key), codec::dedupe_queue_and_sender(key))
+        else {
+            break;
+        };
+        if ahead.len() > capacity / 4 {
+            too_many = true;
+            break;
+        }
+        ahead.push(Record { id, queue, sender, seq: decode_u64(value, "dedupe")? });
+        iter.next();
+    }
+    iter.status()?;
+    // Blocks likewise, by the millisecond of their ids.
+    iter.seek_for_prev(codec::dedupe_blocks_of(horizon_ms));
+    iter.status()?;
+    if let Some(ms) = iter.key().and_then(codec::dedupe_block_ms) {
+        newest = newest.max(newest_in_blocks_of(&mut iter, ms)?);
+    }
+    iter.seek(codec::dedupe_blocks_of(horizon_ms));
+    while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+        if too_many || codec::dedupe_block_ms(key).is_none() {
+            break;
+        }
+        ahead.extend(decode_block(value)?);
+        too_many = ahead.len() > capacity / 4;
+        iter.next();
+    }
+    iter.status()?;
+    let mut recent = if too_many {
+        // Too many records from the future to hold: bound by the newest of all.
+        ahead.clear();
+        iter.seek_for_prev(codec::dedupe(QueueId(u64::MAX), u128::MAX, u64::MAX));
+        iter.status()?;
+        let newest_single = iter.key().and_then(codec::dedupe_id);
+        iter.seek_for_prev(codec::dedupe_block(u64::MAX, QueueId(u64::MAX), u64::MAX));
+        iter.status()?;
+        let newest_block = match iter.key().and_then(codec::dedupe_block_ms) {
+            Some(ms) => newest_in_blocks_of(&mut iter, ms)?,
+            None => None,
+        };
+        RecentIds::new(capacity, newest_single.max(newest_block))
+    } else {
+        RecentIds::new(capacity, newest)
+    };
+    for record in ahead {
+        recent.insert(record.key(), record.id, record.seq, now);
+    }
+    Ok(recent)
+}
+
+/// The sequence a dedupe record on disk gives (`record.seq` is not looked at): a single
+/// record, or one in a block of the id's millisecond (at most a few of them).
+pub(crate) fn lookup_on_disk(db: &DB, record: &Record) -> Result<Option<u64>, StoreError> {
+    if let Some(seq) = db.get_pinned(record.key())? {
+        return decode_u64(&seq, "dedupe").map(Some);
+    }
+    let prefix = codec::dedupe_blocks_of(ms_of(record.id));
+    let mut options = ReadOptions::default();
+    options.set_iterate_upper_bound(codec::prefix_end(&prefix));
+    let mut iter = db.raw_iterator_opt(options);
+    iter.seek(prefix);
+    while let Some(block) = iter.value() {
+        if let Some(seq) = find_in_block(block, record.id, record.queue, record.sender)? {
+            return Ok(Some(seq));
+        }
+        iter.next();
+    }
+    iter.status()?;
+    Ok(None)
+}
+
+/// Writes a batch's dedupe records: per millisecond of their ids, one block, or single
+/// records when the millisecond has its blocks already or the group is too large (see
+/// `dedupe`).
+pub(crate) fn write_records(db: &DB, batch: &mut Batch, mut records: Vec<Record>) {
+    records.sort_unstable();
+    let mut iter = db.raw_iterator();
+    let mut rest = &records[..];
+    while let Some(first) = rest.first() {
+        let ms = ms_of(first.id);
+        let len = rest.iter().take_while(|r| ms_of(r.id) == ms).count();
+        let (group, after) = rest.split_at(len);
+        rest = after;
+        if group.len() <= MAX_BLOCK_RECORDS && blocks_of(&mut iter, ms) < MAX_BLOCKS_PER_MS {
+            let key = codec::dedupe_block(ms, QueueId(first.queue), first.seq);
+            batch.put(key, encode_block(group));
+        } else {
+            for record in group {
+                batch.put(record.key(), record.seq.to_be_bytes());
+            }
+        }
+    }
+}
+
+/// The largest message id in the dedupe blocks of millisecond `ms` (the last record of each:
+/// records are sorted).
+fn newest_in_blocks_of(
+    iter: &mut rocksdb::DBRawIterator<'_>,
+    ms: u64,
+) -> Result<Option<u128>, StoreError> {
+    let prefix = codec::dedupe_blocks_of(ms);
+    iter.seek(prefix);
+    let mut newest = None;
+    while let (Some(key), Some(block)) = (iter.key(), iter.value()) {
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        newest = newest.max(decode_block(block)?.last().map(|r| r.id));
+        iter.next();
+    }
+    iter.status()?;
+    Ok(newest)
+}
+
+/// How many dedupe blocks millisecond `ms` has, counted up to [`MAX_BLOCKS_PER_MS`];
+/// `usize::MAX` if RocksDB could not tell (the caller then writes single records, which are
+/// always safe).
+fn blocks_of(iter: &mut rocksdb::DBRawIterator<'_>, ms: u64) -> usize {
+    let prefix = codec::dedupe_blocks_of(ms);
+    iter.seek(prefix);
+    let mut count = 0;
+    while count < MAX_BLOCKS_PER_MS && iter.key().is_some_and(|key| key.starts_with(&prefix)) {
+        count += 1;
+        iter.next();
+    }
+    if iter.status().is_err() { usize::MAX } else { count }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +412,7 @@ mod tests {
     }
 
     fn key(id: u128) -> Key {
-        keys::dedupe(QueueId(7), id, 42)
+        codec::dedupe(QueueId(7), id, 42)
     }
 
     #[test]

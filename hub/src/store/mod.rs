@@ -21,9 +21,9 @@
 //! sequence numbers continue after the last durable one.
 
 mod batch;
+mod codec;
 mod dedupe;
 mod error;
-mod keys;
 mod registry;
 mod tail;
 mod writer;
@@ -342,7 +342,7 @@ impl Store {
 
     /// The id of the queue named `name`, if there is one.
     pub fn queue_id(&self, name: &str) -> Result<Option<QueueId>, StoreError> {
-        let value = self.db.get_pinned(keys::queue_name(name))?;
+        let value = self.db.get_pinned(codec::queue_name(name))?;
         value.map(|v| decode_u64(&v, "queue name").map(QueueId)).transpose()
     }
 
@@ -354,7 +354,7 @@ impl Store {
 
     /// The account queue a device belongs to, if the device exists.
     pub fn device_account(&self, device: DeviceId) -> Result<Option<QueueId>, StoreError> {
-        let value = self.db.get_pinned(keys::device(device))?;
+        let value = self.db.get_pinned(codec::device(device))?;
         value.map(|v| decode_u64(&v, "device").map(QueueId)).transpose()
     }
 
@@ -371,14 +371,14 @@ impl Store {
 
     /// The queues `device` reads.
     pub fn subscriptions(&self, device: DeviceId) -> Result<Vec<QueueId>, StoreError> {
-        let prefix = keys::subscriptions_of(device);
-        self.scan_keys(&prefix, keys::subscription_queue)
+        let prefix = codec::subscriptions_of(device);
+        self.scan_keys(&prefix, codec::subscription_queue)
     }
 
     /// The devices that read `queue`.
     pub fn readers(&self, queue: QueueId) -> Result<Vec<DeviceId>, StoreError> {
-        let prefix = keys::readers_of(queue);
-        self.scan_keys(&prefix, keys::reader_device)
+        let prefix = codec::readers_of(queue);
+        self.scan_keys(&prefix, codec::reader_device)
     }
 
     /// Removes a device: unsubscribes it from every queue it reads, then forgets it. Each step
@@ -440,9 +440,9 @@ impl Store {
     pub fn cursor(&self, queue: QueueId, device: DeviceId) -> Result<Cursor, StoreError> {
         let value = self
             .db
-            .get_pinned(keys::reader(queue, device))?
+            .get_pinned(codec::reader(queue, device))?
             .ok_or(StoreError::NotSubscribed { queue, device })?;
-        writer::decode_cursor(&value)
+        codec::decode_cursor(&value)
     }
 
     /// Up to `max` entries of `queue` that `device` has not acknowledged, in order, skipping
@@ -497,8 +497,8 @@ impl Store {
         mut options: ReadOptions,
     ) -> Result<Option<Vec<Entry>>, StoreError> {
         let now = (self.shared.clock)();
-        options.set_iterate_upper_bound(keys::entry(QueueId(queue.0 + 1), 0).to_vec());
-        let start = keys::entry(queue, after.saturating_add(1));
+        options.set_iterate_upper_bound(codec::entry(QueueId(queue.0 + 1), 0).to_vec());
+        let start = codec::entry(queue, after.saturating_add(1));
         let iter = self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options);
         let mut entries = Vec::with_capacity(max.min(1024));
         for item in iter {
@@ -510,9 +510,9 @@ impl Store {
                 Err(error) if error.kind() == rocksdb::ErrorKind::Incomplete => return Ok(None),
                 Err(error) => return Err(error.into()),
             };
-            let seq = keys::entry_seq(&key)
+            let seq = codec::entry_seq(&key)
                 .ok_or_else(|| StoreError::Corrupt("entry key of the wrong size".into()))?;
-            let entry = writer::decode_entry(seq, &value)?;
+            let entry = codec::decode_entry(seq, &value)?;
             if entry.expires_ms > now {
                 entries.push(entry);
             }
@@ -598,19 +598,19 @@ impl Store {
 
     /// The user named `name`, if there is one.
     pub fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
-        let value = self.db.get_pinned(registry::user_key(name))?;
-        value.map(|v| registry::decode_user(name.into(), &v)).transpose()
+        let value = self.db.get_pinned(codec::user_key(name))?;
+        value.map(|v| codec::decode_user(name.into(), &v)).transpose()
     }
 
     /// Every user, ordered by name.
     pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        self.scan_records(&[keys::USER], registry::decode_user)
+        self.scan_records(&[codec::USER], codec::decode_user)
     }
 
     /// Stores an enrolment code for the user whose queue is `account`, valid until
     /// `expires_ms`. Only the code's SHA-256 hash is kept.
     pub fn issue_code(&self, account: QueueId, code: &str, expires_ms: u64) -> Pending<()> {
-        let key = registry::code_key(account, &code_hash(code));
+        let key = codec::code_key(account, &code_hash(code));
         self.submit(self.shard_of(account), |done| Command::IssueCode {
             account,
             key,
@@ -629,7 +629,7 @@ impl Store {
         public_key: [u8; 32],
         code: &str,
     ) -> Pending<DeviceRecord> {
-        let code = registry::code_key(account, &code_hash(code));
+        let code = codec::code_key(account, &code_hash(code));
         self.submit(self.shard_of(account), |done| Command::Enrol {
             account,
             name: name.into(),
@@ -660,17 +660,17 @@ impl Store {
 
     /// The device named `name` (`user@domain/device`), if it ever enrolled.
     pub fn device_record(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        let value = self.db.get_pinned(registry::device_key(name))?;
-        value.map(|v| registry::decode_device(name.into(), &v)).transpose()
+        let value = self.db.get_pinned(codec::device_key(name))?;
+        value.map(|v| codec::decode_device(name.into(), &v)).transpose()
     }
 
     /// The devices of the user `user` (every device when `None`), ordered by name.
     pub fn device_records(&self, user: Option<&str>) -> Result<Vec<DeviceRecord>, StoreError> {
         let prefix = match user {
-            Some(user) => registry::device_key(&format!("{user}/")),
-            None => vec![keys::DEVICE_RECORD],
+            Some(user) => codec::device_key(&format!("{user}/")),
+            None => vec![codec::DEVICE_RECORD],
         };
-        self.scan_records(&prefix, registry::decode_device)
+        self.scan_records(&prefix, codec::decode_device)
     }
 
     /// Revokes the device `name`: it is refused from now on, and stops reading every queue
@@ -712,14 +712,14 @@ impl Store {
 
     /// Stores `bytes` under `name`, durably (small files such as logos).
     pub fn put_blob(&self, name: &str, bytes: Vec<u8>) -> Pending<()> {
-        let mut key = vec![keys::BLOB];
+        let mut key = vec![codec::BLOB];
         key.extend_from_slice(name.as_bytes());
         self.submit(0, |done| Command::PutRecord { key, value: bytes, done })
     }
 
     /// The bytes stored under `name`.
     pub fn blob(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut key = vec![keys::BLOB];
+        let mut key = vec![codec::BLOB];
         key.extend_from_slice(name.as_bytes());
         Ok(self.db.get(key)?)
     }
@@ -740,7 +740,7 @@ impl Store {
         prefix: &[u8],
         decode: impl Fn(String, &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        self.scan(prefix, |key, value| decode(registry::key_name(key)?, value))
+        self.scan(prefix, |key, value| decode(codec::key_name(key)?, value))
     }
 
     /// Stops the shard writers after they have committed every command they hold; later
@@ -756,11 +756,11 @@ impl Store {
     }
 
     fn shard_of(&self, queue: QueueId) -> usize {
-        (keys::mix(queue.0) % self.shard_count as u64) as usize
+        (codec::mix(queue.0) % self.shard_count as u64) as usize
     }
 
     fn shard_of_name(&self, name: &str) -> usize {
-        (keys::stable_hash(name.as_bytes()) % self.shard_count as u64) as usize
+        (codec::stable_hash(name.as_bytes()) % self.shard_count as u64) as usize
     }
 
     fn submit<T>(
@@ -794,7 +794,7 @@ impl Store {
         read: impl Fn(&[u8], &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
         let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(keys::prefix_end(prefix));
+        options.set_iterate_upper_bound(codec::prefix_end(prefix));
         let iter = self.db.iterator_opt(IteratorMode::From(prefix, Direction::Forward), options);
         let mut out = Vec::new();
         for item in iter {
@@ -867,11 +867,11 @@ pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
     if bytes.len() < 8 {
         return Err(StoreError::Corrupt(format!("{what} record of {} bytes", bytes.len())));
     }
-    Ok(keys::be_u64(bytes))
+    Ok(codec::be_u64(bytes))
 }
 
 fn token_key(token: &str) -> Vec<u8> {
-    let mut key = vec![keys::API_TOKEN];
+    let mut key = vec![codec::API_TOKEN];
     key.extend_from_slice(&code_hash(token));
     key
 }

@@ -1,26 +1,13 @@
-//! The RocksDB key layout. Nothing outside `store/` knows it.
-//!
-//! Every key starts with one tag byte, then fixed-width big-endian integers, so that all the
-//! entries of one queue are one ordered range and a scan never crosses into another queue.
-//!
-//! | tag | key | value |
-//! |---|---|---|
-//! | 0x01 entry | queue u64, seq u64 | expires_ms u64, payload |
-//! | 0x02 queue meta | queue u64 | last_seq u64, floor u64, name |
-//! | 0x03 queue name | name bytes | queue u64 |
-//! | 0x04 reader | queue u64, device u64 | cursor u64, n u16, n × selective seq u64 |
-//! | 0x05 subscription | device u64, queue u64 | (empty) |
-//! | 0x06 device | device u64 | account queue u64 |
-//! | 0x07 dedupe | message id u128, queue u64, sender hash u64 | seq u64 |
-//! | 0x0E dedupe block | millisecond of its ids u64, queue u64, seq u64 (of its first record) | n × (id u128, queue u64, sender hash u64, seq u64), ascending |
-//! | 0x08 id allocator | kind u8, shard u16 | next counter u64 |
-//! | 0x09 user | address bytes | queue u64, status u8, created_ms u64 |
-//! | 0x0A enrolment code | account queue u64, SHA-256 of the code | expires_ms u64 |
-//! | 0x0D blob | name bytes | bytes (logos) |
-//! | 0x0C API token | SHA-256 of the token | user address bytes |
-//! | 0x0B device record | device address bytes | device u64, account u64, key 32, revoked u8, enrolled_ms u64 |
+//! The one codec of the store: every RocksDB key (a tag byte and big-endian fixed-width
+//! integers, so that a queue is one ordered range) and every value encoding (queue records,
+//! cursors, entries, users and devices). The dedupe index's blocks are `dedupe.rs`'s own.
 
-use crate::store::{DeviceId, QueueId};
+use bytes::Bytes;
+
+use crate::store::{
+    Cursor, DeviceId, DeviceRecord, Entry, QueueId, QueueStats, StoreError, UserRecord, UserStatus,
+    decode_u64,
+};
 
 pub(crate) const ENTRY: u8 = 0x01;
 pub(crate) const QUEUE_META: u8 = 0x02;
@@ -202,6 +189,147 @@ pub(crate) fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A queue's record: its last sequence, the sequence below which its entries are gone, and
+/// its name.
+pub(crate) struct Meta {
+    pub(crate) last_seq: u64,
+    pub(crate) floor: u64,
+    pub(crate) name: Box<str>,
+}
+
+impl Meta {
+    pub(crate) fn stats(&self) -> QueueStats {
+        QueueStats { last_seq: self.last_seq, floor: self.floor }
+    }
+}
+
+pub(crate) fn encode_meta(last_seq: u64, floor: u64, name: &str) -> Vec<u8> {
+    let mut value = Vec::with_capacity(16 + name.len());
+    value.extend_from_slice(&last_seq.to_be_bytes());
+    value.extend_from_slice(&floor.to_be_bytes());
+    value.extend_from_slice(name.as_bytes());
+    value
+}
+
+pub(crate) fn decode_meta(value: &[u8]) -> Result<Meta, StoreError> {
+    if value.len() < 16 {
+        return Err(StoreError::Corrupt(format!("queue record of {} bytes", value.len())));
+    }
+    let name = std::str::from_utf8(&value[16..])
+        .map_err(|_| StoreError::Corrupt("queue name is not UTF-8".into()))?;
+    Ok(Meta { last_seq: be_u64(value), floor: be_u64(&value[8..]), name: name.into() })
+}
+
+pub(crate) fn encode_cursor(cursor: &Cursor) -> Vec<u8> {
+    let mut value = Vec::with_capacity(10 + 8 * cursor.selective.len());
+    value.extend_from_slice(&cursor.acked.to_be_bytes());
+    value.extend_from_slice(&(cursor.selective.len() as u16).to_be_bytes());
+    for seq in &cursor.selective {
+        value.extend_from_slice(&seq.to_be_bytes());
+    }
+    value
+}
+
+pub(crate) fn decode_cursor(value: &[u8]) -> Result<Cursor, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("reader record of {} bytes", value.len()));
+    if value.len() < 10 {
+        return Err(corrupt());
+    }
+    let count = usize::from(u16::from_be_bytes([value[8], value[9]]));
+    if value.len() != 10 + 8 * count {
+        return Err(corrupt());
+    }
+    let selective = value[10..].chunks_exact(8).map(be_u64).collect();
+    Ok(Cursor { acked: be_u64(value), selective })
+}
+
+pub(crate) fn decode_entry(seq: u64, value: &[u8]) -> Result<Entry, StoreError> {
+    let expires_ms = decode_u64(value, "entry")?;
+    Ok(Entry { seq, expires_ms, payload: Bytes::copy_from_slice(&value[8..]) })
+}
+
+pub(crate) fn user_key(name: &str) -> Vec<u8> {
+    tagged_text(USER, name)
+}
+
+pub(crate) fn device_key(name: &str) -> Vec<u8> {
+    tagged_text(DEVICE_RECORD, name)
+}
+
+pub(crate) fn code_key(account: QueueId, code_hash: &[u8; 32]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(41);
+    key.push(ENROLMENT_CODE);
+    key.extend_from_slice(&account.0.to_be_bytes());
+    key.extend_from_slice(code_hash);
+    key
+}
+
+fn tagged_text(tag: u8, text: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + text.len());
+    key.push(tag);
+    key.extend_from_slice(text.as_bytes());
+    key
+}
+
+/// The name in a user or device record key.
+pub(crate) fn key_name(key: &[u8]) -> Result<String, StoreError> {
+    String::from_utf8(key[1..].to_vec()).map_err(|_| StoreError::Corrupt("record name".into()))
+}
+
+pub(crate) fn encode_user(user: &UserRecord) -> Vec<u8> {
+    let mut value = Vec::with_capacity(17);
+    value.extend_from_slice(&user.queue.0.to_be_bytes());
+    value.push(match user.status {
+        UserStatus::Active => 1,
+        UserStatus::Deactivated => 2,
+    });
+    value.extend_from_slice(&user.created_ms.to_be_bytes());
+    value
+}
+
+pub(crate) fn decode_user(name: String, value: &[u8]) -> Result<UserRecord, StoreError> {
+    if value.len() != 17 {
+        return Err(StoreError::Corrupt(format!("user record of {} bytes", value.len())));
+    }
+    let status = match value[8] {
+        1 => UserStatus::Active,
+        2 => UserStatus::Deactivated,
+        other => return Err(StoreError::Corrupt(format!("user status {other}"))),
+    };
+    Ok(UserRecord {
+        name,
+        queue: QueueId(be_u64(&value[0..8])),
+        status,
+        created_ms: be_u64(&value[9..17]),
+    })
+}
+
+pub(crate) fn encode_device(device: &DeviceRecord) -> Vec<u8> {
+    let mut value = Vec::with_capacity(57);
+    value.extend_from_slice(&device.device.0.to_be_bytes());
+    value.extend_from_slice(&device.account.0.to_be_bytes());
+    value.extend_from_slice(&device.public_key);
+    value.push(u8::from(device.revoked));
+    value.extend_from_slice(&device.enrolled_ms.to_be_bytes());
+    value
+}
+
+pub(crate) fn decode_device(name: String, value: &[u8]) -> Result<DeviceRecord, StoreError> {
+    if value.len() != 57 || value[48] > 1 {
+        return Err(StoreError::Corrupt(format!("device record of {} bytes", value.len())));
+    }
+    let mut public_key = [0u8; 32];
+    public_key.copy_from_slice(&value[16..48]);
+    Ok(DeviceRecord {
+        name,
+        device: DeviceId(be_u64(&value[0..8])),
+        account: QueueId(be_u64(&value[8..16])),
+        public_key,
+        revoked: value[48] == 1,
+        enrolled_ms: be_u64(&value[49..57]),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +357,27 @@ mod tests {
     fn stable_hash_matches_known_fnv1a_values() {
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn records_round_trip_and_wrong_sizes_are_corrupt() {
+        let user = UserRecord {
+            name: "alice@example.org".into(),
+            queue: QueueId(9),
+            status: UserStatus::Deactivated,
+            created_ms: 77,
+        };
+        assert_eq!(decode_user(user.name.clone(), &encode_user(&user)).unwrap(), user);
+        let device = DeviceRecord {
+            name: "alice@example.org/phone".into(),
+            device: DeviceId(3),
+            account: QueueId(9),
+            public_key: [7; 32],
+            revoked: true,
+            enrolled_ms: 5,
+        };
+        assert_eq!(decode_device(device.name.clone(), &encode_device(&device)).unwrap(), device);
+        assert!(matches!(decode_user(String::new(), &[0; 16]), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode_device(String::new(), &[0; 56]), Err(StoreError::Corrupt(_))));
     }
 }
