@@ -1,7 +1,7 @@
 //! The send check: whether a user may address a recipient (an account, a line, a group) with a
 //! given `from`, and where the sender's side is mirrored; and the shared-line receipt rule.
 
-use crate::org::{OrgState, Right, Role, Status, keys};
+use crate::org::{OrgState, Right, Role, Status, Unit, keys};
 
 /// Where the sender's side of a message is mirrored, so the sender's other devices (or
 /// colleagues, for a line) show it.
@@ -53,78 +53,104 @@ impl OrgState {
         as_line: bool,
         now: u64,
     ) -> Result<Mirror<'a>, SendRefusal> {
-        let mut mirror = Mirror::Sender;
-        if as_line {
-            let Some(unit) = self.line(from) else {
-                return Err(SendRefusal::Invalid(format!(
-                    "{from} is not a line; AS_LINE needs a line in from"
-                )));
-            };
-            let allowed = self.member(unit.org, sender).is_some_and(|m| {
-                m.status == Status::Active
-                    && m.unit == Some(unit.id)
-                    && m.role.has(Right::SendAsLine)
-            });
-            if !allowed {
-                return Err(SendRefusal::NotAllowed(format!(
-                    "rule: only active members of {} send as its line",
-                    unit.address
-                )));
-            }
-            mirror = Mirror::Line(from);
-        } else if from != sender {
-            return Err(SendRefusal::Invalid(format!(
-                "from is {from}, but this device belongs to {sender}"
-            )));
-        }
-        // Someone who is only a guest (of one or more organisations) answers only whoever
-        // invited them.
-        if let Some(orgs) = self.by_user.get(sender) {
-            let (mut any, mut only_guest, mut invited_by_target) = (false, true, false);
-            for member in orgs.iter().filter_map(|o| self.member(*o, sender)) {
-                any = true;
-                if member.role != Role::Guest && member.status == Status::Active {
-                    only_guest = false;
-                    break;
-                }
-                invited_by_target |= member.invited_by.as_deref() == Some(to);
-            }
-            if any && only_guest && !invited_by_target {
-                return Err(SendRefusal::NotAllowed(
-                    "rule: a guest answers only the member or unit that invited them".into(),
-                ));
-            }
-        }
+        let mirror = self.check_from(sender, from, as_line)?;
+        self.check_guest(sender, to)?;
         if let Some(group) = self.groups.get(to) {
             self.check_group_send(sender, group)?;
             // A reader of the group gets it from the group's queue.
             if !as_line && self.group_readers(to).contains(sender) {
-                mirror = Mirror::None;
+                return Ok(Mirror::None);
             }
             return Ok(mirror);
         }
-        if let Some(unit) = self.line(to) {
-            let member = self
-                .member(unit.org, sender)
-                .filter(|m| m.status == Status::Active && m.role.has(Right::Send));
-            let is_main_line = self.orgs.get(&unit.org).is_some_and(|o| o.root == unit.id);
-            if member.is_none() && !is_main_line {
-                match self.check_key(sender, unit.id, now) {
-                    keys::KeyCheck::Open => return Ok(mirror),
-                    keys::KeyCheck::Refused { key, why } => {
-                        return Err(SendRefusal::KeyRefused { key, why: why.to_string() });
-                    }
-                    keys::KeyCheck::None => {}
-                }
-                return Err(SendRefusal::NotAllowed(format!(
-                    "rule: the department line {} takes messages from members of its organisation",
-                    unit.address
+        match self.line(to) {
+            Some(unit) => self.check_line_send(sender, unit, as_line, now, mirror),
+            None => Ok(mirror),
+        }
+    }
+
+    /// `from` must be the sender, or with AS_LINE a line of which the sender is an active
+    /// member holding the right; the copy then goes to that line.
+    fn check_from<'a>(
+        &self,
+        sender: &str,
+        from: &'a str,
+        as_line: bool,
+    ) -> Result<Mirror<'a>, SendRefusal> {
+        if !as_line {
+            if from != sender {
+                return Err(SendRefusal::Invalid(format!(
+                    "from is {from}, but this device belongs to {sender}"
                 )));
             }
-            // A member of the line's unit reads the line: no separate copy.
-            if !as_line && member.is_some_and(|m| m.unit == Some(unit.id)) {
-                mirror = Mirror::None;
+            return Ok(Mirror::Sender);
+        }
+        let Some(unit) = self.line(from) else {
+            return Err(SendRefusal::Invalid(format!(
+                "{from} is not a line; AS_LINE needs a line in from"
+            )));
+        };
+        let allowed = self.member(unit.org, sender).is_some_and(|m| {
+            m.status == Status::Active && m.unit == Some(unit.id) && m.role.has(Right::SendAsLine)
+        });
+        if !allowed {
+            return Err(SendRefusal::NotAllowed(format!(
+                "rule: only active members of {} send as its line",
+                unit.address
+            )));
+        }
+        Ok(Mirror::Line(from))
+    }
+
+    /// Someone who is only a guest (of one or more organisations) answers only whoever invited
+    /// them.
+    fn check_guest(&self, sender: &str, to: &str) -> Result<(), SendRefusal> {
+        let Some(orgs) = self.by_user.get(sender) else { return Ok(()) };
+        let (mut any, mut invited_by_target) = (false, false);
+        for member in orgs.iter().filter_map(|o| self.member(*o, sender)) {
+            any = true;
+            if member.role != Role::Guest && member.status == Status::Active {
+                return Ok(());
             }
+            invited_by_target |= member.invited_by.as_deref() == Some(to);
+        }
+        if any && !invited_by_target {
+            return Err(SendRefusal::NotAllowed(
+                "rule: a guest answers only the member or unit that invited them".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A department line takes messages from members of its organisation and from holders of
+    /// a working key; the main line from anyone. A member of the line's unit reads the line,
+    /// so gets no separate copy.
+    fn check_line_send<'a>(
+        &self,
+        sender: &str,
+        unit: &Unit,
+        as_line: bool,
+        now: u64,
+        mirror: Mirror<'a>,
+    ) -> Result<Mirror<'a>, SendRefusal> {
+        let member = self
+            .member(unit.org, sender)
+            .filter(|m| m.status == Status::Active && m.role.has(Right::Send));
+        let is_main_line = self.orgs.get(&unit.org).is_some_and(|o| o.root == unit.id);
+        if member.is_none() && !is_main_line {
+            return match self.check_key(sender, unit.id, now) {
+                keys::KeyCheck::Open => Ok(mirror),
+                keys::KeyCheck::Refused { key, why } => {
+                    Err(SendRefusal::KeyRefused { key, why: why.to_string() })
+                }
+                keys::KeyCheck::None => Err(SendRefusal::NotAllowed(format!(
+                    "rule: the department line {} takes messages from members of its organisation",
+                    unit.address
+                ))),
+            };
+        }
+        if !as_line && member.is_some_and(|m| m.unit == Some(unit.id)) {
+            return Ok(Mirror::None);
         }
         Ok(mirror)
     }
