@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     admin::{ApiError, AppState, CODE_VALIDITY, auth::actor, hex, new_code},
-    org::{Actor, Command, Event, Right, ServiceError, Status},
+    org::{Actor, Command, Event, ServiceError},
     store::system_clock_ms,
 };
 
@@ -91,11 +91,6 @@ pub(super) struct InviteBody {
     unit: Option<crate::org::UnitId>,
 }
 
-pub(super) fn code_hash_hex(code: &str) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(code.trim().as_bytes()))
-}
-
 pub(super) async fn org_invite(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -109,7 +104,7 @@ pub(super) async fn org_invite(
         user: body.user,
         guest: body.guest,
         unit: body.unit,
-        code_hash: code_hash_hex(&code),
+        code_hash: crate::org::code_hash(&code),
         expires_ms,
     };
     state.hub.org_execute(&actor, command).await?;
@@ -129,7 +124,8 @@ pub(super) async fn org_accept(
     Json(body): Json<AcceptBody>,
 ) -> Result<Json<Event>, ApiError> {
     let actor = actor(&state, &headers).await?;
-    let command = Command::AcceptInvitation { org: body.org, code_hash: code_hash_hex(&body.code) };
+    let command =
+        Command::AcceptInvitation { org: body.org, code_hash: crate::org::code_hash(&body.code) };
     Ok(Json(state.hub.org_execute(&actor, command).await?))
 }
 
@@ -148,17 +144,10 @@ pub(super) async fn org_events(
     let after = query.after.unwrap_or(0);
     let events = state.hub.store().blocking(move |_| hub.org().events(after, 1000)).await?;
     let snapshot = state.hub.org().snapshot();
-    let readable = |event: &Event| match &actor {
-        Actor::Operator => true,
-        Actor::User(_) => event
-            .org()
-            .and_then(|id| snapshot.org(id))
-            .is_some_and(|org| snapshot.holds(org, &actor, Right::ReadEventLog)),
-    };
     Ok(Json(
         events
             .into_iter()
-            .filter(|(_, event)| readable(event))
+            .filter(|(_, event)| snapshot.may_read_event(&actor, event))
             .map(|(seq, event)| serde_json::json!({ "seq": seq, "event": event }))
             .collect(),
     ))
@@ -174,38 +163,7 @@ pub(super) async fn org_directory(
             "the directory is a member's view; use a user token".into(),
         ));
     };
-    let snapshot = state.hub.org().snapshot();
-    let mut out = Vec::new();
-    for membership in snapshot.memberships(&user).filter(|m| m.status == Status::Active) {
-        let Some(org) = snapshot.org(membership.org) else { continue };
-        let units: Vec<_> = snapshot.units().filter(|u| u.org == org.id).collect();
-        let lines: Vec<_> = units
-            .iter()
-            .map(|u| serde_json::json!({ "name": u.name, "line": u.address }))
-            .collect();
-        let mut colleagues = Vec::new();
-        for unit in &units {
-            for member in snapshot.members_of(unit.id).filter(|m| m.status == Status::Active) {
-                colleagues.push(serde_json::json!({ "user": member.user, "unit": unit.address }));
-            }
-        }
-        out.push(serde_json::json!({
-            "org": org.id, "name": org.name, "lines": lines, "members": colleagues
-        }));
-    }
-    // Groups the user reads or manages; an anonymous group's members are shown only to those
-    // who manage it.
-    let actor = Actor::User(user.clone());
-    for group in snapshot.groups() {
-        let manages = snapshot.manages(group, &actor);
-        if !manages && !snapshot.group_readers(&group.address).contains(&user) {
-            continue;
-        }
-        let members: Vec<&String> =
-            if group.anonymous && !manages { Vec::new() } else { group.members.iter().collect() };
-        out.push(serde_json::json!({
-            "group": group.address, "anonymous": group.anonymous, "members": members
-        }));
-    }
+    let directory = state.hub.org().snapshot().directory_of(&user);
+    let out = directory.iter().map(|entry| serde_json::json!(entry)).collect();
     Ok(Json(out))
 }

@@ -52,6 +52,13 @@ pub struct Invitation {
     pub invited_by: String,
 }
 
+/// The hash under which an invitation code is logged (SHA-256 of the trimmed code, hex): the
+/// code itself never is.
+pub fn code_hash(code: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(code.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl OrgState {
     pub(super) fn decide_member(
         &self,

@@ -15,9 +15,11 @@
 //! - `members.rs`: registration, invitations, approval, assignment, deactivation, deletion;
 //! - `roles.rs`: rights and roles, admins and ownership;
 //! - `groups.rs`, `keys.rs`: groups with scopes, keys between organisations;
-//! - `send.rs`: the send check and the shared-line receipt rule.
+//! - `send.rs`: the send check and the shared-line receipt rule;
+//! - `directory.rs`: what a member sees (directory, groups) and which events they may read.
 
 mod commands;
+mod directory;
 mod groups;
 mod keys;
 mod logo;
@@ -33,9 +35,11 @@ use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, AddressKind};
 
 pub use commands::{Change, Command, Event, OrgError};
+pub use directory::{DirectoryEntry, LineEntry, MemberEntry};
 pub use groups::{Group, Scope};
 pub use keys::Key;
 pub use logo::{Logo, LogoError, MAX_LOGO_BYTES, MIN_LOGO_SIDE, check_logo};
+pub use members::code_hash;
 pub use members::{Invitation, Member, Status};
 pub use orgs::Org;
 pub use roles::{Actor, Right, Role};
