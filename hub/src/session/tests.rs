@@ -300,9 +300,12 @@ fn handshake_proves_the_key_then_welcomes_and_loads_the_queues() {
     assert_eq!(kinds, ["user", "device", "opened", "load", "watch", "read"]);
 }
 
+/// A refusal case: its name, how it spoils the world, and the code the session closes with.
+type Refusal = (&'static str, fn(&mut World), ErrorCode);
+
 #[test]
 fn handshake_refusals_close_with_their_codes() {
-    let cases: [(&str, fn(&mut World), ErrorCode); 4] = [
+    let cases: [Refusal; 4] = [
         ("unknown user", |w| w.users.clear(), ErrorCode::AUTHENTICATION_FAILED),
         (
             "deactivated",
