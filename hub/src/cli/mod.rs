@@ -1,6 +1,6 @@
 //! The `hub` binary's commands, one file per topic; `main.rs` only parses the command line.
 //! These are clients of the library: the admin API through
-//! [`AdminClient`](switchboard_hub::client::admin::AdminClient), devices through
+//! [`AdminClient`], devices through
 //! [`Client`](switchboard_hub::client::Client).
 
 pub(crate) mod devices;
