@@ -31,7 +31,7 @@ pub use directory::Directory;
 pub use entry::{Stored, decode_entry, encode_message, encode_receipt};
 pub use notify::{Notifier, Watch};
 pub use send::{Account, SendError, Sends};
-pub use sessions::{SessionRegistry, SessionSignals};
+pub use sessions::{Raised, SessionRegistry, SessionSignals};
 
 use crate::{
     config::Config,

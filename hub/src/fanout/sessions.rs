@@ -4,20 +4,56 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use tokio::sync::Notify;
 
 use crate::store::DeviceId;
 
-/// What a live session can be told.
+/// What a live session can be told: flags, and one wake-up for both (a session waits on one
+/// future for its signals, not one per signal: it makes that future again at every turn of
+/// its loop).
 #[derive(Default)]
 pub struct SessionSignals {
+    kick: AtomicBool,
+    refresh: AtomicBool,
+    notify: Notify,
+}
+
+/// The signals a session found raised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Raised {
     /// End the session (revoked, deactivated).
-    pub kick: Notify,
+    pub kick: bool,
     /// The queues the device reads changed: reload them.
-    pub refresh: Notify,
+    pub refresh: bool,
+}
+
+impl SessionSignals {
+    /// Waits until a signal is raised (or returns at once if one was since the last wait),
+    /// and lowers the signals it returns.
+    pub async fn raised(&self) -> Raised {
+        loop {
+            let raised = Raised {
+                kick: self.kick.swap(false, Ordering::AcqRel),
+                refresh: self.refresh.swap(false, Ordering::AcqRel),
+            };
+            if raised != Raised::default() {
+                return raised;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        // A stored permit: a session between two waits still sees the signal.
+        self.notify.notify_one();
+    }
 }
 
 /// Every live session's signals, by device. A session holds its [`SessionSignals`]; the
@@ -46,14 +82,14 @@ impl SessionRegistry {
     /// Ends every live session of `device` (after a revocation or deactivation).
     pub fn kick(&self, device: DeviceId) {
         for signals in self.signals(device) {
-            signals.kick.notify_one();
+            signals.raise(&signals.kick);
         }
     }
 
     /// Tells every live session of `device` that the queues it reads changed.
     pub fn refresh(&self, device: DeviceId) {
         for signals in self.signals(device) {
-            signals.refresh.notify_one();
+            signals.raise(&signals.refresh);
         }
     }
 }

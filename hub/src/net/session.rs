@@ -15,8 +15,8 @@ use tokio::sync::watch;
 
 use crate::{
     fanout::{
-        Account, AckError, Delivery, Hub, Login, ReadRequest, ReceiptError, SendError, Sends,
-        SessionSignals, Watch,
+        Account, AckError, Delivery, Hub, Login, Raised, ReadRequest, ReceiptError, SendError,
+        Sends, SessionSignals, Watch,
     },
     net::framed::{FrameReader, ReadError},
     session::{Action, EnrolError, Enrolment, Loaded, Now, ReadingStart, Session, SessionConfig},
@@ -101,8 +101,14 @@ pub(crate) async fn run(
         let deadline = session.poll_timeout();
         tokio::select! {
             biased;
-            () = signal(&driver.signals, |s| &s.refresh) => session.refresh(),
-            () = signal(&driver.signals, |s| &s.kick) => session.kick(),
+            raised = signal(&driver.signals) => {
+                // A kick ends the session; a refresh before it would only load queues.
+                if raised.kick {
+                    session.kick();
+                } else if raised.refresh {
+                    session.refresh();
+                }
+            }
             changed = shutdown.changed(), if !draining => {
                 // A dropped sender means the hub is gone: stop as for a shutdown.
                 draining = changed.is_err() || *shutdown.borrow();
@@ -313,13 +319,10 @@ async fn load_readings(
     Ok(Loaded { current, added })
 }
 
-/// Waits for a signal of the session's registration (never, before there is one).
-async fn signal(
-    signals: &Option<Arc<SessionSignals>>,
-    which: impl Fn(&SessionSignals) -> &tokio::sync::Notify,
-) {
+/// Waits for the signals of the session's registration (never, before there is one).
+async fn signal(signals: &Option<Arc<SessionSignals>>) -> Raised {
     match signals {
-        Some(signals) => which(signals).notified().await,
+        Some(signals) => signals.raised().await,
         None => std::future::pending().await,
     }
 }
