@@ -22,7 +22,7 @@ fn build() -> (OrgState, HashMap<String, u64>) {
             owner: owner.clone(),
             domain: domain.clone(),
             line: format!("main@{domain}"),
-            seat_limit: 1_000,
+            seat_limit: Some(1_000),
         };
         let Change::OrgCreated { org, .. } =
             state.execute(&Actor::Operator, create, 0).unwrap().change

@@ -109,8 +109,73 @@ pub struct Config {
     pub store: StoreSection,
     /// The admin API.
     pub admin: AdminConfig,
+    /// Organisations.
+    pub org: OrgConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[org]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OrgConfig {
+    /// Seats of a new organisation when the operator names no number.
+    pub default_seats: u32,
+    /// Domains no organisation may take.
+    pub public_mail_domains: Vec<String>,
+    /// DNS servers for domain verification; empty: the system's resolver.
+    pub dns_servers: Vec<SocketAddr>,
+}
+
+/// The built-in list of public mail domains (see `[org] public_mail_domains`).
+pub const PUBLIC_MAIL_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "msn.com",
+    "yahoo.com",
+    "ymail.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.net",
+    "gmx.de",
+    "web.de",
+    "mail.com",
+    "yandex.com",
+    "yandex.ru",
+    "mail.ru",
+    "zoho.com",
+    "fastmail.com",
+    "tutanota.com",
+    "qq.com",
+    "163.com",
+];
+
+impl Default for OrgConfig {
+    fn default() -> Self {
+        Self {
+            default_seats: 10,
+            public_mail_domains: PUBLIC_MAIL_DOMAINS.iter().map(|d| d.to_string()).collect(),
+            dns_servers: Vec::new(),
+        }
+    }
+}
+
+impl OrgConfig {
+    /// Whether `domain` is a public mail domain (or below one).
+    pub fn is_public_mail_domain(&self, domain: &str) -> bool {
+        let domain = domain.trim().to_ascii_lowercase();
+        self.public_mail_domains
+            .iter()
+            .any(|public| domain == *public || domain.ends_with(&format!(".{public}")))
+    }
 }
 
 /// `[quic]`
@@ -220,6 +285,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             store: StoreSection::default(),
             admin: AdminConfig::default(),
+            org: OrgConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -349,6 +415,9 @@ impl Config {
         }
         if self.limits.sends_per_second == 0 {
             return bad("limits.sends_per_second must be at least 1");
+        }
+        if self.org.default_seats == 0 {
+            return bad("org.default_seats must be at least 1");
         }
         Ok(())
     }

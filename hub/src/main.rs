@@ -136,11 +136,206 @@ enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 enum OrgCommand {
-    /// Make a token that acts as USER (operator only).
+    /// Make a token that acts as USER (an existing, active user): by the operator, the user,
+    /// or an onboarding admin of the user's organisation.
     Token {
         /// The user.
         user: String,
+        /// Stop working after this many days (default: never).
+        #[arg(long)]
+        days: Option<u64>,
+        /// A label, to recognise the token in lists.
+        #[arg(long)]
+        label: Option<String>,
     },
+    /// List the tokens the caller may see (ids and owners, never the tokens).
+    Tokens {
+        /// Only this user's.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a token by its id.
+    RevokeToken {
+        /// The token's id (from `hub org tokens`).
+        id: String,
+    },
+    /// Add a member's account in an agreed domain and print its first enrolment code (an
+    /// onboarding admin of the organisation, or the operator).
+    AddMember {
+        /// The member's address.
+        user: String,
+    },
+    /// Print a new enrolment code for a member (retires the previous code).
+    Code {
+        /// The member's address.
+        user: String,
+    },
+    /// Invite a member or a guest; prints the one-time code and link.
+    Invite {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// As a guest.
+        #[arg(long)]
+        guest: bool,
+        /// On behalf of this unit (the guest answers its line).
+        #[arg(long)]
+        unit: Option<u64>,
+        /// The invited address.
+        user: String,
+    },
+    /// Accept an invitation as the token's user.
+    Accept {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The code.
+        code: String,
+    },
+    /// Claim a domain for the organisation (the operator's word proves it at once); prints
+    /// the TXT record that proves an admin's claim.
+    AddDomain {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The domain.
+        domain: String,
+    },
+    /// Prove a claimed domain by its TXT record at `_switchboard.<domain>`.
+    VerifyDomain {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The domain.
+        domain: String,
+    },
+    /// The organisation's domains and claims, with the TXT record each claim needs.
+    Domains {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+    },
+    /// The organisation's members, invitations and seats (admins).
+    Members {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+    },
+    /// Name an admin (the owner; at most five).
+    NameAdmin {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The member.
+        user: String,
+    },
+    /// Name a group admin for a unit or a group (admins).
+    NameGroupAdmin {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The unit they look after.
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        unit: Option<u64>,
+        /// The group (`#name`) they look after.
+        #[arg(long)]
+        group: Option<String>,
+        /// The member.
+        user: String,
+    },
+    /// Take a unit or group from a group admin.
+    RemoveGroupAdmin {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The unit.
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        unit: Option<u64>,
+        /// The group.
+        #[arg(long)]
+        group: Option<String>,
+        /// The member.
+        user: String,
+    },
+    /// Move a member to another unit (the root unit: back to the main line).
+    Move {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The unit's id.
+        #[arg(long)]
+        unit: u64,
+        /// The member.
+        user: String,
+    },
+    /// Make a member a guest, or a guest a member.
+    MemberType {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// `guest` or `member`.
+        #[arg(value_parser = ["guest", "member"])]
+        kind: String,
+        /// The member.
+        user: String,
+    },
+    /// Deactivate a member: their sessions close and they cannot log in.
+    Deactivate {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The member.
+        user: String,
+    },
+    /// Reactivate a deactivated member.
+    Reactivate {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// The member.
+        user: String,
+    },
+    /// Delete a deactivated member and close their account.
+    Delete {
+        /// The organisation's id.
+        #[arg(long)]
+        org: u64,
+        /// Who takes over what the member held (an active member).
+        #[arg(long)]
+        reassign_to: Option<String>,
+        /// The member.
+        user: String,
+    },
+    /// Issue a key to the line of a unit for another organisation.
+    IssueKey {
+        /// The line's organisation.
+        #[arg(long)]
+        org: u64,
+        /// The line's unit.
+        #[arg(long)]
+        unit: u64,
+        /// The organisation that receives the key.
+        #[arg(long)]
+        to_org: u64,
+        /// Days it works (default: five years).
+        #[arg(long)]
+        days: Option<u64>,
+    },
+    /// Hand a key to a group of the organisation it was issued to.
+    HandKey {
+        /// The key's id.
+        #[arg(long)]
+        key: u64,
+        /// The group.
+        group: String,
+    },
+    /// Revoke a key.
+    RevokeKey {
+        /// The key's id.
+        key: u64,
+    },
+    /// The keys issued by or to the caller's organisations.
+    Keys,
     /// Create an organisation (operator only).
     Create {
         /// Its name.
@@ -154,9 +349,9 @@ enum OrgCommand {
         /// The main line's address.
         #[arg(long)]
         line: String,
-        /// Most members.
-        #[arg(long, default_value_t = 1)]
-        seats: u32,
+        /// Most members (default: the hub's `[org] default_seats`).
+        #[arg(long)]
+        seats: Option<u32>,
     },
     /// Create a department.
     Unit {
@@ -201,7 +396,7 @@ enum OrgCommand {
         /// The command, e.g. '{"command":"name_admin","org":1,"user":"eva@example.org"}'.
         json: String,
     },
-    /// Print the event log (what the token may read).
+    /// Print the event log (what the token may read), one event per line, oldest first.
     Events {
         /// Only events after this position.
         #[arg(long, default_value_t = 0)]

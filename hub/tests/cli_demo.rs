@@ -151,6 +151,10 @@ fn org_commands_set_up_a_department_from_the_command_line() {
     let org = event["change"]["data"]["org"]["id"].as_u64().unwrap().to_string();
     let root = event["change"]["data"]["root"]["id"].as_u64().unwrap().to_string();
 
+    // Tokens are made only for users of the hub.
+    assert!(run(&["org", "token", "ann@example.org"], None).unwrap_err().contains("unknown user"));
+    run(&["user", "add", "max@example.org"], None).unwrap();
+    run(&["user", "add", "ann@example.org"], None).unwrap();
     let max = run(&["org", "token", "max@example.org"], None).unwrap();
     let ann = run(&["org", "token", "ann@example.org"], None).unwrap();
     let (max, ann) = (Some(max.trim()), Some(ann.trim()));

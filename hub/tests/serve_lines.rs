@@ -27,7 +27,7 @@ async fn set_up(hub: &HubProcess) -> Org {
             owner: "max@example.org".into(),
             domain: "example.org".into(),
             line: "main@example.org".into(),
-            seat_limit: 10,
+            seat_limit: Some(10),
         })
         .await
         .unwrap();
@@ -36,7 +36,10 @@ async fn set_up(hub: &HubProcess) -> Org {
         let operator = hub.admin_client();
         let user = user.to_string();
         let admin = hub.admin;
-        async move { AdminClient::new(admin, operator.new_token(&user).await.unwrap()) }
+        async move {
+            let _ = operator.add_user(&user).await;
+            AdminClient::new(admin, operator.new_token(&user).await.unwrap())
+        }
     };
     let max = as_user("max@example.org").await;
     let root = org.root;
@@ -67,7 +70,7 @@ async fn partner_with_group(hub: &HubProcess) -> (switchboard_hub::org::Org, Adm
             owner: "pia@partner.example".into(),
             domain: "partner.example".into(),
             line: "main@partner.example".into(),
-            seat_limit: 5,
+            seat_limit: Some(5),
         })
         .await
         .unwrap()
@@ -75,7 +78,13 @@ async fn partner_with_group(hub: &HubProcess) -> (switchboard_hub::org::Org, Adm
     else {
         panic!()
     };
-    let pia = AdminClient::new(hub.admin, operator.new_token("pia@partner.example").await.unwrap());
+    let pia = AdminClient::new(hub.admin, hub.token("pia@partner.example").await);
+    // pat is a member of the partner organisation: a key reaches only its members.
+    let pat = hub.as_user("pat@partner.example").await;
+    pat.org(&Command::Register { org: partner.id }).await.unwrap();
+    pia.org(&Command::Approve { org: partner.id, user: "pat@partner.example".into() })
+        .await
+        .unwrap();
     pia.org(&Command::CreateGroup {
         name: "#partners".into(),
         owner: "pia@partner.example".into(),
@@ -91,11 +100,11 @@ async fn partner_with_group(hub: &HubProcess) -> (switchboard_hub::org::Org, Adm
     })
     .await
     .unwrap();
-    (partner, pia)
+    (*partner, pia)
 }
 
 async fn assign(hub: &HubProcess, org: &Org, user: &str) {
-    let token = hub.admin_client().new_token("max@example.org").await.unwrap();
+    let token = hub.token("max@example.org").await;
     let max = AdminClient::new(hub.admin, token);
     max.org(&Command::Assign { org: org.id, user: user.into(), unit: org.sales }).await.unwrap();
 }
@@ -219,7 +228,7 @@ async fn a_deactivated_member_is_disconnected_and_refused() {
     let ann_phone = hub.enrol("ann@example.org", "phone").await;
     let org = set_up(&hub).await;
     let mut ann = connect(&ann_phone).await;
-    let token = hub.admin_client().new_token("max@example.org").await.unwrap();
+    let token = hub.token("max@example.org").await;
     let max = AdminClient::new(hub.admin, token);
     max.org(&Command::Deactivate { org: org.id, user: "ann@example.org".into() }).await.unwrap();
     match next(&mut ann, 10).await {
@@ -245,8 +254,7 @@ async fn the_api_refuses_with_the_rule_and_the_log_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = HubProcess::start(dir.path());
     let org = set_up(&hub).await;
-    let ann =
-        AdminClient::new(hub.admin, hub.admin_client().new_token("ann@example.org").await.unwrap());
+    let ann = AdminClient::new(hub.admin, hub.token("ann@example.org").await);
     match ann.org(&Command::NameAdmin { org: org.id, user: "ann@example.org".into() }).await {
         Err(switchboard_hub::client::admin::AdminError::Api { status, message }) => {
             assert_eq!(status, 403);
@@ -263,8 +271,7 @@ async fn the_api_refuses_with_the_rule_and_the_log_survives_a_restart() {
     let after = hub.admin_client().org_events(0).await.unwrap();
     assert_eq!(before, after);
     // The state came back too: the sales line still takes messages from members.
-    let ann_dir =
-        AdminClient::new(hub.admin, hub.admin_client().new_token("ann@example.org").await.unwrap());
+    let ann_dir = AdminClient::new(hub.admin, hub.token("ann@example.org").await);
     let directory = ann_dir.directory().await.unwrap();
     assert!(directory[0]["lines"].to_string().contains("sales@example.org"));
 }
@@ -276,8 +283,7 @@ async fn a_line_set_to_reach_its_sub_units_reaches_their_members_from_then_on() 
     let bob_phone = hub.enrol("bob@example.org", "phone").await;
     let max_phone = hub.enrol("max@example.org", "phone").await;
     let org = set_up(&hub).await;
-    let max_admin =
-        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
+    let max_admin = AdminClient::new(hub.admin, hub.token("max@example.org").await);
     let north = max_admin
         .org(&Command::CreateUnit {
             org: org.id,
@@ -318,13 +324,9 @@ async fn a_guest_answers_whoever_invited_them_but_cannot_write_to_a_stranger() {
     let gus_phone = hub.enrol("gus@outside.example", "phone").await;
     let stranger = hub.enrol("stranger@elsewhere.example", "phone").await;
     let org = set_up(&hub).await;
-    let max =
-        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
+    let max = AdminClient::new(hub.admin, hub.token("max@example.org").await);
     let code = max.invite(org.id, "gus@outside.example", true).await.unwrap();
-    let gus_admin = AdminClient::new(
-        hub.admin,
-        hub.admin_client().new_token("gus@outside.example").await.unwrap(),
-    );
+    let gus_admin = AdminClient::new(hub.admin, hub.token("gus@outside.example").await);
     gus_admin.accept(org.id, &code).await.unwrap();
     // The code is spent.
     assert!(gus_admin.accept(org.id, &code).await.is_err());
@@ -356,7 +358,10 @@ async fn an_anonymous_group_delivers_to_members_and_refuses_their_sends() {
     let token = |user: &'static str| {
         let operator = hub.admin_client();
         let admin = hub.admin;
-        async move { AdminClient::new(admin, operator.new_token(user).await.unwrap()) }
+        async move {
+            let _ = operator.add_user(user).await;
+            AdminClient::new(admin, operator.new_token(user).await.unwrap())
+        }
     };
     let ann_admin = token("ann@example.org").await;
     ann_admin
@@ -406,15 +411,14 @@ async fn a_key_opens_a_line_to_another_organisations_group_until_it_is_revoked()
     let org = set_up(&hub).await;
     assign(&hub, &org, "ann@example.org").await;
     let (partner, pia) = partner_with_group(&hub).await;
-    let max =
-        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
+    let max = AdminClient::new(hub.admin, hub.token("max@example.org").await);
     let far = switchboard_hub::store::system_clock_ms() + 5 * 365 * 24 * 3_600_000;
     let Change::KeyIssued(key) = max
         .org(&Command::IssueKey {
             org: org.id,
             unit: org.sales,
             to_org: partner.id,
-            expires_ms: far,
+            expires_ms: Some(far),
         })
         .await
         .unwrap()
@@ -492,8 +496,8 @@ async fn a_unit_logo_must_be_a_png_or_jpeg_of_at_least_512_pixels_a_side() {
     let dir = tempfile::tempdir().unwrap();
     let hub = HubProcess::start(dir.path());
     let org = set_up(&hub).await;
-    let max = hub.admin_client().new_token("max@example.org").await.unwrap();
-    let ann = hub.admin_client().new_token("ann@example.org").await.unwrap();
+    let max = hub.token("max@example.org").await;
+    let ann = hub.token("ann@example.org").await;
     let path = format!("/v1/org/logo?org={}&unit={}", org.id.0, org.sales.0);
     let (status, body) = http(&hub, "PUT", &path, &max, png(256, 256)).await;
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
@@ -590,8 +594,7 @@ async fn a_member_deleted_without_an_heir_loses_devices_queue_and_address_and_no
     let mut max = connect(&max_phone).await;
     let ann_address = ann_phone.account();
     send_all(&mut max, &ann_address, &["waiting for ann".into()]).await;
-    let admin =
-        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
+    let admin = AdminClient::new(hub.admin, hub.token("max@example.org").await);
     admin.org(&Command::Deactivate { org: org.id, user: "ann@example.org".into() }).await.unwrap();
     admin
         .org(&Command::DeleteMember {
@@ -637,10 +640,10 @@ async fn organisation_rules_hold_through_the_admin_api() {
         owner: owner.into(),
         domain: domain.into(),
         line: line.into(),
-        seat_limit: seats,
+        seat_limit: Some(seats),
     };
     // Only the operator creates organisations; the owner must be in the agreed domain.
-    let max = AdminClient::new(hub.admin, operator.new_token("max@example.org").await.unwrap());
+    let max = AdminClient::new(hub.admin, hub.token("max@example.org").await);
     assert_eq!(
         status(max.org(&create("max@example.org", "example.org", "main@example.org", 2)).await),
         403
@@ -660,19 +663,28 @@ async fn organisation_rules_hold_through_the_admin_api() {
     let token = |user: &'static str| {
         let operator = hub.admin_client();
         let admin = hub.admin;
-        async move { AdminClient::new(admin, operator.new_token(user).await.unwrap()) }
+        async move {
+            let _ = operator.add_user(user).await;
+            AdminClient::new(admin, operator.new_token(user).await.unwrap())
+        }
     };
-    // Domains: a foreign address cannot register; after adding the domain it can.
-    let gmail = token("ann@gmail.com").await;
-    assert_eq!(status(gmail.org(&Command::Register { org: org.id }).await), 400);
-    max.org(&Command::AddDomain { org: org.id, domain: "gmail.com".into() }).await.unwrap();
-    gmail.org(&Command::Register { org: org.id }).await.unwrap();
+    // Domains: a foreign address cannot register; once the domain is proven, it can.
+    let foreign = token("ann@example.net").await;
+    assert_eq!(status(foreign.org(&Command::Register { org: org.id }).await), 400);
+    max.org(&Command::AddDomain { org: org.id, domain: "example.net".into() }).await.unwrap();
+    assert_eq!(status(foreign.org(&Command::Register { org: org.id }).await), 400);
+    let confirm = Command::ConfirmDomain { org: org.id, domain: "example.net".into() };
+    operator.org(&confirm).await.unwrap();
+    foreign.org(&Command::Register { org: org.id }).await.unwrap();
     // Seats: the owner and ann take both; the next registration is refused.
     let bob = token("bob@example.org").await;
     assert_eq!(status(bob.org(&Command::Register { org: org.id }).await), 403);
     operator.org(&Command::SetSeatLimit { org: org.id, limit: 3 }).await.unwrap();
     bob.org(&Command::Register { org: org.id }).await.unwrap();
-    // At most 5 admins, named by the owner alone.
+    // At most 5 admins, named by the owner alone (users of the hub).
+    for i in 0..6 {
+        operator.add_user(&format!("a{i}@example.org")).await.unwrap();
+    }
     for i in 0..5 {
         max.org(&Command::NameAdmin { org: org.id, user: format!("a{i}@example.org") })
             .await
@@ -722,12 +734,16 @@ async fn a_key_stops_opening_the_line_when_it_expires() {
     let pat_phone = hub.enrol("pat@partner.example", "phone").await;
     let org = set_up(&hub).await;
     let (partner, pia) = partner_with_group(&hub).await;
-    let max =
-        AdminClient::new(hub.admin, hub.admin_client().new_token("max@example.org").await.unwrap());
+    let max = AdminClient::new(hub.admin, hub.token("max@example.org").await);
     // A key that works for the next three seconds.
     let expires_ms = switchboard_hub::store::system_clock_ms() + 3_000;
     let Change::KeyIssued(key) = max
-        .org(&Command::IssueKey { org: org.id, unit: org.sales, to_org: partner.id, expires_ms })
+        .org(&Command::IssueKey {
+            org: org.id,
+            unit: org.sales,
+            to_org: partner.id,
+            expires_ms: Some(expires_ms),
+        })
         .await
         .unwrap()
         .change

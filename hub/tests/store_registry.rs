@@ -86,8 +86,8 @@ fn a_device_name_is_enrolled_once() {
     let store = open_at(&dir, Arc::new(AtomicU64::new(1_000)));
     let bob = store.create_user("bob@example.org").wait().unwrap();
     store.issue_code(bob.queue, "A", 9_000).wait().unwrap();
-    store.issue_code(bob.queue, "B", 9_000).wait().unwrap();
     store.enrol_device(bob.queue, "bob@example.org/phone", [1; 32], "A").wait().unwrap();
+    store.issue_code(bob.queue, "B", 9_000).wait().unwrap();
     let twice = store.enrol_device(bob.queue, "bob@example.org/phone", [2; 32], "B");
     assert!(matches!(twice.wait(), Err(StoreError::Exists(_))));
     // The refused enrolment did not spend its code.
@@ -145,4 +145,28 @@ async fn closing_an_account_deactivates_the_user_and_deletes_what_waits_in_its_q
         store.close_account("nobody@example.org").await,
         Err(StoreError::UnknownUser(_))
     ));
+}
+
+#[test]
+fn a_new_enrolment_code_retires_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_at(&dir, Arc::new(AtomicU64::new(1_000)));
+    let bob = store.create_user("bob@example.org").wait().unwrap();
+    let other = store.create_user("eve@example.org").wait().unwrap();
+    store.issue_code(other.queue, "E", 9_000).wait().unwrap();
+    store.issue_code(bob.queue, "A", 9_000).wait().unwrap();
+    store.issue_code(bob.queue, "B", 9_000).wait().unwrap();
+    let old = store.enrol_device(bob.queue, "bob@example.org/phone", [1; 32], "A");
+    assert!(matches!(old.wait(), Err(StoreError::EnrolmentRefused(_))));
+    store.enrol_device(bob.queue, "bob@example.org/phone", [1; 32], "B").wait().unwrap();
+    // Another user's code is untouched.
+    store.enrol_device(other.queue, "eve@example.org/phone", [2; 32], "E").wait().unwrap();
+    // Retired across a restart too.
+    store.issue_code(bob.queue, "C", 9_000).wait().unwrap();
+    store.issue_code(bob.queue, "D", 9_000).wait().unwrap();
+    drop(store);
+    let store = open_at(&dir, Arc::new(AtomicU64::new(1_000)));
+    let retired = store.enrol_device(bob.queue, "bob@example.org/tablet", [3; 32], "C");
+    assert!(matches!(retired.wait(), Err(StoreError::EnrolmentRefused(_))));
+    store.enrol_device(bob.queue, "bob@example.org/tablet", [3; 32], "D").wait().unwrap();
 }

@@ -458,17 +458,26 @@ async fn make_line(
             owner: owner.clone(),
             domain: domain.to_string(),
             line: format!("main@{domain}"),
-            seat_limit: users.len() as u32 + 1,
+            seat_limit: Some(users.len() as u32 + 1),
         })
         .await
         .context("creating the run's organisation")?;
     let Change::OrgCreated { org, .. } = created.change else {
         anyhow::bail!("creating the organisation answered {:?}", created.change)
     };
+    let org = *org;
     let as_user = |user: String| {
         let operator = admin.clone();
         let address = target.admin;
-        async move { anyhow::Ok(AdminClient::new(address, operator.new_token(&user).await?)) }
+        async move {
+            // A token is made only for a user the hub knows (the owner is not a device's).
+            if let Err(error) = operator.add_user(&user).await
+                && !error.to_string().starts_with("409")
+            {
+                return Err(error.into());
+            }
+            anyhow::Ok(AdminClient::new(address, operator.new_token(&user).await?))
+        }
     };
     let owner_client = as_user(owner.clone()).await?;
     let unit = owner_client

@@ -14,6 +14,13 @@ use crate::{
 /// An error answer.
 pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
+impl ApiError {
+    /// A 400 that names the field at fault.
+    pub(super) fn field(field: &str, why: &str) -> Self {
+        Self(StatusCode::BAD_REQUEST, format!("{field}: {why}"))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
@@ -47,9 +54,9 @@ impl From<ServiceError> for ApiError {
                     OrgError::Taken(_)
                     | OrgError::AlreadyAssigned { .. }
                     | OrgError::WrongStatus { .. } => StatusCode::CONFLICT,
-                    OrgError::DomainNotAgreed { .. } | OrgError::Invalid(_) => {
-                        StatusCode::BAD_REQUEST
-                    }
+                    OrgError::DomainNotAgreed { .. }
+                    | OrgError::Invalid(_)
+                    | OrgError::Field { .. } => StatusCode::BAD_REQUEST,
                 };
                 ApiError(status, refused.to_string())
             }

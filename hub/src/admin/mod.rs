@@ -1,38 +1,49 @@
-//! The admin API over HTTP: users, enrolment codes, devices, health.
+//! The admin API over HTTP: users, enrolment codes, tokens, devices, organisations, contacts,
+//! health.
 //!
-//! Every route but `/v1/health` needs `Authorization: Bearer <token>`, the token being the
-//! contents of `<data_dir>/admin.token` (made on first start, readable by its owner only). The
-//! `hub user ...` and `hub device ...` commands read that file and call this API.
+//! Every route but `/v1/health` needs `Authorization: Bearer <token>`: the contents of
+//! `<data_dir>/admin.token` (made on first start, readable by its owner only), which acts as the
+//! hub operator, or a user token from `POST /v1/tokens`, which acts as its user and stops
+//! working when it expires, is revoked, or its user is deactivated or deleted. The `hub user`,
+//! `hub device` and `hub org` commands call this API.
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /v1/health` | | `{"status":"ok"}` |
-//! | `GET /v1/users` | | `[user]` |
-//! | `POST /v1/users` | `{"name"}` | `{"user", "code", "code_expires_ms"}` (201) |
-//! | `POST /v1/users/code` | `{"name"}` | `{"user", "code", "code_expires_ms"}`: a new code |
+//! | `GET /v1/users` | | `[user]` (operator) |
+//! | `POST /v1/users` | `{"name"}` | `{"user", "code", "code_expires_ms"}` (201): the operator, or an onboarding admin for an agreed domain (the user joins the organisation) |
+//! | `POST /v1/users/code` | `{"name"}` | `{"user", "code", "code_expires_ms"}`: a new code, retiring the previous one |
 //! | `GET /v1/devices[?user=NAME]` | | `[device]` |
 //! | `POST /v1/devices` | `{"devices": [{"name", "public_key"}], "add_users"?}` | `{"registered", "results": [{"name", "device"} or {"name", "error", "status"}]}`: devices whose keys the operator knows, no codes, at most 10,000 per call |
 //! | `POST /v1/devices/revoke` | `{"name"}` | `device` |
-//! | `POST /v1/tokens` | `{"user"}` | `{"token"}`: a token acting as that user (operator only) |
+//! | `GET /v1/tokens[?user=NAME]` | | `[{"id", "user", "created_ms", "expires_ms"?, "label"?}]` the caller may see |
+//! | `POST /v1/tokens` | `{"user", "expires_ms"?, "label"?}` | the record and `"token"`: for an existing, active user |
+//! | `POST /v1/tokens/revoke` | `{"id"}` | the record |
 //! | `POST /v1/org` | an org command (`{"command": "create_unit", ...}`) | the event |
 //! | `POST /v1/org/invite` | `{"org", "user", "guest", "unit"?}` | `{"code", "link", "expires_ms"}`; again: a new code |
 //! | `POST /v1/org/accept` | `{"org", "code"}` | the event (the token's user joins) |
+//! | `GET /v1/org/members?org=N` | | members, invitations and seats (admins) |
+//! | `GET /v1/org/keys` | | keys issued by or to the caller's organisations |
+//! | `GET /v1/org/domains?org=N` | | domains, claims and the TXT record each claim needs |
+//! | `POST /v1/org/domains/verify` | `{"org", "domain"}` | the event: the domain proven by its TXT record |
 //! | `PUT /v1/org/logo?org=N&unit=M` | PNG or JPEG bytes, at least 512 x 512 | the event |
-//! | `GET /v1/org/logo?unit=M` | | the logo's bytes |
-//! | `GET /v1/org/events[?after=N]` | | `[{"seq", "event"}]` the caller may read |
+//! | `GET /v1/org/logo?unit=M` | | the logo's bytes (the organisation's members, or anyone once public) |
+//! | `GET /v1/org/events[?after=N&limit=M]` | | `{"events": [{"seq", "event"}], "next_after", "more"}` the caller may read |
 //! | `GET /v1/org/directory` | | lines and colleagues of the caller's organisations |
+//! | `GET /v1/contacts` | | `{"contacts", "colleagues"}` of the token's user |
+//! | `POST /v1/contacts` | `{"address", "categories"}` | the contact |
+//! | `POST /v1/contacts/remove` | `{"address"}` | the removed contact |
 //! | `GET /v1/metrics` | | `{"connections", "resident_bytes", "store": {...}}` (operator only) |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
 //!
-//! The token in `admin.token` acts as the hub operator; tokens from `POST /v1/tokens` act as
-//! their user, whose rights every org call checks. A refused org command answers 403 with the
-//! rule that refused it.
-//!
-//! Errors answer `{"error": "..."}` with 400 (bad input), 401 (token), 404 (unknown), 409
-//! (exists) or 500.
+//! A refused org command answers 403 with the rule that refused it. Errors answer
+//! `{"error": "..."}` with 400 (bad input, naming the field), 401 (token), 403 (a rule), 404
+//! (unknown), 409 (exists, wrong status) or 500.
 
 mod auth;
+mod contacts;
 mod devices;
+mod domains;
 mod error;
 mod metrics;
 mod org;
@@ -48,12 +59,16 @@ use axum::{
 use tokio::sync::watch;
 
 pub use auth::load_or_create_token;
+pub use contacts::Contact;
 pub use devices::{DeviceKey, MAX_REGISTER, Registered, Registration};
 use devices::{REGISTER_BODY_LIMIT, list_devices, register_devices, revoke_device};
 use error::ApiError;
 pub use metrics::Metrics;
 use metrics::metrics;
-use org::{get_logo, org_accept, org_command, org_directory, org_events, org_invite, put_logo};
+use org::{
+    get_logo, org_accept, org_command, org_directory, org_events, org_invite, org_keys,
+    org_members, put_logo,
+};
 pub use users::UserWithCode;
 use users::{add_user, list_users, new_user_code};
 
@@ -101,9 +116,14 @@ pub(crate) async fn serve(
                 .layer(axum::extract::DefaultBodyLimit::max(REGISTER_BODY_LIMIT)),
         )
         .route("/v1/devices/revoke", post(revoke_device))
-        .route("/v1/tokens", post(auth::new_token))
+        .route("/v1/tokens", get(auth::list_tokens).post(auth::new_token))
+        .route("/v1/tokens/revoke", post(auth::revoke_token))
         .route("/v1/org", post(org_command))
         .route("/v1/org/events", get(org_events))
+        .route("/v1/org/members", get(org_members))
+        .route("/v1/org/keys", get(org_keys))
+        .route("/v1/org/domains", get(domains::list_domains))
+        .route("/v1/org/domains/verify", post(domains::verify_domain))
         .route("/v1/org/invite", post(org_invite))
         .route(
             "/v1/org/logo",
@@ -113,6 +133,8 @@ pub(crate) async fn serve(
         )
         .route("/v1/org/accept", post(org_accept))
         .route("/v1/org/directory", get(org_directory))
+        .route("/v1/contacts", get(contacts::list_contacts).post(contacts::put_contact))
+        .route("/v1/contacts/remove", post(contacts::remove_contact))
         .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),

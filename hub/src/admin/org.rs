@@ -67,10 +67,13 @@ pub(super) async fn get_logo(
     headers: HeaderMap,
     Query(query): Query<LogoQuery>,
 ) -> Result<Response, ApiError> {
-    actor(&state, &headers).await?;
+    let actor = actor(&state, &headers).await?;
     let snapshot = state.hub.org().snapshot();
-    let unit =
-        snapshot.unit(query.unit).ok_or(ApiError(StatusCode::NOT_FOUND, "no such unit".into()))?;
+    // Someone who may not see the logo is told there is no such unit.
+    let unit = snapshot
+        .unit(query.unit)
+        .filter(|unit| snapshot.may_see_logo(&actor, unit))
+        .ok_or(ApiError(StatusCode::NOT_FOUND, "no such unit".into()))?;
     let logo =
         unit.logo.clone().ok_or(ApiError(StatusCode::NOT_FOUND, "the unit has no logo".into()))?;
     let name = format!("logo:{}", query.unit.0);
@@ -132,25 +135,91 @@ pub(super) async fn org_accept(
 #[derive(Deserialize)]
 pub(super) struct EventsQuery {
     after: Option<u64>,
+    limit: Option<usize>,
 }
 
+/// Most events one page holds.
+const MAX_EVENTS_PAGE: usize = 1000;
+/// Most events of the log one request looks at (visible to the caller or not): a caller who
+/// sees few of them gets a short page and a cursor past what was looked at.
+const MAX_EVENTS_SCANNED: usize = 10_000;
+
+/// `GET /v1/org/events?after=N&limit=M`: the next events after position `after` that the
+/// caller may read, and `next_after`, the position to ask after next time. The walk goes on
+/// past events the caller may not read (up to a bound per request), so a cursor always moves
+/// forward through the whole log; `more` says whether the log goes on past `next_after`.
 pub(super) async fn org_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let actor = actor(&state, &headers).await?;
+    let limit = match query.limit {
+        None => 100,
+        Some(limit) if (1..=MAX_EVENTS_PAGE).contains(&limit) => limit,
+        Some(_) => return Err(ApiError::field("limit", "between 1 and 1000")),
+    };
     let hub = state.hub.clone();
-    let after = query.after.unwrap_or(0);
-    let events = state.hub.store().blocking(move |_| hub.org().events(after, 1000)).await?;
+    let mut after = query.after.unwrap_or(0);
+    let page = state
+        .hub
+        .store()
+        .blocking(move |_| {
+            let snapshot = hub.org().snapshot();
+            let (mut out, mut scanned, mut more) = (Vec::new(), 0, true);
+            while out.len() < limit && scanned < MAX_EVENTS_SCANNED {
+                let batch = hub.org().events(after, 1000)?;
+                if batch.is_empty() {
+                    more = false;
+                    break;
+                }
+                for (seq, event) in batch {
+                    scanned += 1;
+                    after = seq;
+                    if snapshot.may_read_event(&actor, &event) {
+                        out.push(serde_json::json!({ "seq": seq, "event": event }));
+                        if out.len() == limit {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok((out, after, more))
+        })
+        .await?;
+    let (events, next_after, more) = page;
+    Ok(Json(serde_json::json!({ "events": events, "next_after": next_after, "more": more })))
+}
+
+#[derive(Deserialize)]
+pub(super) struct OrgQuery {
+    org: crate::org::OrgId,
+}
+
+/// `GET /v1/org/members?org=N`: members with status, role and unit, open invitations and group
+/// admins, for those who onboard, approve or manage members.
+pub(super) async fn org_members(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<OrgQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let actor = actor(&state, &headers).await?;
     let snapshot = state.hub.org().snapshot();
-    Ok(Json(
-        events
-            .into_iter()
-            .filter(|(_, event)| snapshot.may_read_event(&actor, event))
-            .map(|(seq, event)| serde_json::json!({ "seq": seq, "event": event }))
-            .collect(),
-    ))
+    let roster = snapshot
+        .roster(&actor, query.org, system_clock_ms())
+        .map_err(|e| ApiError::from(ServiceError::Refused(e)))?;
+    Ok(Json(serde_json::json!(roster)))
+}
+
+/// `GET /v1/org/keys`: the keys issued by or to an organisation where the caller manages
+/// keys.
+pub(super) async fn org_keys(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::org::Key>>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    let snapshot = state.hub.org().snapshot();
+    Ok(Json(snapshot.keys_seen_by(&actor).into_iter().cloned().collect()))
 }
 
 pub(super) async fn org_directory(

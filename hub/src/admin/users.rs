@@ -1,19 +1,26 @@
-//! Users and their enrolment codes (operator only).
+//! Users and their enrolment codes. The operator adds any user; an organisation's onboarding
+//! admins add users of its agreed domains, who become its members. A new code is issued by
+//! whoever looks after the account (the user, their organisation's admins, the operator), and
+//! retires the previous one.
 
+use crate::{
+    admin::{
+        ApiError, AppState, CODE_VALIDITY,
+        auth::{actor, authorise, require_looks_after},
+        new_code,
+    },
+    org::{Actor, Command},
+    store::{UserRecord, UserStatus, system_clock_ms},
+};
 use axum::{
     Json,
     extract::State,
     http::{HeaderMap, StatusCode},
 };
 use serde::{Deserialize, Serialize};
-use switchboard_protocol::{Address, AddressKind};
-
-use crate::{
-    admin::{ApiError, AppState, CODE_VALIDITY, auth::authorise, new_code},
-    store::{UserRecord, system_clock_ms},
-};
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct NameBody {
     pub(super) name: String,
 }
@@ -30,14 +37,9 @@ pub struct UserWithCode {
 }
 
 pub(super) fn account_name(name: &str) -> Result<String, ApiError> {
-    match Address::parse(name) {
-        Ok(address) if address.kind() == AddressKind::Account => Ok(address.as_str().to_string()),
-        Ok(_) => Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("{name} is not a user address (local@domain)"),
-        )),
-        Err(error) => Err(ApiError(StatusCode::BAD_REQUEST, format!("{name}: {error}"))),
-    }
+    crate::org::account_in("name", name)
+        .map(|address| address.as_str().to_string())
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 pub(super) async fn issue(
@@ -55,8 +57,23 @@ pub(super) async fn add_user(
     headers: HeaderMap,
     Json(body): Json<NameBody>,
 ) -> Result<(StatusCode, Json<UserWithCode>), ApiError> {
-    authorise(&state, &headers)?;
+    let actor = actor(&state, &headers).await?;
     let name = account_name(&body.name)?;
+    // An org admin adds members of their organisation: the member joins first, so that a
+    // refusal (a full organisation, say) leaves no account behind.
+    if actor != Actor::Operator {
+        let org = state.hub.org().snapshot().onboarding_org(&actor, &name).ok_or(ApiError(
+            StatusCode::FORBIDDEN,
+            "not allowed: rule: the operator, and an organisation's onboarding admins for its              agreed domains, add users"
+                .into(),
+        ))?;
+        let lookup = name.clone();
+        if state.hub.store().blocking(move |store| store.user(&lookup)).await?.is_some() {
+            return Err(ApiError(StatusCode::CONFLICT, format!("{name} already exists")));
+        }
+        let join = Command::AddMember { org, user: name.clone() };
+        state.hub.org_execute(&actor, join).await?;
+    }
     let user = state.hub.add_user(&name).await?;
     tracing::info!(user = %user.name, "user added");
     Ok((StatusCode::CREATED, issue(&state, user).await?))
@@ -67,11 +84,15 @@ pub(super) async fn new_user_code(
     headers: HeaderMap,
     Json(body): Json<NameBody>,
 ) -> Result<Json<UserWithCode>, ApiError> {
-    authorise(&state, &headers)?;
+    let actor = actor(&state, &headers).await?;
     let name = account_name(&body.name)?;
+    require_looks_after(&state, &actor, &name)?;
     let lookup = name.clone();
     let user = state.hub.store().blocking(move |store| store.user(&lookup)).await?;
     let user = user.ok_or(ApiError(StatusCode::NOT_FOUND, format!("unknown user {name}")))?;
+    if user.status != UserStatus::Active {
+        return Err(ApiError(StatusCode::CONFLICT, format!("{name} is deactivated")));
+    }
     issue(&state, user).await
 }
 

@@ -14,6 +14,17 @@ pub struct AdminClient {
     token: String,
 }
 
+/// A page of the organisation log (`GET /v1/org/events`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EventsPage {
+    /// `{"seq", "event"}` objects the caller may read.
+    pub events: Vec<serde_json::Value>,
+    /// The position to ask after next.
+    pub next_after: u64,
+    /// Whether the log goes on after `next_after`.
+    pub more: bool,
+}
+
 /// Why an admin request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -84,7 +95,8 @@ impl AdminClient {
         self.call("GET", &path, None).await
     }
 
-    /// A token acting as `user` (needs the operator token).
+    /// A token acting as `user`, an existing, active user (made by the operator, the user, or
+    /// an onboarding admin of the user's organisation).
     pub async fn new_token(&self, user: &str) -> Result<String, AdminError> {
         let answer: serde_json::Value =
             self.call("POST", "/v1/tokens", Some(serde_json::json!({ "user": user }))).await?;
@@ -100,9 +112,37 @@ impl AdminClient {
         self.call("POST", "/v1/org", Some(body)).await
     }
 
-    /// Events of the organisation log this token may read.
-    pub async fn org_events(&self, after: u64) -> Result<Vec<serde_json::Value>, AdminError> {
-        self.call("GET", &format!("/v1/org/events?after={after}"), None).await
+    /// One page of the organisation log this token may read, after position `after`.
+    pub async fn org_events_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<EventsPage, AdminError> {
+        self.call("GET", &format!("/v1/org/events?after={after}&limit={limit}"), None).await
+    }
+
+    /// Every event of the organisation log this token may read after position `after`,
+    /// following the pages to the end.
+    pub async fn org_events(&self, mut after: u64) -> Result<Vec<serde_json::Value>, AdminError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.org_events_page(after, 1000).await?;
+            out.extend(page.events);
+            after = page.next_after;
+            if !page.more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Any call of the API, answered as JSON (for the calls this client has no method for).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, AdminError> {
+        self.call(method, path, body).await
     }
 
     /// Invites `user` to `org` (as a guest when `guest`); returns the code.

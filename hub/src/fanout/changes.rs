@@ -6,8 +6,50 @@
 use crate::{
     fanout::Hub,
     org::{Actor, Change, Command, Event, OrgError, OrgState, ServiceError},
-    store::{DeviceRecord, QueueId, StartAt, StoreError},
+    store::{DeviceRecord, QueueId, StartAt, StoreError, UserStatus},
 };
+
+/// Whether a change can change who reads a group.
+fn touches_groups(change: &Change) -> bool {
+    matches!(
+        change,
+        Change::MemberDeleted { .. }
+            | Change::Applied(
+                Command::CreateGroup { .. }
+                    | Command::AddGroupMember { .. }
+                    | Command::RemoveGroupMember { .. }
+                    | Command::AddSubgroup { .. }
+                    | Command::DeleteGroup { .. }
+                    | Command::DeleteMember { .. }
+            )
+    )
+}
+
+/// The users whose unit lines a change can change.
+fn users_whose_lines_change(change: &Change) -> Vec<&str> {
+    match change {
+        Change::Applied(
+            Command::Assign { user, .. }
+            | Command::MoveMember { user, .. }
+            | Command::ChangeMemberType { user, .. }
+            | Command::Reactivate { user, .. }
+            | Command::Deactivate { user, .. },
+        )
+        | Change::MemberDeactivated { user, .. } => vec![user],
+        Change::MemberDeleted { reassign_to: Some(heir), .. }
+        | Change::Applied(Command::DeleteMember { reassign_to: Some(heir), .. }) => vec![heir],
+        _ => Vec::new(),
+    }
+}
+
+/// The unit lines `user` reads in `state`, in every organisation.
+fn unit_lines_read_by(state: &OrgState, user: &str) -> std::collections::BTreeSet<String> {
+    state
+        .memberships(user)
+        .flat_map(|m| state.lines_of(m.org, user))
+        .map(|unit| unit.address.clone())
+        .collect()
+}
 
 impl Hub {
     /// Runs an organisation command by `actor`, then does what the change means for queues
@@ -15,28 +57,64 @@ impl Hub {
     pub async fn org_execute(
         &self,
         actor: &Actor,
-        command: Command,
+        mut command: Command,
     ) -> Result<Event, ServiceError> {
+        if let Command::CreateOrg { seat_limit: seat_limit @ None, .. } = &mut command {
+            *seat_limit = Some(self.config.org.default_seats);
+        }
+        if let Command::CreateOrg { domain, .. } | Command::AddDomain { domain, .. } = &command
+            && self.config.org.is_public_mail_domain(domain)
+        {
+            return Err(OrgError::Field {
+                field: "domain".into(),
+                why: format!(
+                    "{domain} is a public mail domain; no organisation may take it \
+                     (see [org] public_mail_domains)"
+                ),
+            }
+            .into());
+        }
         if let Command::CreateUnit { line, .. } | Command::CreateOrg { line, .. } = &command
             && self.directory.contains(line.as_str())
         {
             return Err(OrgError::Taken(line.clone()).into());
         }
+        self.require_named_users(&command).await?;
         let before = self.org.snapshot();
         let event = self.org.execute(actor, command).await?;
-        if let Change::Applied(
-            Command::CreateGroup { .. }
-            | Command::AddGroupMember { .. }
-            | Command::RemoveGroupMember { .. }
-            | Command::AddSubgroup { .. }
-            | Command::DeleteGroup { .. }
-            | Command::DeleteMember { .. },
-        ) = &event.change
-        {
-            self.sync_groups(&before, &self.org.snapshot()).await?;
+        let after = self.org.snapshot();
+        if touches_groups(&event.change) {
+            self.sync_groups(&before, &after).await?;
+        }
+        for user in users_whose_lines_change(&event.change) {
+            self.sync_lines(user, &before, &after).await?;
         }
         self.apply_change(&event.change).await?;
         Ok(event)
+    }
+
+    /// Users a command gives powers or ownership to must be users of this hub who may log in:
+    /// no group, admin or ownership for an address nobody holds, or a closed account.
+    async fn require_named_users(&self, command: &Command) -> Result<(), ServiceError> {
+        let (field, named) = match command {
+            Command::CreateGroup { owner, .. } => ("owner", owner),
+            Command::NameAdmin { user, .. } | Command::NameGroupAdmin { user, .. } => {
+                ("user", user)
+            }
+            Command::TransferOwnership { to, .. } => ("to", to),
+            _ => return Ok(()),
+        };
+        crate::org::account_in(field, named)?;
+        let name = named.clone();
+        let user = self.store.blocking(move |store| store.user(&name)).await?;
+        match user {
+            Some(user) if user.status == UserStatus::Active && !self.is_deactivated(named) => {
+                Ok(())
+            }
+            _ => {
+                Err(OrgError::Invalid(format!("{named} is not an active user of this hub")).into())
+            }
+        }
     }
 
     async fn apply_change(&self, change: &Change) -> Result<(), StoreError> {
@@ -48,15 +126,6 @@ impl Hub {
             }
             Change::UnitCreated(unit) => {
                 self.add_line(&unit.address).await?;
-            }
-            Change::Applied(Command::Assign { org, user, .. })
-            | Change::Applied(Command::DeleteMember { reassign_to: Some(user), org, .. }) => {
-                // An heir may have taken over a unit: their devices read its lines too.
-                let snapshot = self.org.snapshot();
-                for unit in snapshot.lines_of(*org, user) {
-                    let queue = self.add_line(&unit.address).await?;
-                    self.subscribe_user(user, queue).await?;
-                }
             }
             Change::Applied(Command::SetIncludeSubUnits { unit, include, .. }) => {
                 let snapshot = self.org.snapshot();
@@ -79,15 +148,40 @@ impl Hub {
                     }
                 }
             }
-            Change::Applied(Command::DeleteMember { user, reassign_to: None, .. }) => {
+            // Deleting a member closes their account, with or without an heir.
+            Change::MemberDeleted { user, .. }
+            | Change::Applied(Command::DeleteMember { user, reassign_to: None, .. }) => {
                 self.close_account(user).await?;
             }
-            Change::Applied(Command::Deactivate { user, .. }) => {
+            Change::MemberDeactivated { user, .. }
+            | Change::Applied(Command::Deactivate { user, .. }) => {
                 for device in self.devices_of(user).await? {
                     self.sessions.kick(device.device);
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Makes `user`'s devices read the unit lines the change gave them and stop reading those
+    /// it took away (groups are [`Hub::sync_groups`]'s).
+    async fn sync_lines(
+        &self,
+        user: &str,
+        before: &OrgState,
+        after: &OrgState,
+    ) -> Result<(), StoreError> {
+        let old = unit_lines_read_by(before, user);
+        let new = unit_lines_read_by(after, user);
+        for line in new.difference(&old) {
+            let queue = self.add_line(line).await?;
+            self.subscribe_user(user, queue).await?;
+        }
+        for line in old.difference(&new) {
+            if let Some(queue) = self.directory.queue(line) {
+                self.unsubscribe_user(user, queue).await?;
+            }
         }
         Ok(())
     }

@@ -51,6 +51,8 @@ pub struct Hub {
     connections: AtomicUsize,
     /// This hub, for work it starts in the background.
     me: Weak<Hub>,
+    /// Key uses logged since the hub started: (key, sender).
+    key_uses: std::sync::Mutex<std::collections::HashSet<(u64, String)>>,
 }
 
 /// A user as the handshake needs it.
@@ -75,6 +77,7 @@ impl Hub {
             sessions: SessionRegistry::default(),
             connections: AtomicUsize::new(0),
             me: me.clone(),
+            key_uses: std::sync::Mutex::default(),
         }))
     }
 
@@ -169,6 +172,12 @@ impl Hub {
             self.store.subscribe(device.device, queue, StartAt::Next).await?;
         }
         Ok(())
+    }
+
+    /// Whether this is the first use of `key` by `by` since the hub started.
+    pub(crate) fn first_key_use(&self, key: u64, by: &str) -> bool {
+        let mut uses = self.key_uses.lock().unwrap_or_else(|e| e.into_inner());
+        uses.insert((key, by.to_string()))
     }
 
     /// Whether `user` is deactivated in any organisation (then it may not connect).

@@ -220,6 +220,14 @@ impl Hub {
             envelope.to.as_str(),
             envelope.flags.contains(Flags::AS_LINE),
         );
+        if verdict.is_ok() && snapshot.has_keys() {
+            let now = system_clock_ms();
+            if let Some(key) =
+                snapshot.key_opening(sender.address.as_str(), envelope.to.as_str(), now)
+            {
+                self.log_key_use(key, sender.address.as_str());
+            }
+        }
         match verdict {
             Ok(Mirror::Sender) => Ok(Some(sender.queue)),
             Ok(Mirror::Line(line)) => self
@@ -237,6 +245,22 @@ impl Hub {
                 )))
             }
         }
+    }
+
+    /// Records the first use of a key by each sender since the hub started, off the send path.
+    fn log_key_use(&self, key: u64, by: &str) {
+        if !self.first_key_use(key, by) {
+            return;
+        }
+        let Some(hub) = self.me.upgrade() else { return };
+        let Some(org) = self.org.snapshot().key(key).map(|k| k.org) else { return };
+        let change = Change::KeyUsed { key, org, by: by.to_string() };
+        let actor = Actor::User(by.to_string());
+        tokio::spawn(async move {
+            if let Err(error) = hub.org.record(actor, change).await {
+                tracing::warn!(%error, key, "a key use could not be logged");
+            }
+        });
     }
 
     /// Records a refused key use in the event log, off the send path.

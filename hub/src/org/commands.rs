@@ -19,8 +19,9 @@ pub enum Command {
         domain: String,
         /// The root unit's line address.
         line: String,
-        /// Most members.
-        seat_limit: u32,
+        /// Most members; the hub's `[org] default_seats` when not given.
+        #[serde(default)]
+        seat_limit: Option<u32>,
     },
     /// The operator sets the seat limit.
     SetSeatLimit {
@@ -29,8 +30,18 @@ pub enum Command {
         /// New limit.
         limit: u32,
     },
-    /// Adds an agreed domain.
+    /// Adds an agreed domain: from the operator, at once; from an organisation's admin, as a
+    /// claim that admits nobody until it is proven ([`Command::ConfirmDomain`]).
     AddDomain {
+        /// The organisation.
+        org: OrgId,
+        /// The domain.
+        domain: String,
+    },
+    /// Proves a claimed domain: by the operator, or by the hub once it has found the
+    /// organisation's TXT record at `_switchboard.<domain>`. Other organisations' unproven
+    /// claims on it are dropped.
+    ConfirmDomain {
         /// The organisation.
         org: OrgId,
         /// The domain.
@@ -74,7 +85,18 @@ pub enum Command {
         /// The logo.
         logo: Logo,
     },
-    /// Gives a unit a right; its members and its sub-units' members hold it.
+    /// Makes a unit's logo visible to every user of the hub, or again only to the
+    /// organisation's members.
+    SetLogoPublic {
+        /// The organisation.
+        org: OrgId,
+        /// The unit.
+        unit: UnitId,
+        /// Visible to everyone.
+        public: bool,
+    },
+    /// Gives a unit a member right (see [`Right::unit_grantable`]); its members and its
+    /// sub-units' members hold it.
     GrantUnitRight {
         /// The organisation.
         org: OrgId,
@@ -113,6 +135,14 @@ pub enum Command {
         /// Expiry, Unix milliseconds (7 days after the invitation by default).
         expires_ms: u64,
     },
+    /// An onboarding admin adds a user of an agreed domain as an active member (the admin API
+    /// sends this when an org admin creates a member's account).
+    AddMember {
+        /// The organisation.
+        org: OrgId,
+        /// The user.
+        user: String,
+    },
     /// The invited user accepts with the code's hash.
     AcceptInvitation {
         /// The organisation.
@@ -150,6 +180,34 @@ pub enum Command {
         /// The admin.
         user: String,
     },
+    /// An admin names `user`, an active member, group admin for one unit or one group of the
+    /// organisation (name exactly one): they may then assign the organisation's active members
+    /// to it.
+    NameGroupAdmin {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+        /// The unit they look after.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<UnitId>,
+        /// The group (`#name`) they look after.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+    /// An admin takes a unit or group from a group admin.
+    RemoveGroupAdmin {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+        /// The unit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<UnitId>,
+        /// The group (`#name`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
     /// The owner offers the organisation to `to`.
     TransferOwnership {
         /// The organisation.
@@ -161,6 +219,34 @@ pub enum Command {
     AcceptOwnership {
         /// The organisation.
         org: OrgId,
+    },
+    /// Reactivates a deactivated member (seat permitting).
+    Reactivate {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+    },
+    /// Turns a member into a guest or a guest into a member (never the owner or an admin). A
+    /// new guest leaves their unit and group-admin duties and answers whoever made the change;
+    /// a new member needs an address in an agreed domain and a free seat.
+    ChangeMemberType {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+        /// Guest (true) or member (false).
+        guest: bool,
+    },
+    /// Moves an active member to another unit of the organisation; the root unit takes them
+    /// back to the main line.
+    MoveMember {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+        /// The unit they move to.
+        unit: UnitId,
     },
     /// Deactivates a member: they cannot connect.
     Deactivate {
@@ -191,9 +277,11 @@ pub enum Command {
         /// The organisation it belongs to, if any: its admins manage it, and it outlives its
         /// owner.
         org: Option<OrgId>,
-        /// Who may address it.
+        /// Who may address it; the owner alone when not given.
+        #[serde(default)]
         scope: Scope,
         /// Members receive but cannot send, and cannot see each other.
+        #[serde(default)]
         anonymous: bool,
     },
     /// Adds a member to a group.
@@ -237,8 +325,9 @@ pub enum Command {
         unit: UnitId,
         /// The organisation that receives the key.
         to_org: OrgId,
-        /// Expiry, Unix milliseconds.
-        expires_ms: u64,
+        /// Expiry, Unix milliseconds; five years from issue when not given.
+        #[serde(default)]
+        expires_ms: Option<u64>,
     },
     /// Hands a key to a group of the organisation that received it.
     HandKey {
@@ -266,22 +355,30 @@ impl Command {
             Command::CreateOrg { .. } => None,
             Command::SetSeatLimit { org, .. }
             | Command::AddDomain { org, .. }
+            | Command::ConfirmDomain { org, .. }
             | Command::MergeDomains { org, .. }
             | Command::CreateUnit { org, .. }
             | Command::SetIncludeSubUnits { org, .. }
             | Command::SetLogo { org, .. }
+            | Command::SetLogoPublic { org, .. }
             | Command::GrantUnitRight { org, .. }
             | Command::RevokeUnitRight { org, .. }
             | Command::Register { org }
             | Command::Invite { org, .. }
             | Command::AcceptInvitation { org, .. }
+            | Command::AddMember { org, .. }
             | Command::Approve { org, .. }
             | Command::Assign { org, .. }
             | Command::NameAdmin { org, .. }
             | Command::RemoveAdmin { org, .. }
+            | Command::NameGroupAdmin { org, .. }
+            | Command::RemoveGroupAdmin { org, .. }
             | Command::TransferOwnership { org, .. }
             | Command::AcceptOwnership { org }
             | Command::Deactivate { org, .. }
+            | Command::Reactivate { org, .. }
+            | Command::ChangeMemberType { org, .. }
+            | Command::MoveMember { org, .. }
             | Command::DeleteMember { org, .. }
             | Command::DeleteOrg { org } => Some(*org),
             Command::CreateGroup { org, .. } => *org,
@@ -303,8 +400,9 @@ impl Event {
             Change::OrgCreated { org, .. } => Some(org.id),
             Change::UnitCreated(unit) => Some(unit.org),
             Change::Registered { org, .. } => Some(*org),
+            Change::MemberDeactivated { org, .. } | Change::MemberDeleted { org, .. } => Some(*org),
             Change::KeyIssued(key) => Some(key.org),
-            Change::KeyUseRefused { org, .. } => Some(*org),
+            Change::KeyUseRefused { org, .. } | Change::KeyUsed { org, .. } => Some(*org),
             Change::Applied(command) => command.org(),
         }
     }
@@ -319,6 +417,10 @@ pub struct Event {
     pub at_ms: u64,
     /// What, with every id it allocated.
     pub change: Change,
+    /// Other organisations the change concerns, whose log readers see it too (the issuer and
+    /// the receiver of a key, a group's organisation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<OrgId>,
 }
 
 /// The change an event records.
@@ -327,8 +429,8 @@ pub struct Event {
 pub enum Change {
     /// An organisation was created with its root unit.
     OrgCreated {
-        /// The organisation as created.
-        org: Org,
+        /// The organisation as created (boxed: it is much larger than the other changes).
+        org: Box<Org>,
         /// Its root unit.
         root: Unit,
     },
@@ -349,6 +451,38 @@ pub enum Change {
         by: String,
         /// Why.
         why: String,
+    },
+    /// A member was deactivated; `dropped` names the duties that ended with it (an admin is
+    /// no longer one, a group admin no longer looks after anything).
+    MemberDeactivated {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+        /// What ended, in words.
+        dropped: Vec<String>,
+    },
+    /// A deactivated member was deleted and their account closed; `moved` says what passed to
+    /// the heir (or, without one, where their groups went).
+    MemberDeleted {
+        /// The organisation.
+        org: OrgId,
+        /// The member.
+        user: String,
+        /// Who took over.
+        reassign_to: Option<String>,
+        /// What moved, in words.
+        moved: Vec<String>,
+    },
+    /// A key opened a line to a sender for the first time since the hub started. Recorded,
+    /// changes nothing.
+    KeyUsed {
+        /// The key.
+        key: u64,
+        /// The line's organisation.
+        org: OrgId,
+        /// The sender.
+        by: String,
     },
     /// A user registered.
     Registered {
@@ -409,4 +543,12 @@ pub enum OrgError {
     /// Invalid input (bad address, empty name...).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A field of the command is malformed: too long, empty, or of the wrong syntax.
+    #[error("{field}: {why}")]
+    Field {
+        /// The field, as named in the command.
+        field: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::org::{Actor, Event, OrgId, OrgState, Right, Status};
+use crate::org::{Actor, Event, Member, OrgId, OrgState, Right, Status};
 
 /// One entry of a member's directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,24 +51,19 @@ pub struct MemberEntry {
 }
 
 impl OrgState {
-    /// The directory `user` sees.
+    /// The directory `user` sees: for each organisation they are an active member of, its
+    /// lines and colleagues; a guest (who lacks the right to read the directory) sees only
+    /// whoever invited them, a member or a unit's line.
     pub fn directory_of(&self, user: &str) -> Vec<DirectoryEntry> {
         let mut out = Vec::new();
+        let actor = Actor::User(user.to_string());
         for membership in self.memberships(user).filter(|m| m.status == Status::Active) {
             let Some(org) = self.org(membership.org) else { continue };
-            let units: Vec<_> = self.units().filter(|u| u.org == org.id).collect();
-            let lines = units
-                .iter()
-                .map(|u| LineEntry { name: u.name.clone(), line: u.address.clone() })
-                .collect();
-            let members = units
-                .iter()
-                .flat_map(|unit| {
-                    self.members_of(unit.id)
-                        .filter(|m| m.status == Status::Active)
-                        .map(|m| MemberEntry { user: m.user.clone(), unit: unit.address.clone() })
-                })
-                .collect();
+            let (lines, members) = if self.holds(org, &actor, Right::ReadDirectory) {
+                self.colleagues(org.id)
+            } else {
+                self.inviter_entry(membership)
+            };
             out.push(DirectoryEntry::Org { org: org.id, name: org.name.clone(), lines, members });
         }
         let actor = Actor::User(user.to_string());
@@ -91,15 +86,49 @@ impl OrgState {
         out
     }
 
-    /// Whether `actor` may read `event` of the log: the operator every event, a user those of
-    /// the organisations where they hold the right to read the log.
+    /// Every unit's line of `org`, and every active member assigned to a unit.
+    fn colleagues(&self, org: OrgId) -> (Vec<LineEntry>, Vec<MemberEntry>) {
+        let units: Vec<_> = self.units().filter(|u| u.org == org).collect();
+        let lines =
+            units.iter().map(|u| LineEntry { name: u.name.clone(), line: u.address.clone() });
+        let members = units.iter().flat_map(|unit| {
+            self.members_of(unit.id)
+                .filter(|m| m.status == Status::Active)
+                .map(|m| MemberEntry { user: m.user.clone(), unit: unit.address.clone() })
+        });
+        (lines.collect(), members.collect())
+    }
+
+    /// What a guest sees of an organisation: the line or member that invited them.
+    fn inviter_entry(&self, guest: &Member) -> (Vec<LineEntry>, Vec<MemberEntry>) {
+        let Some(inviter) = guest.invited_by.as_deref() else { return (Vec::new(), Vec::new()) };
+        if let Some(unit) = self.line(inviter) {
+            return (
+                vec![LineEntry { name: unit.name.clone(), line: unit.address.clone() }],
+                Vec::new(),
+            );
+        }
+        let member = self.member(guest.org, inviter).filter(|m| m.status == Status::Active);
+        let entry = member.map(|m| MemberEntry {
+            user: m.user.clone(),
+            unit: m.unit.and_then(|u| self.unit(u)).map(|u| u.address.clone()).unwrap_or_default(),
+        });
+        (Vec::new(), entry.into_iter().collect())
+    }
+
+    /// Whether `actor` may read `event` of the log: the operator every event, a user those
+    /// that concern an organisation (its own, or one it names in `also`) where they hold the
+    /// right to read the log.
     pub fn may_read_event(&self, actor: &Actor, event: &Event) -> bool {
         match actor {
             Actor::Operator => true,
+            Actor::Hub => false,
             Actor::User(_) => event
                 .org()
-                .and_then(|id| self.org(id))
-                .is_some_and(|org| self.holds(org, actor, Right::ReadEventLog)),
+                .into_iter()
+                .chain(event.also.iter().copied())
+                .filter_map(|id| self.org(id))
+                .any(|org| self.holds(org, actor, Right::ReadEventLog)),
         }
     }
 }

@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, AddressKind};
 
-use crate::org::{Actor, Command, OrgError, OrgId, OrgState, Right, Role, SendRefusal, Status};
+use crate::org::{
+    Actor, Command, MAX_ADDRESS, Managed, OrgError, OrgId, OrgState, Right, Role, SendRefusal,
+    Status, account, account_in, not_allowed,
+};
 
 /// Who may address a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -46,10 +49,14 @@ pub struct Group {
     pub subgroups: BTreeSet<String>,
 }
 
-fn group_address(name: &str) -> Result<String, OrgError> {
+fn group_address(field: &str, name: &str) -> Result<String, OrgError> {
+    let why = |why: String| OrgError::Field { field: field.into(), why };
+    if name.len() > MAX_ADDRESS {
+        return Err(why(format!("longer than {MAX_ADDRESS} bytes")));
+    }
     match Address::parse(name) {
         Ok(address) if address.kind() == AddressKind::Group => Ok(address.as_str().to_string()),
-        _ => Err(OrgError::Invalid(format!("{name} is not a group address (#name)"))),
+        _ => Err(why(format!("{name:?} is not a group address (#name)"))),
     }
 }
 
@@ -69,6 +76,7 @@ impl OrgState {
     pub fn manages(&self, group: &Group, actor: &Actor) -> bool {
         match actor {
             Actor::Operator => true,
+            Actor::Hub => false,
             Actor::User(user) => {
                 &group.owner == user
                     || group
@@ -79,14 +87,25 @@ impl OrgState {
         }
     }
 
-    /// Whether `actor` may put members into `group`: those who manage it, and group admins of
-    /// its organisation.
-    fn may_assign(&self, group: &Group, actor: &Actor) -> bool {
-        self.manages(group, actor)
-            || group.org.and_then(|o| self.orgs.get(&o)).is_some_and(|org| {
-                self.role_of(org, actor) == Some(Role::GroupAdmin)
-                    || self.holds(org, actor, Right::AssignMembers)
-            })
+    /// Whether `actor` may put `user` into `group`, or take them out: those who manage it
+    /// (anyone with a user address), and the group's group admins (only the active members,
+    /// not guests, of the group's organisation).
+    fn may_assign(&self, group: &Group, actor: &Actor, user: &str) -> Result<(), OrgError> {
+        if self.manages(group, actor) {
+            return Ok(());
+        }
+        let Some(org) = group.org.and_then(|o| self.orgs.get(&o)) else {
+            return Err(not_allowed("the group's managers and group admins assign members"));
+        };
+        if !self.is_group_admin(org, actor, &Managed::Group(group.address.clone())) {
+            return Err(not_allowed("the group's managers and group admins assign members"));
+        }
+        match self.member(org.id, user) {
+            Some(m) if m.status == Status::Active && m.role != Role::Guest => Ok(()),
+            _ => Err(not_allowed(
+                "a group admin assigns only active members of the group's organisation",
+            )),
+        }
     }
 
     /// Every user who reads `group`: its owner, its members, and its subgroups' (at any depth).
@@ -113,13 +132,14 @@ impl OrgState {
         };
         match command {
             Command::CreateGroup { name, owner, org, .. } => {
-                let address = group_address(name)?;
+                let address = group_address("name", name)?;
                 if self.groups.contains_key(&address) {
                     return Err(OrgError::Taken(address));
                 }
                 if owner.is_empty() {
                     return Err(OrgError::Invalid("a group needs an owner".into()));
                 }
+                account_in("owner", owner)?;
                 match org {
                     Some(id) => {
                         let o = self.orgs.get(id).ok_or(OrgError::UnknownOrg(*id))?;
@@ -127,6 +147,15 @@ impl OrgState {
                             return Err(OrgError::NotAllowed {
                                 rule: "admins create the groups of an organisation",
                             });
+                        }
+                        // An organisation's group is owned by one of its active members.
+                        match self.member(*id, owner) {
+                            Some(m) if m.status == Status::Active && m.role != Role::Guest => {}
+                            _ => {
+                                return Err(OrgError::Invalid(format!(
+                                    "{owner} is not an active member of the organisation"
+                                )));
+                            }
                         }
                     }
                     None => {
@@ -139,19 +168,29 @@ impl OrgState {
                 }
                 Ok(())
             }
-            Command::AddGroupMember { group, .. } | Command::RemoveGroupMember { group, .. } => {
+            Command::AddGroupMember { group, user } => {
                 let g = known(group)?;
-                if self.may_assign(g, actor) {
-                    Ok(())
-                } else {
-                    Err(OrgError::NotAllowed {
-                        rule: "the group's managers and group admins assign members",
-                    })
+                account(user)?;
+                self.may_assign(g, actor, user)
+            }
+            Command::RemoveGroupMember { group, user } => {
+                let g = known(group)?;
+                if !g.members.contains(user) {
+                    return Err(OrgError::UnknownMember(user.clone()));
                 }
+                self.may_assign(g, actor, user)
             }
             Command::AddSubgroup { group, sub } => {
                 let g = known(group)?;
-                known(sub)?;
+                let s = known(sub)?;
+                // Whoever adds a subgroup reaches its members: it must be a group they manage,
+                // of the same organisation (or both of none).
+                if !self.manages(s, actor) {
+                    return Err(not_allowed("a subgroup must be one the actor manages"));
+                }
+                if s.org != g.org {
+                    return Err(not_allowed("a subgroup must be of the group's organisation"));
+                }
                 // No cycles: `group` must not already be reachable from `sub`.
                 let mut seen = BTreeSet::new();
                 let mut todo = vec![sub.clone()];
@@ -188,7 +227,7 @@ impl OrgState {
     pub(super) fn apply_group(&mut self, command: &Command) {
         match command {
             Command::CreateGroup { name, owner, org, scope, anonymous } => {
-                if let Ok(address) = group_address(name) {
+                if let Ok(address) = group_address("name", name) {
                     let group = Group {
                         address: address.clone(),
                         owner: owner.clone(),

@@ -9,7 +9,10 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::org::{Actor, Change, Command, OrgError, OrgId, OrgState, Right, UnitId};
+use crate::org::{Actor, Change, Command, OrgError, OrgId, OrgState, Right, Role, Status, UnitId};
+
+/// How long a key works when its issuer names no expiry: five years.
+pub const DEFAULT_KEY_VALIDITY_MS: u64 = 5 * 365 * 24 * 3600 * 1000;
 
 /// A key to a line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +49,20 @@ impl OrgState {
         self.keys.get(&id)
     }
 
+    /// Whether any key was ever issued on the hub.
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// The keys `actor` may see: those issued by, or to, an organisation where they hold the
+    /// manage-keys right.
+    pub fn keys_seen_by(&self, actor: &Actor) -> Vec<&Key> {
+        let manages = |org: OrgId| {
+            self.orgs.get(&org).is_some_and(|o| self.holds(o, actor, Right::ManageKeys))
+        };
+        self.keys.values().filter(|k| manages(k.org) || manages(k.to_org)).collect()
+    }
+
     /// Decides a key command and makes its change: an issued key gets its id here.
     pub(super) fn decide_key_change(
         &self,
@@ -60,7 +77,7 @@ impl OrgState {
                 org,
                 unit,
                 to_org,
-                expires_ms,
+                expires_ms: expires_ms.unwrap_or(now + DEFAULT_KEY_VALIDITY_MS),
                 revoked: false,
                 groups: BTreeSet::new(),
             })),
@@ -102,7 +119,7 @@ impl OrgState {
                 if !self.orgs.contains_key(to_org) || to_org == org {
                     return Err(OrgError::UnknownOrg(*to_org));
                 }
-                if *expires_ms <= now {
+                if expires_ms.is_some_and(|expires| expires <= now) {
                     return Err(OrgError::Invalid("a key needs an expiry in the future".into()));
                 }
                 Ok(())
@@ -137,11 +154,35 @@ impl OrgState {
         }
     }
 
+    /// The key through which `sender` reaches the line `to` at `now`, if a key is what lets
+    /// them (they are not an active member of the line's organisation).
+    pub fn key_opening(&self, sender: &str, to: &str, now: u64) -> Option<u64> {
+        let unit = self.line(to)?;
+        let member = self.member(unit.org, sender).is_some_and(|m| m.status == Status::Active);
+        if member {
+            return None;
+        }
+        self.keys
+            .values()
+            .filter(|k| k.unit == unit.id && !k.revoked && k.expires_ms > now)
+            .filter(|k| {
+                self.member(k.to_org, sender)
+                    .is_some_and(|m| m.status == Status::Active && m.role != Role::Guest)
+            })
+            .find(|k| k.groups.iter().any(|g| self.group_readers(g).contains(sender)))
+            .map(|k| k.id)
+    }
+
     /// Whether `sender` reaches the line of `unit` through a key, at `now`.
     pub(super) fn check_key(&self, sender: &str, unit: UnitId, now: u64) -> KeyCheck {
         let mut refused = None;
         for key in self.keys.values().filter(|k| k.unit == unit) {
-            let holds = key.groups.iter().any(|g| self.group_readers(g).contains(sender));
+            // A key is the receiving organisation's: only its active members (not its guests,
+            // nor outsiders in its groups) reach the line through it.
+            let in_org = self
+                .member(key.to_org, sender)
+                .is_some_and(|m| m.status == Status::Active && m.role != Role::Guest);
+            let holds = in_org && key.groups.iter().any(|g| self.group_readers(g).contains(sender));
             if !holds {
                 continue;
             }

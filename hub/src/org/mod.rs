@@ -37,12 +37,12 @@ use switchboard_protocol::{Address, AddressKind};
 pub use commands::{Change, Command, Event, OrgError};
 pub use directory::{DirectoryEntry, LineEntry, MemberEntry};
 pub use groups::{Group, Scope};
-pub use keys::Key;
+pub use keys::{DEFAULT_KEY_VALIDITY_MS, Key};
 pub use logo::{Logo, LogoError, MAX_LOGO_BYTES, MIN_LOGO_SIDE, check_logo};
 pub use members::code_hash;
-pub use members::{Invitation, Member, Status};
+pub use members::{Invitation, Member, Roster, RosterEntry, RosterInvitation, Status};
 pub use orgs::Org;
-pub use roles::{Actor, Right, Role};
+pub use roles::{Actor, Managed, Right, Role};
 pub use send::{Mirror, SendRefusal};
 pub use service::{OrgService, ServiceError};
 pub use state::OrgState;
@@ -61,20 +61,55 @@ pub struct OrgId(pub u64);
 #[serde(transparent)]
 pub struct UnitId(pub u64);
 
+/// Longest name (of an organisation, a unit), in characters.
+pub const MAX_NAME: usize = 200;
+/// Longest address (a user, a line, a group), in bytes.
+pub const MAX_ADDRESS: usize = 254;
+
+/// A name or text field: trimmed, not empty, at most `max` characters, no control characters.
+/// The error names the field.
+pub fn text(field: &str, value: &str, max: usize) -> Result<String, OrgError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(OrgError::Field { field: field.into(), why: "must not be empty".into() });
+    }
+    if value.chars().count() > max {
+        return Err(OrgError::Field {
+            field: field.into(),
+            why: format!("longer than {max} characters"),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(OrgError::Field {
+            field: field.into(),
+            why: "contains control characters".into(),
+        });
+    }
+    Ok(value.to_string())
+}
+
 pub(crate) fn not_allowed(rule: &'static str) -> OrgError {
     OrgError::NotAllowed { rule }
 }
 
-pub(crate) fn account(text: &str) -> Result<Address, OrgError> {
+/// The user address in `field`: `local@domain`, at most [`MAX_ADDRESS`] bytes.
+pub fn account_in(field: &str, text: &str) -> Result<Address, OrgError> {
+    let why = |why: String| OrgError::Field { field: field.into(), why };
+    if text.len() > MAX_ADDRESS {
+        return Err(why(format!("longer than {MAX_ADDRESS} bytes")));
+    }
     match Address::parse(text) {
         Ok(address) if address.kind() == AddressKind::Account => Ok(address),
-        _ => Err(OrgError::Invalid(format!("{text} is not a user address"))),
+        _ => Err(why(format!("{text:?} is not a user address (local@domain)"))),
     }
 }
 
-pub(crate) fn line(text: &str) -> Result<String, OrgError> {
-    match Address::parse(text) {
-        Ok(address) if address.kind() == AddressKind::Account => Ok(address.as_str().to_string()),
-        _ => Err(OrgError::Invalid(format!("{text} is not a line address (name@domain)"))),
-    }
+/// [`account_in`] for the field `user`.
+pub(crate) fn account(text: &str) -> Result<Address, OrgError> {
+    account_in("user", text)
+}
+
+/// The line address in `field` (`name@domain`).
+pub(crate) fn line(field: &str, text: &str) -> Result<String, OrgError> {
+    account_in(field, text).map(|address| address.as_str().to_string())
 }

@@ -116,10 +116,11 @@ impl OrgService {
         answered.await.unwrap_or(Err(ServiceError::Store(StoreError::Closed)))
     }
 
-    /// Appends an event that records something without changing the state (a refused key
-    /// use).
+    /// Appends an event that records something without changing the state (a key used, or a
+    /// use refused).
     pub async fn record(&self, actor: Actor, change: crate::org::Change) -> Result<(), StoreError> {
-        let event = Event { actor, at_ms: system_clock_ms(), change };
+        let also = self.snapshot().also_concerned(&change);
+        let event = Event { actor, at_ms: system_clock_ms(), change, also };
         let payload = serde_json::to_vec(&event)
             .map_err(|e| StoreError::Encode { what: "an org event", why: e.to_string() })?;
         self.inner.store.append_log(self.inner.log, vec![Bytes::from(payload)]).await?;
@@ -236,7 +237,7 @@ mod tests {
                     owner: "max@example.org".into(),
                     domain: "example.org".into(),
                     line: "main@example.org".into(),
-                    seat_limit: 10,
+                    seat_limit: Some(10),
                 },
             )
             .await

@@ -114,22 +114,30 @@ impl OrgState {
             command @ (Command::CreateOrg { .. }
             | Command::SetSeatLimit { .. }
             | Command::AddDomain { .. }
+            | Command::ConfirmDomain { .. }
             | Command::MergeDomains { .. }
             | Command::DeleteOrg { .. }) => self.decide_org(actor, command)?,
             command @ (Command::CreateUnit { .. }
             | Command::SetLogo { .. }
+            | Command::SetLogoPublic { .. }
             | Command::SetIncludeSubUnits { .. }
             | Command::GrantUnitRight { .. }
             | Command::RevokeUnitRight { .. }) => self.decide_unit(actor, command)?,
             command @ (Command::Register { .. }
             | Command::Invite { .. }
             | Command::AcceptInvitation { .. }
+            | Command::AddMember { .. }
             | Command::Approve { .. }
             | Command::Assign { .. }
             | Command::Deactivate { .. }
+            | Command::Reactivate { .. }
+            | Command::ChangeMemberType { .. }
+            | Command::MoveMember { .. }
             | Command::DeleteMember { .. }) => self.decide_member(actor, command, now)?,
             command @ (Command::NameAdmin { .. }
             | Command::RemoveAdmin { .. }
+            | Command::NameGroupAdmin { .. }
+            | Command::RemoveGroupAdmin { .. }
             | Command::TransferOwnership { .. }
             | Command::AcceptOwnership { .. }) => self.decide_role(actor, command)?,
             command @ (Command::IssueKey { .. }
@@ -145,7 +153,39 @@ impl OrgState {
                 Change::Applied(command)
             }
         };
-        Ok(Event { actor: actor.clone(), at_ms: now, change })
+        let also = self.also_concerned(&change);
+        Ok(Event { actor: actor.clone(), at_ms: now, change, also })
+    }
+
+    /// The organisations besides its own that a change concerns: both sides of a key, the
+    /// organisation of a group.
+    pub fn also_concerned(&self, change: &Change) -> Vec<OrgId> {
+        let key_orgs = |key: u64| self.keys.get(&key).map(|k| vec![k.org, k.to_org]);
+        let group_org = |group: &str| self.groups.get(group).and_then(|g| g.org);
+        let mut also = match change {
+            Change::KeyIssued(key) => vec![key.to_org],
+            Change::KeyUseRefused { key, .. } | Change::KeyUsed { key, .. } => {
+                key_orgs(*key).unwrap_or_default()
+            }
+            Change::Applied(command) => match command {
+                Command::HandKey { key, .. } | Command::RevokeKey { key } => {
+                    key_orgs(*key).unwrap_or_default()
+                }
+                Command::CreateGroup { org, .. } => org.iter().copied().collect(),
+                Command::AddGroupMember { group, .. }
+                | Command::RemoveGroupMember { group, .. }
+                | Command::SetGroupScope { group, .. }
+                | Command::DeleteGroup { group } => group_org(group).into_iter().collect(),
+                Command::AddSubgroup { group, sub } => {
+                    group_org(group).into_iter().chain(group_org(sub)).collect()
+                }
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        also.sort();
+        also.dedup();
+        also
     }
 
     /// Folds an event (from [`OrgState::decide`], or read back from the log) into the state.
@@ -154,30 +194,42 @@ impl OrgState {
             Change::OrgCreated { org, root } => self.apply_org_created(org, root),
             Change::UnitCreated(unit) => self.apply_unit_created(unit),
             Change::KeyIssued(key) => self.apply_key_issued(key),
-            Change::KeyUseRefused { .. } => {}
+            Change::KeyUseRefused { .. } | Change::KeyUsed { .. } => {}
             Change::Registered { org, user } => self.apply_registered(*org, user),
-            Change::Applied(command) => self.apply_command(&event.actor, command),
+            Change::MemberDeactivated { org, user, .. } => self.apply_deactivated(*org, user),
+            Change::MemberDeleted { org, user, reassign_to, .. } => {
+                self.apply_delete_member(*org, user, reassign_to.as_deref());
+            }
+            Change::Applied(command) => self.apply_command(&event.actor, command, event.at_ms),
         }
     }
 
-    fn apply_command(&mut self, actor: &Actor, command: &Command) {
+    fn apply_command(&mut self, actor: &Actor, command: &Command, at_ms: u64) {
         match command {
             Command::SetSeatLimit { .. }
             | Command::AddDomain { .. }
+            | Command::ConfirmDomain { .. }
             | Command::MergeDomains { .. }
-            | Command::DeleteOrg { .. } => self.apply_org(command),
+            | Command::DeleteOrg { .. } => self.apply_org(actor, command, at_ms),
             Command::SetLogo { .. }
+            | Command::SetLogoPublic { .. }
             | Command::SetIncludeSubUnits { .. }
             | Command::GrantUnitRight { .. }
             | Command::RevokeUnitRight { .. } => self.apply_unit(command),
             Command::Invite { .. }
             | Command::AcceptInvitation { .. }
+            | Command::AddMember { .. }
             | Command::Approve { .. }
             | Command::Assign { .. }
             | Command::Deactivate { .. }
+            | Command::Reactivate { .. }
+            | Command::ChangeMemberType { .. }
+            | Command::MoveMember { .. }
             | Command::DeleteMember { .. } => self.apply_member(actor, command),
             Command::NameAdmin { .. }
             | Command::RemoveAdmin { .. }
+            | Command::NameGroupAdmin { .. }
+            | Command::RemoveGroupAdmin { .. }
             | Command::TransferOwnership { .. }
             | Command::AcceptOwnership { .. } => self.apply_role(command),
             Command::HandKey { .. } | Command::RevokeKey { .. } => self.apply_key(command),

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::org::{
-    Actor, Change, Command, Logo, Member, OrgError, OrgId, OrgState, Right, Status, UnitId, line,
-    logo, not_allowed,
+    Actor, Change, Command, Logo, MAX_NAME, Member, Org, OrgError, OrgId, OrgState, Right, Status,
+    UnitId, account, line, logo, not_allowed, text,
 };
 
 /// A unit: the root or a department.
@@ -32,6 +32,9 @@ pub struct Unit {
     /// Its logo, if it has one.
     #[serde(default)]
     pub logo: Option<Logo>,
+    /// Whether any user of the hub may see the logo (else only the organisation's members).
+    #[serde(default)]
+    pub logo_public: bool,
 }
 
 impl OrgState {
@@ -53,6 +56,19 @@ impl OrgState {
             parent = unit.parent.and_then(|p| self.units.get(&p));
         }
         out
+    }
+
+    /// Whether `actor` may see `unit`'s logo: the operator, the organisation's active members
+    /// (guests included), and everyone when the organisation made it public.
+    pub fn may_see_logo(&self, actor: &Actor, unit: &Unit) -> bool {
+        match actor {
+            Actor::Operator => true,
+            Actor::Hub => false,
+            Actor::User(user) => {
+                unit.logo_public
+                    || self.member(unit.org, user).is_some_and(|m| m.status == Status::Active)
+            }
+        }
     }
 
     /// Whether `unit` is `ancestor` or below it.
@@ -111,8 +127,8 @@ impl OrgState {
         let o = self.org_of(org)?;
         self.require(o, actor, Right::ManageUnits, "admins manage units")?;
         match command {
-            Command::CreateUnit { org, parent, name, line } => {
-                self.decide_create_unit(org, parent, name, line)
+            Command::CreateUnit { parent, name, line, .. } => {
+                self.decide_create_unit(o, parent, name, line)
             }
             Command::SetLogo { org, unit, logo } => {
                 self.unit_of(org, unit)?;
@@ -125,14 +141,19 @@ impl OrgState {
                 self.unit_of(org, unit)?;
                 Ok(Change::Applied(Command::SetIncludeSubUnits { org, unit, include }))
             }
+            Command::SetLogoPublic { org, unit, public } => {
+                self.unit_of(org, unit)?;
+                Ok(Change::Applied(Command::SetLogoPublic { org, unit, public }))
+            }
             command @ (Command::GrantUnitRight { org, unit, right }
             | Command::RevokeUnitRight { org, unit, right }) => {
                 self.unit_of(org, unit)?;
-                if matches!(
-                    right,
-                    Right::ManageAdmins | Right::TransferOwnership | Right::DeleteOrganisation
-                ) {
-                    return Err(not_allowed("owner rights cannot be given to a unit"));
+                // Revoking stays possible for any right, so that a grant logged before this
+                // rule can be taken back.
+                if matches!(command, Command::GrantUnitRight { .. }) && !right.unit_grantable() {
+                    return Err(not_allowed(
+                        "a unit holds member rights only; the rights of roles come from roles",
+                    ));
                 }
                 Ok(Change::Applied(command))
             }
@@ -143,16 +164,21 @@ impl OrgState {
 
     fn decide_create_unit(
         &self,
-        org: OrgId,
+        o: &Org,
         parent: UnitId,
         name: String,
         unit_line: String,
     ) -> Result<Change, OrgError> {
+        let org = o.id;
         match self.units.get(&parent) {
             Some(unit) if unit.org == org => {}
             _ => return Err(OrgError::UnknownUnit(parent)),
         }
-        let unit_line = line(&unit_line)?;
+        let name = text("name", &name, MAX_NAME)?;
+        let unit_line = line("line", &unit_line)?;
+        if self.agreed_domain(o, &account(&unit_line)?).is_none() {
+            return Err(OrgError::DomainNotAgreed { address: unit_line });
+        }
         if self.lines.contains_key(&unit_line) {
             return Err(OrgError::Taken(unit_line));
         }
@@ -165,6 +191,7 @@ impl OrgState {
             include_sub_units: false,
             rights: BTreeSet::new(),
             logo: None,
+            logo_public: false,
         }))
     }
 
@@ -184,6 +211,11 @@ impl OrgState {
             Command::SetLogo { unit, logo, .. } => {
                 if let Some(u) = self.units.get_mut(unit) {
                     u.logo = Some(logo.clone());
+                }
+            }
+            Command::SetLogoPublic { unit, public, .. } => {
+                if let Some(u) = self.units.get_mut(unit) {
+                    u.logo_public = *public;
                 }
             }
             Command::GrantUnitRight { unit, right, .. } => {

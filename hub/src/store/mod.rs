@@ -50,6 +50,7 @@ use tokio::sync::oneshot;
 
 pub use error::StoreError;
 pub use registry::{DeviceRecord, UserRecord, UserStatus};
+// `TokenRecord` is defined below, beside the token keys.
 use writer::{Command, ShardWriter};
 
 /// The id of a queue. Allocated by the store; stable for the queue's life.
@@ -703,11 +704,35 @@ impl Store {
         Ok(user)
     }
 
-    /// Stores an admin API token bound to `user` (only its SHA-256 hash is kept).
-    pub fn issue_token(&self, token: &str, user: &str) -> Pending<()> {
+    /// Stores an admin API token (only its SHA-256 hash is kept, as the key of `record`).
+    pub fn issue_token(&self, token: &str, record: &TokenRecord) -> Pending<()> {
         let key = token_key(token);
-        let value = user.as_bytes().to_vec();
+        let value = match serde_json::to_vec(record) {
+            Ok(value) => value,
+            Err(e) => {
+                let why = e.to_string();
+                return Pending::failed(StoreError::Encode { what: "a token record", why });
+            }
+        };
         self.submit(0, |done| Command::PutRecord { key, value, done })
+    }
+
+    /// Deletes the token whose id is `id`; answers its record, or `None` if there is none.
+    pub async fn revoke_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let found = self.scan(&[codec::API_TOKEN], |key, value| {
+            Ok((key.to_vec(), decode_token(key, value)?))
+        })?;
+        let Some((key, record)) = found.into_iter().find(|(_, record)| record.id == id) else {
+            return Ok(None);
+        };
+        self.submit(0, |done| Command::DeleteRecord { key, done }).await?;
+        Ok(Some(record))
+    }
+
+    /// Every token's record (never the token), of `user` alone when given.
+    pub fn tokens(&self, user: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let all = self.scan(&[codec::API_TOKEN], decode_token)?;
+        Ok(all.into_iter().filter(|t| user.is_none_or(|u| t.user == u)).collect())
     }
 
     /// Stores `bytes` under `name`, durably (small files such as logos).
@@ -724,15 +749,11 @@ impl Store {
         Ok(self.db.get(key)?)
     }
 
-    /// The user an admin API token is bound to.
-    pub fn token_user(&self, token: &str) -> Result<Option<String>, StoreError> {
-        let value = self.db.get_pinned(token_key(token))?;
-        value
-            .map(|v| {
-                String::from_utf8(v.to_vec())
-                    .map_err(|_| StoreError::Corrupt("token record".into()))
-            })
-            .transpose()
+    /// The record of an admin API token.
+    pub fn token(&self, token: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let key = token_key(token);
+        let value = self.db.get_pinned(&key)?;
+        value.map(|v| decode_token(&key, &v)).transpose()
     }
 
     fn scan_records<T>(
@@ -868,6 +889,50 @@ pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
         return Err(StoreError::Corrupt(format!("{what} record of {} bytes", bytes.len())));
     }
     Ok(codec::be_u64(bytes))
+}
+
+/// An admin API token's record: whose it is, and when it stops working. The token itself is
+/// never stored; `id` names it in lists and revocations.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    /// Its id: the first 16 hex digits of the token's SHA-256.
+    #[serde(default)]
+    pub id: String,
+    /// The user it acts as.
+    pub user: String,
+    /// When it was made, Unix milliseconds (0 for tokens made before this was kept).
+    #[serde(default)]
+    pub created_ms: u64,
+    /// When it stops working, Unix milliseconds; never when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    /// A label its maker gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+/// The id of the token whose key is `key`.
+fn token_id(key: &[u8]) -> String {
+    key.iter().skip(1).take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A token record: JSON, or (written before records had fields) the user's name alone.
+fn decode_token(key: &[u8], value: &[u8]) -> Result<TokenRecord, StoreError> {
+    let mut record = if value.first() == Some(&b'{') {
+        serde_json::from_slice(value)
+            .map_err(|e| StoreError::Corrupt(format!("token record: {e}")))?
+    } else {
+        let user = String::from_utf8(value.to_vec())
+            .map_err(|_| StoreError::Corrupt("token record".into()))?;
+        TokenRecord { id: String::new(), user, created_ms: 0, expires_ms: None, label: None }
+    };
+    record.id = token_id(key);
+    Ok(record)
+}
+
+/// The id a token gets (the first 16 hex digits of its SHA-256).
+pub fn token_id_of(token: &str) -> String {
+    token_id(&token_key(token))
 }
 
 fn token_key(token: &str) -> Vec<u8> {

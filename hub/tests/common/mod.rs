@@ -23,6 +23,7 @@ pub struct HubProcess {
     pub admin: SocketAddr,
     pub cert: Vec<u8>,
     extra: Vec<String>,
+    config: Option<PathBuf>,
 }
 
 impl HubProcess {
@@ -31,12 +32,32 @@ impl HubProcess {
         Self::start_with(data_dir, &[])
     }
 
+    /// Starts a hub with `config` (TOML) as its configuration file.
+    pub fn start_configured(data_dir: &Path, config: &str) -> Self {
+        let path = data_dir.join("hub.toml");
+        std::fs::create_dir_all(data_dir).unwrap();
+        std::fs::write(&path, config).unwrap();
+        let config = Some(path);
+        let (child, quic, admin) = spawn(data_dir, &config, &[], "127.0.0.1:0", "127.0.0.1:0");
+        let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
+        let data_dir = data_dir.into();
+        Self { child: Some(child), data_dir, quic, admin, cert, extra: Vec::new(), config }
+    }
+
     /// Starts a hub with extra command-line arguments (after `serve`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, quic, admin) = spawn(data_dir, &extra, "127.0.0.1:0", "127.0.0.1:0");
+        let (child, quic, admin) = spawn(data_dir, &None, &extra, "127.0.0.1:0", "127.0.0.1:0");
         let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
-        Self { child: Some(child), data_dir: data_dir.into(), quic, admin, cert, extra }
+        Self {
+            child: Some(child),
+            data_dir: data_dir.into(),
+            quic,
+            admin,
+            cert,
+            extra,
+            config: None,
+        }
     }
 
     /// Kills the hub with SIGKILL: no shutdown code runs.
@@ -57,10 +78,27 @@ impl HubProcess {
     /// Starts the hub again on the same data directory and the same ports.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, quic, admin) =
-            spawn(&self.data_dir, &self.extra, &self.quic.to_string(), &self.admin.to_string());
+        let (child, quic, admin) = spawn(
+            &self.data_dir,
+            &self.config,
+            &self.extra,
+            &self.quic.to_string(),
+            &self.admin.to_string(),
+        );
         assert_eq!((quic, admin), (self.quic, self.admin));
         self.child = Some(child);
+    }
+
+    /// A user token for `user`, adding the user first if the hub does not know them.
+    pub async fn token(&self, user: &str) -> String {
+        let operator = self.admin_client();
+        let _ = operator.add_user(user).await;
+        operator.new_token(user).await.unwrap()
+    }
+
+    /// An admin client acting as `user` (added first if new).
+    pub async fn as_user(&self, user: &str) -> AdminClient {
+        AdminClient::new(self.admin, self.token(user).await)
     }
 
     pub fn admin_client(&self) -> AdminClient {
@@ -99,11 +137,16 @@ fn signal_process(pid: u32, signal: &str) {
 
 fn spawn(
     data_dir: &Path,
+    config: &Option<PathBuf>,
     extra: &[String],
     quic: &str,
     admin: &str,
 ) -> (Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hub"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hub"));
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
         .args(["--data-dir", data_dir.to_str().unwrap(), "serve", "--listen", quic])
         .args(["--admin-listen", admin])
         .args(extra)

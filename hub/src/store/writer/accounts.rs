@@ -16,6 +16,32 @@ impl ShardWriter {
         }
     }
 
+    /// The keys of the enrolment codes of `account`, on disk or staged in this batch.
+    pub(super) fn codes_of(
+        &self,
+        account: QueueId,
+        staged: &Staged,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut prefix = vec![codec::ENROLMENT_CODE];
+        prefix.extend_from_slice(&account.0.to_be_bytes());
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(codec::prefix_end(&prefix));
+        let mode = rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward);
+        let mut keys = Vec::new();
+        for item in self.db.iterator_opt(mode, options) {
+            let (key, _) = item?;
+            if !matches!(staged.records.get(&key[..]), Some(None)) {
+                keys.push(key.to_vec());
+            }
+        }
+        for (key, value) in &staged.records {
+            if value.is_some() && key.starts_with(&prefix) && !keys.contains(key) {
+                keys.push(key.clone());
+            }
+        }
+        Ok(keys)
+    }
+
     pub(super) fn create_user(
         &mut self,
         name: Box<str>,

@@ -99,6 +99,10 @@ pub(crate) enum Command {
         value: Vec<u8>,
         done: Done<()>,
     },
+    DeleteRecord {
+        key: Vec<u8>,
+        done: Done<()>,
+    },
     IssueCode {
         account: QueueId,
         key: Vec<u8>,
@@ -380,9 +384,17 @@ impl ShardWriter {
                 reply(done, self.create_user(name, batch, staged))
             }
             Command::IssueCode { account, key, expires_ms, done } => {
-                let result = self.queue(account).map(|_| {
-                    put_record(batch, staged, key, expires_ms.to_be_bytes().to_vec());
-                });
+                // A new code retires every earlier one of the account, in the same write.
+                let result = self
+                    .queue(account)
+                    .map(|_| ())
+                    .and_then(|()| self.codes_of(account, staged))
+                    .map(|earlier| {
+                        for old in earlier {
+                            delete_record(batch, staged, old);
+                        }
+                        put_record(batch, staged, key, expires_ms.to_be_bytes().to_vec());
+                    });
                 reply(done, result)
             }
             Command::Enrol { account, name, public_key, code, done } => {
@@ -419,6 +431,10 @@ impl ShardWriter {
             }
             Command::PutRecord { key, value, done } => {
                 put_record(batch, staged, key, value);
+                reply(done, Ok(()))
+            }
+            Command::DeleteRecord { key, done } => {
+                delete_record(batch, staged, key);
                 reply(done, Ok(()))
             }
         }
@@ -459,6 +475,11 @@ impl ShardWriter {
 fn put_record(batch: &mut Batch, staged: &mut Staged, key: Vec<u8>, value: Vec<u8>) {
     batch.put(key.clone(), value.clone());
     staged.records.insert(key, Some(value));
+}
+
+fn delete_record(batch: &mut Batch, staged: &mut Staged, key: Vec<u8>) {
+    batch.delete(key.clone());
+    staged.records.insert(key, None);
 }
 
 fn mark_dirty(staged: &mut Staged, queue: QueueId) {
