@@ -73,6 +73,14 @@ enum Command {
         #[command(subcommand)]
         command: OrgCommand,
     },
+    /// The address book of the token's user: contacts with categories, and colleagues.
+    Contacts {
+        /// The user's token (from `hub org token`).
+        #[arg(long, env = "SWITCHBOARD_TOKEN")]
+        token: String,
+        #[command(subcommand)]
+        command: ContactsCommand,
+    },
     /// Enrol this machine as a device with a one-time code and keep its identity in a file.
     Enrol {
         /// The device's address, `user@domain/device`.
@@ -131,6 +139,25 @@ enum UserCommand {
     Code {
         /// The user's address.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContactsCommand {
+    /// Print the contacts, then the colleagues.
+    List,
+    /// Add a contact (any user of this or another hub), or set its categories.
+    Add {
+        /// The contact's address.
+        address: String,
+        /// A category of yours for them (repeat for more).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+    },
+    /// Remove a contact.
+    Remove {
+        /// The contact's address.
+        address: String,
     },
 }
 
@@ -483,6 +510,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::User(command)) => runtime.block_on(user(&config, command)),
         Some(Command::Device(command)) => runtime.block_on(device(&config, command)),
         Some(Command::Org { token, command }) => runtime.block_on(org(&config, token, command)),
+        Some(Command::Contacts { token, command }) => {
+            runtime.block_on(cli::contacts::contacts(&config, token, command))
+        }
         Some(Command::Enrol { device, code, hub, cert, identity }) => runtime.block_on(async {
             let address = parse_device(&device)?;
             let path = identity.unwrap_or_else(default_identity_path);

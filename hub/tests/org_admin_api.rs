@@ -556,6 +556,12 @@ async fn tokens_are_made_for_active_users_only_listed_given_an_expiry_and_revoke
     ann.request("POST", "/v1/tokens/revoke", Some(revoke)).await.unwrap();
     let revoked = AdminClient::new(hub.admin, second["token"].as_str().unwrap().to_string());
     refused(revoked.directory().await, 401, "unknown token");
+    // A guest from elsewhere is no account of the organisation's: its admins make no token or
+    // code for them.
+    let invited = org.max.invite(org.id, "gus@outside.example", true).await.unwrap();
+    hub.as_user("gus@outside.example").await.accept(org.id, &invited).await.unwrap();
+    refused(org.max.new_token("gus@outside.example").await, 403, "look after");
+    refused(org.max.new_code("gus@outside.example").await, 403, "look after");
     // Deactivated, ann's remaining token stops at once; deactivated users get no new ones.
     org.max
         .org(&Command::Deactivate { org: org.id, user: "ann@example.org".into() })
@@ -711,6 +717,16 @@ async fn a_units_line_must_be_in_an_agreed_domain() {
         line: line.into(),
     };
     refused(org.max.org(&unit("helpdesk@gmail.com")).await, 400, "not in an agreed domain");
+    // The main line too, from the start.
+    let _ = hub.admin_client().add_user("olaf@other.example").await;
+    let create = Command::CreateOrg {
+        name: "Other".into(),
+        owner: "olaf@other.example".into(),
+        domain: "other.example".into(),
+        line: "main@elsewhere.example".into(),
+        seat_limit: None,
+    };
+    refused(hub.admin_client().org(&create).await, 400, "not in an agreed domain");
     // A claimed, unproven domain is no agreed domain either.
     org.max.org(&Command::AddDomain { org: org.id, domain: "example.com".into() }).await.unwrap();
     refused(org.max.org(&unit("helpdesk@example.com")).await, 400, "not in an agreed domain");
@@ -924,11 +940,16 @@ async fn a_subgroup_must_be_one_the_actor_manages_of_the_same_organisation() {
     let mut cem = connect(&cem_phone).await;
     let mut pat = connect(&pat_phone).await;
     send(&mut ann_client, "#annsgroup", "for my group").await.unwrap();
-    assert_eq!(receive(&mut cem, 1).await, vec!["for my group".to_string()]);
-    // pat reads only what is sent to #bsecret: the first thing pat gets is that.
+    // Each was told of the group they were added to first.
+    let got = receive(&mut cem, 2).await;
+    assert!(got[0].contains("\"group\":\"#annsfriends\""), "{got:?}");
+    assert_eq!(got[1], "for my group");
+    // pat reads only what is sent to #bsecret: after the invitation, the next thing is that.
     let mut pia_phone = connect(&hub.enrol("pia@partner.example", "desk").await).await;
     send(&mut pia_phone, "#bsecret", "for the partners").await.unwrap();
-    assert_eq!(receive(&mut pat, 1).await, vec!["for the partners".to_string()]);
+    let got = receive(&mut pat, 2).await;
+    assert!(got[0].contains("\"group\":\"#bsecret\""), "{got:?}");
+    assert_eq!(got[1], "for the partners");
     for client in [ann_client, cem, pat, pia_phone] {
         client.close().await;
     }
@@ -1167,5 +1188,69 @@ async fn the_operations_walkthrough_runs_as_written() {
     let keys = org.max.request("GET", "/v1/org/keys", None).await.unwrap();
     assert_eq!(keys[0]["id"], 7);
     assert_eq!(keys[0]["revoked"], true);
+    let tokens = org.max.request("GET", "/v1/tokens", None).await.unwrap();
+    assert!(tokens.as_array().unwrap().iter().all(|t| t["label"] != "temporary"), "{tokens}");
+    let ann = hub.as_user("ann@example.org").await;
+    let book = ann.request("GET", "/v1/contacts", None).await.unwrap();
+    assert_eq!(book["contacts"][0]["address"], "lena@elsewhere.example");
     let _ = org.root;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_added_to_a_group_is_invited_in_the_owners_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let ann_phone = hub.enrol("ann@example.org", "phone").await;
+    let org = create_org(&hub, 10).await;
+    let gabi = member(&hub, &org, "gabi@example.org").await;
+    member(&hub, &org, "ann@example.org").await;
+    let create: Command = serde_json::from_value(json!({
+        "command": "create_group", "name": "#team", "owner": OWNER, "org": org.id,
+    }))
+    .unwrap();
+    org.max.org(&create).await.unwrap();
+    let name = Command::NameGroupAdmin {
+        org: org.id,
+        user: "gabi@example.org".into(),
+        unit: None,
+        group: Some("#team".into()),
+    };
+    org.max.org(&name).await.unwrap();
+    // The group admin adds ann; the invitation comes from the group's owner.
+    gabi.org(&Command::AddGroupMember { group: "#team".into(), user: "ann@example.org".into() })
+        .await
+        .unwrap();
+    let mut ann = connect(&ann_phone).await;
+    let Event::Deliver(deliver) = next(&mut ann, 20).await else { panic!("no delivery") };
+    assert_eq!(deliver.envelope.from.as_str(), OWNER);
+    assert!(deliver.envelope.flags.contains(switchboard_protocol::Flags::NOTICE));
+    let body: Value = serde_json::from_slice(&deliver.envelope.body).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "notice": "group_invitation", "group": "#team", "owner": OWNER,
+            "added_by": "gabi@example.org",
+        })
+    );
+    ann.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+    // A device cannot write a notice of its own.
+    let mut envelope = ann.envelope(
+        &Address::parse(OWNER).unwrap(),
+        bytes::Bytes::from_static(b"{}"),
+        switchboard_protocol::Flags::NOTICE,
+    );
+    envelope.from = Address::parse("ann@example.org").unwrap();
+    let id = envelope.id;
+    ann.send(envelope).await.unwrap();
+    loop {
+        match next(&mut ann, 20).await {
+            Event::Rejected(rejected) if rejected.id == id => {
+                assert_eq!(rejected.reason, RejectReason::NOT_ALLOWED);
+                break;
+            }
+            Event::Accepted(accepted) if accepted == id => panic!("a device wrote a notice"),
+            _ => {}
+        }
+    }
+    ann.close().await;
 }

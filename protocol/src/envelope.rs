@@ -75,8 +75,12 @@ impl Flags {
     pub const AS_LINE: Self = Self(1 << 1);
     /// The body is encrypted end to end (informational for clients; the hub never reads it).
     pub const ENCRYPTED: Self = Self(1 << 2);
+    /// A notice a hub wrote in `from`'s name (a group invitation, say); the body is a UTF-8
+    /// JSON object whose `notice` field names the kind. Only a hub sets it: a device's send
+    /// with it is refused.
+    pub const NOTICE: Self = Self(1 << 3);
     /// Every bit this version defines.
-    pub const ALL: Self = Self(0b111);
+    pub const ALL: Self = Self(0b1111);
 
     /// The raw bits.
     pub fn bits(self) -> u16 {
@@ -205,7 +209,8 @@ mod tests {
 
     #[test]
     fn undefined_flag_bits_are_refused() {
-        assert_eq!(Flags::from_bits(0b1000), None);
+        assert_eq!(Flags::from_bits(0b1_0000), None);
+        assert_eq!(Flags::from_bits(0b1000), Some(Flags::NOTICE));
         assert_eq!(Flags::from_bits(0b11), Some(Flags::WANT_RECEIPTS | Flags::AS_LINE));
         let mut raw = Bytes::from_static(&[0x80, 0x00]);
         assert_eq!(

@@ -3,6 +3,7 @@
 //! [`AdminClient`], devices through
 //! [`Client`](switchboard_hub::client::Client).
 
+pub(crate) mod contacts;
 pub(crate) mod devices;
 pub(crate) mod messages;
 pub(crate) mod org;

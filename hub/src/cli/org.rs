@@ -38,7 +38,21 @@ pub(crate) async fn org(
                 Some(user) => format!("/v1/tokens?user={user}"),
                 None => "/v1/tokens".into(),
             };
-            return print(client.request("GET", &path, None).await?);
+            // One line each: id, user, expiry (or "never"), label.
+            let tokens = client.request("GET", &path, None).await?;
+            for token in tokens.as_array().into_iter().flatten() {
+                let expires = match token["expires_ms"].as_u64() {
+                    Some(ms) => format!("expires_ms={ms}"),
+                    None => "never".into(),
+                };
+                let label = token["label"].as_str().unwrap_or("-");
+                println!(
+                    "{}\t{}\t{expires}\t{label}",
+                    token["id"].as_str().unwrap_or("?"),
+                    token["user"].as_str().unwrap_or("?")
+                );
+            }
+            return Ok(());
         }
         OrgCommand::RevokeToken { id } => {
             let body = json!({ "id": id });

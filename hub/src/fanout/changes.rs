@@ -3,10 +3,15 @@
 //! device subscribed to it from the next message on, and live sessions reload their queues; a
 //! deactivated member's sessions are closed; a deleted member's account is closed.
 
+use bytes::Bytes;
+use switchboard_protocol::{Address, Envelope, Flags, MessageId};
+
 use crate::{
-    fanout::Hub,
+    fanout::{Hub, entry::encode_message},
     org::{Actor, Change, Command, Event, OrgError, OrgState, ServiceError},
-    store::{DeviceRecord, QueueId, StartAt, StoreError, UserStatus},
+    store::{
+        DeviceRecord, EnqueueRequest, QueueId, StartAt, StoreError, UserStatus, system_clock_ms,
+    },
 };
 
 /// Whether a change can change who reads a group.
@@ -90,7 +95,59 @@ impl Hub {
             self.sync_lines(user, &before, &after).await?;
         }
         self.apply_change(&event.change).await?;
+        if let Change::Applied(Command::AddGroupMember { group, user }) = &event.change
+            && !before.group(group).is_some_and(|g| g.members.contains(user))
+        {
+            self.send_group_invitation(&after, actor, group, user).await?;
+        }
         Ok(event)
+    }
+
+    /// Tells a user added to a group, in the name of the group's owner: a `NOTICE` in their
+    /// own queue (see the protocol's envelope). Users of other hubs get none yet.
+    async fn send_group_invitation(
+        &self,
+        state: &OrgState,
+        actor: &Actor,
+        group: &str,
+        user: &str,
+    ) -> Result<(), StoreError> {
+        let (Some(group), Some(queue)) = (state.group(group), self.directory.queue(user)) else {
+            return Ok(());
+        };
+        let (Ok(from), Ok(to)) = (Address::parse(&group.owner), Address::parse(user)) else {
+            return Ok(());
+        };
+        let added_by = match actor {
+            Actor::User(by) => by.as_str(),
+            Actor::Operator => "operator",
+            Actor::Hub => "hub",
+        };
+        let body = serde_json::json!({
+            "notice": "group_invitation",
+            "group": group.address,
+            "owner": group.owner,
+            "added_by": added_by,
+        });
+        let now = system_clock_ms();
+        let envelope = Envelope {
+            id: MessageId::from_parts(now, rand::random()),
+            from,
+            to,
+            created_ms: now,
+            ttl_secs: self.config.delivery.default_ttl_secs,
+            flags: Flags::NOTICE,
+            body: Bytes::from(body.to_string()),
+        };
+        let request = EnqueueRequest {
+            id: envelope.id.0,
+            sender: Bytes::copy_from_slice(envelope.from.as_str().as_bytes()),
+            expires_ms: now.saturating_add(u64::from(envelope.ttl_secs) * 1000),
+            payload: encode_message(&envelope),
+        };
+        self.store.enqueue(queue, request).await?;
+        self.notifier.wake(queue);
+        Ok(())
     }
 
     /// Users a command gives powers or ownership to must be users of this hub who may log in:

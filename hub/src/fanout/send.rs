@@ -186,6 +186,9 @@ impl Hub {
         sender: &Account,
         mut envelope: Envelope,
     ) -> Result<(Plan, EnqueueRequest), SendError> {
+        if envelope.flags.contains(Flags::NOTICE) {
+            return Err(SendError::NotAllowed("rule: only a hub writes notices".into()));
+        }
         let mirror = self.mirror_of(sender, &envelope)?;
         let limit = self.config.limits.max_body_bytes;
         if envelope.body.len() > limit {

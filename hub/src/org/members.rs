@@ -269,16 +269,25 @@ impl OrgState {
             .map(|o| o.id)
     }
 
-    /// Whether `actor` looks after the account of `user`: the user themself, the operator, or
-    /// one who holds the onboarding right in an organisation `user` is a member of.
+    /// Whether `actor` looks after the account of `user` (makes tokens and enrolment codes for
+    /// it): the user themself, the operator, or one who holds the onboarding right in an
+    /// organisation `user` is a member (not a guest) of, with an address in its agreed domains.
     pub fn looks_after(&self, actor: &Actor, user: &str) -> bool {
         match actor {
             Actor::Operator => true,
             Actor::Hub => false,
             Actor::User(me) if me == user => true,
-            Actor::User(_) => self.memberships(user).any(|m| {
-                self.orgs.get(&m.org).is_some_and(|o| self.holds(o, actor, Right::OnboardMembers))
-            }),
+            // Only for the organisation's own people: a guest (from elsewhere) or an address
+            // outside its agreed domains stays out of its admins' reach.
+            Actor::User(_) => {
+                let Ok(address) = account(user) else { return false };
+                self.memberships(user).filter(|m| m.role != Role::Guest).any(|m| {
+                    self.orgs.get(&m.org).is_some_and(|o| {
+                        self.agreed_domain(o, &address).is_some()
+                            && self.holds(o, actor, Right::OnboardMembers)
+                    })
+                })
+            }
         }
     }
 

@@ -130,6 +130,9 @@ impl OrgState {
             return Err(OrgError::Taken(domain));
         }
         let root_line = line("line", &root_line)?;
+        if account_in("line", &root_line)?.domain() != Some(domain.as_str()) {
+            return Err(OrgError::DomainNotAgreed { address: root_line });
+        }
         if self.lines.contains_key(&root_line) {
             return Err(OrgError::Taken(root_line));
         }
