@@ -843,7 +843,25 @@ fn deleting_a_member_can_hand_their_groups_and_unit_to_a_chosen_active_member() 
         user: "ann@example.org".into(),
         reassign_to: Some("bob@example.org".into()),
     };
-    state.execute(&owner, delete, NOW).unwrap();
+    // ann was in the organisation's #staff and in cy's own #friends.
+    group(&mut state, "#staff", "max@example.org", Some(id), Scope::Group, false);
+    group(&mut state, "#friends", "cy@else.example", None, Scope::Group, false);
+    for g in ["#staff", "#friends"] {
+        let add = Command::AddGroupMember { group: g.into(), user: "ann@example.org".into() };
+        state.apply(&Event {
+            actor: Actor::Operator,
+            at_ms: NOW,
+            change: Change::Applied(add),
+            also: Vec::new(),
+        });
+    }
+    let event = state.execute(&owner, delete, NOW).unwrap();
+    let Change::MemberDeleted { moved, .. } = event.change else { panic!() };
+    assert!(moved.contains(&"member of #staff".to_string()), "{moved:?}");
+    assert!(!moved.iter().any(|m| m.contains("#friends")), "{moved:?}");
+    assert!(state.group("#staff").unwrap().members.contains("bob@example.org"));
+    // A group of someone else's is not the organisation's to hand on.
+    assert!(state.group("#friends").unwrap().members.is_empty());
     assert_eq!(state.group("#anns").unwrap().owner, "bob@example.org");
     assert_eq!(state.member(id, "bob@example.org").unwrap().unit, Some(sales));
     assert!(state.member(id, "ann@example.org").is_none());

@@ -469,7 +469,7 @@ impl OrgState {
             if group.owner == user {
                 moved.push(format!("owner of {}", group.address));
             }
-            if group.members.contains(user) {
+            if group.members.contains(user) && group.org == Some(org.id) {
                 moved.push(format!("member of {}", group.address));
             }
         }
@@ -621,11 +621,15 @@ impl OrgState {
         match heir {
             Some(heir) => {
                 self.update_groups(|g| g.owner == user, |g| g.owner = heir.to_string());
+                // The heir takes the member's place in the organisation's own groups only: a
+                // group of someone else's is not the organisation's to hand on.
                 self.update_groups(
                     |g| g.members.contains(user),
                     |g| {
                         g.members.remove(user);
-                        g.members.insert(heir.to_string());
+                        if g.org == Some(org) {
+                            g.members.insert(heir.to_string());
+                        }
                     },
                 );
                 if let Some(member) = self.member_mut(org, heir)
