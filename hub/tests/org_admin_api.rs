@@ -933,6 +933,21 @@ async fn a_subgroup_must_be_one_the_actor_manages_of_the_same_organisation() {
     .unwrap();
     let sub = |sub: &str| Command::AddSubgroup { group: "#annsgroup".into(), sub: sub.into() };
     refused(ann.org(&sub("#bsecret")).await, 403, "a subgroup must be one the actor manages");
+    // Even one who manages both (the operator) needs the same organisation, or a key of it
+    // held by the subgroup.
+    let linked: Command = serde_json::from_value(json!({
+        "command": "create_group", "name": "#staff", "owner": OWNER, "org": org.id,
+    }))
+    .unwrap();
+    org.max.org(&linked).await.unwrap();
+    let operator = hub.admin_client();
+    let staff_sub = Command::AddSubgroup { group: "#staff".into(), sub: "#bsecret".into() };
+    refused(operator.org(&staff_sub).await, 403, "or hold a key of it");
+    let issue =
+        Command::IssueKey { org: org.id, unit: org.sales, to_org: partner.id, expires_ms: None };
+    let Change::KeyIssued(key) = org.max.org(&issue).await.unwrap().change else { panic!() };
+    pia.org(&Command::HandKey { key: key.id, group: "#bsecret".into() }).await.unwrap();
+    operator.org(&staff_sub).await.unwrap();
     // Her own group is fine.
     ann.org(&sub("#annsfriends")).await.unwrap();
     // Over QUIC: a message to ann's group reaches cem (through her subgroup), never pat.

@@ -108,6 +108,20 @@ impl OrgState {
         }
     }
 
+    /// Whether `group` holds a working key to a line of `org` (issued by `org` to the group's
+    /// organisation and handed to it).
+    fn reached_through_key(&self, org: Option<OrgId>, group: &str, now: u64) -> bool {
+        let Some(org) = org else { return false };
+        let group_org = self.groups.get(group).and_then(|g| g.org);
+        self.keys.values().any(|k| {
+            k.org == org
+                && Some(k.to_org) == group_org
+                && !k.revoked
+                && k.expires_ms > now
+                && k.groups.contains(group)
+        })
+    }
+
     /// Every user who reads `group`: its owner, its members, and its subgroups' (at any depth).
     pub fn group_readers(&self, address: &str) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
@@ -126,7 +140,12 @@ impl OrgState {
         out
     }
 
-    pub(super) fn decide_group(&self, actor: &Actor, command: &Command) -> Result<(), OrgError> {
+    pub(super) fn decide_group(
+        &self,
+        actor: &Actor,
+        command: &Command,
+        now: u64,
+    ) -> Result<(), OrgError> {
         let known = |address: &str| {
             self.groups.get(address).ok_or_else(|| OrgError::Invalid(format!("no group {address}")))
         };
@@ -188,8 +207,10 @@ impl OrgState {
                 if !self.manages(s, actor) {
                     return Err(not_allowed("a subgroup must be one the actor manages"));
                 }
-                if s.org != g.org {
-                    return Err(not_allowed("a subgroup must be of the group's organisation"));
+                if s.org != g.org && !self.reached_through_key(g.org, &s.address, now) {
+                    return Err(not_allowed(
+                        "a subgroup must be of the group's organisation, or hold a key of it",
+                    ));
                 }
                 // No cycles: `group` must not already be reachable from `sub`.
                 let mut seen = BTreeSet::new();

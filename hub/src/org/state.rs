@@ -149,7 +149,7 @@ impl OrgState {
             | Command::AddSubgroup { .. }
             | Command::SetGroupScope { .. }
             | Command::DeleteGroup { .. }) => {
-                self.decide_group(actor, &command)?;
+                self.decide_group(actor, &command, now)?;
                 Change::Applied(command)
             }
         };
