@@ -109,10 +109,44 @@ pub struct Config {
     pub store: StoreSection,
     /// The admin API.
     pub admin: AdminConfig,
+    /// This hub's identity among hubs.
+    pub hub: HubSection,
+    /// Other hubs this hub links to.
+    pub peers: Vec<PeerConfig>,
     /// Organisations.
     pub org: OrgConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[hub]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubSection {
+    /// The name peers know this hub by.
+    pub name: String,
+    /// Domains this hub serves.
+    pub domains: Vec<String>,
+}
+
+impl Default for HubSection {
+    fn default() -> Self {
+        Self { name: "localhost".into(), domains: Vec::new() }
+    }
+}
+
+/// One `[[peers]]` table: another hub.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its `[hub] name`.
+    pub name: String,
+    /// Its QUIC address.
+    pub address: SocketAddr,
+    /// Its certificate's pin (SHA-256 of the DER, hex).
+    pub pin: String,
+    /// The domains it serves.
+    pub domains: Vec<String>,
 }
 
 /// `[org]`
@@ -285,6 +319,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             store: StoreSection::default(),
             admin: AdminConfig::default(),
+            hub: HubSection::default(),
+            peers: Vec::new(),
             org: OrgConfig::default(),
             log: LogConfig::default(),
         }
@@ -418,6 +454,25 @@ impl Config {
         }
         if self.org.default_seats == 0 {
             return bad("org.default_seats must be at least 1");
+        }
+        if self.hub.name.trim().is_empty() || self.hub.name.len() > 253 {
+            return bad("hub.name must be 1 to 253 characters");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for peer in &self.peers {
+            if !names.insert(peer.name.as_str()) || peer.name == self.hub.name {
+                return Err(ConfigError::Invalid(format!(
+                    "peers: {} is named twice (or is this hub's own name)",
+                    peer.name
+                )));
+            }
+            let hex = peer.pin.len() == 64 && peer.pin.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex {
+                return Err(ConfigError::Invalid(format!(
+                    "peers: the pin of {} must be 64 hex digits (`hub identity` on that hub)",
+                    peer.name
+                )));
+            }
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod fanout;
+pub mod links;
 pub mod net;
 pub mod org;
 pub mod server;

@@ -73,6 +73,12 @@ enum Command {
         #[command(subcommand)]
         command: OrgCommand,
     },
+    /// Print this hub's certificate pin (other hubs put it in their peer tables), making the
+    /// certificate if the data directory has none yet.
+    Identity,
+    /// Peer hubs and their links (talks to the running hub's admin API).
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// The address book of the token's user: contacts with categories, and colleagues.
     Contacts {
         /// The user's token (from `hub org token`).
@@ -138,6 +144,17 @@ enum UserCommand {
     /// Print a new enrolment code for a user (to enrol another device, or to send again).
     Code {
         /// The user's address.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Each peer and the state of its link.
+    List,
+    /// End the backoff of the link to a peer and try at once.
+    Retry {
+        /// The peer's name.
         name: String,
     },
 }
@@ -510,6 +527,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::User(command)) => runtime.block_on(user(&config, command)),
         Some(Command::Device(command)) => runtime.block_on(device(&config, command)),
         Some(Command::Org { token, command }) => runtime.block_on(org(&config, token, command)),
+        Some(Command::Identity) => {
+            let identity =
+                switchboard_hub::net::tls::load_or_create(&config.data_dir().join("tls"))?;
+            println!("name: {}", config.hub.name);
+            println!("pin:  {}", switchboard_hub::net::tls::pin(identity.cert.as_ref()));
+            Ok(())
+        }
+        Some(Command::Peer(command)) => runtime.block_on(cli::peers::peer(&config, command)),
         Some(Command::Contacts { token, command }) => {
             runtime.block_on(cli::contacts::contacts(&config, token, command))
         }

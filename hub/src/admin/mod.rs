@@ -33,6 +33,8 @@
 //! | `GET /v1/contacts` | | `{"contacts", "colleagues"}` of the token's user |
 //! | `POST /v1/contacts` | `{"address", "categories"}` | the contact |
 //! | `POST /v1/contacts/remove` | `{"address"}` | the removed contact |
+//! | `GET /v1/peers` | | `[{"name", "address", "domains", "state", "since_ms", "attempts", "last_error", "next_attempt_ms", "inbound_up", "queued"}]` (operator only) |
+//! | `POST /v1/peers/retry` | `{"name"}` | ends the link's backoff now (operator only) |
 //! | `GET /v1/metrics` | | `{"connections", "resident_bytes", "store": {...}}` (operator only) |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
 //!
@@ -47,6 +49,7 @@ mod domains;
 mod error;
 mod metrics;
 mod org;
+mod peers;
 pub mod provisioning;
 mod users;
 
@@ -117,6 +120,8 @@ pub(crate) async fn serve(
         )
         .route("/v1/devices/revoke", post(revoke_device))
         .route("/v1/tokens", get(auth::list_tokens).post(auth::new_token))
+        .route("/v1/peers", get(peers::list_peers))
+        .route("/v1/peers/retry", post(peers::retry_peer))
         .route("/v1/tokens/revoke", post(auth::revoke_token))
         .route("/v1/org", post(org_command))
         .route("/v1/org/events", get(org_events))

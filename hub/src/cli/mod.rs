@@ -7,6 +7,7 @@ pub(crate) mod contacts;
 pub(crate) mod devices;
 pub(crate) mod messages;
 pub(crate) mod org;
+pub(crate) mod peers;
 pub(crate) mod serve;
 pub(crate) mod users;
 

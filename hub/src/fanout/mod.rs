@@ -51,6 +51,8 @@ pub struct Hub {
     connections: AtomicUsize,
     /// This hub, for work it starts in the background.
     me: Weak<Hub>,
+    /// The peer hubs and the state of their links.
+    peers: Arc<crate::links::Peers>,
     /// Key uses logged since the hub started: (key, sender).
     key_uses: std::sync::Mutex<std::collections::HashSet<(u64, String)>>,
 }
@@ -68,7 +70,9 @@ impl Hub {
     /// A hub over `store`; opens the organisation log. Blocks on RocksDB.
     pub fn new(store: Arc<Store>, config: Config) -> Result<Arc<Self>, StoreError> {
         let org = OrgService::open(store.clone())?;
+        let peers = Arc::new(crate::links::Peers::new(&config));
         Ok(Arc::new_cyclic(|me| Self {
+            peers,
             store,
             config,
             org,
@@ -172,6 +176,11 @@ impl Hub {
             self.store.subscribe(device.device, queue, StartAt::Next).await?;
         }
         Ok(())
+    }
+
+    /// The peer hubs and their links.
+    pub fn peers(&self) -> &Arc<crate::links::Peers> {
+        &self.peers
     }
 
     /// Whether this is the first use of `key` by `by` since the hub started.

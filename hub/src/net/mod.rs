@@ -39,6 +39,11 @@ pub(crate) fn bind(
         .map_err(bind_error)
 }
 
+/// The protocol the connection's TLS handshake agreed on.
+fn alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
 /// Accepts connections and runs a session on each until shutdown; then refuses new ones and
 /// waits (up to 10 s) for every session to finish what it started.
 pub(crate) async fn accept_loop(
@@ -74,6 +79,9 @@ pub(crate) async fn accept_loop(
         sessions.spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
+                Ok(connection) if alpn(&connection).as_deref() == Some(tls::HUB_ALPN) => {
+                    crate::links::accept(hub.peers().clone(), connection).await;
+                }
                 Ok(connection) => {
                     let end = session::run(hub.clone(), connection, id, shutdown).await;
                     tracing::debug!(session_id = id, %remote, %end, "session ended");

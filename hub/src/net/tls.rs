@@ -6,14 +6,23 @@
 use std::{path::Path, sync::Arc};
 
 use rustls::{
-    DigitallySignedStruct, SignatureScheme,
+    DigitallySignedStruct, DistinguishedName, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime},
+    server::danger::{ClientCertVerified, ClientCertVerifier},
 };
 
-/// ALPN protocol name of protocol version 1.
+/// ALPN protocol name of protocol version 1, for devices.
 pub const ALPN: &[u8] = b"switchboard/1";
+/// ALPN protocol name of protocol version 1, for hub links (mutual TLS).
+pub const HUB_ALPN: &[u8] = b"switchboard-hub/1";
+
+/// A certificate's pin: the SHA-256 of its DER, lower-case hex. Hubs know each other by pin.
+pub fn pin(cert: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(cert).iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// Failures setting up TLS.
 #[derive(Debug, thiserror::Error)]
@@ -88,27 +97,108 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The rustls server side for QUIC: TLS 1.3, ALPN `switchboard/1`, no client certificates.
+/// The rustls server side for QUIC: TLS 1.3; ALPN `switchboard/1` for devices (no client
+/// certificate) and `switchboard-hub/1` for hub links, whose client certificate is asked for and
+/// its signature checked here, its pin by the link code against the known peers.
 pub fn server_crypto(
     identity: &Identity,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+    let provider = provider();
+    let verifier =
+        Arc::new(AnyClientCert { algorithms: provider.signature_verification_algorithms });
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), HUB_ALPN.to_vec()];
     tls.max_early_data_size = 0;
     quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+/// The rustls client side of a hub link: presents this hub's certificate and accepts only a
+/// peer whose certificate has the pin `peer_pin`.
+pub fn hub_client_crypto(
+    identity: &Identity,
+    peer_pin: &str,
+) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedCert {
+        pin: peer_pin.to_ascii_lowercase(),
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![HUB_ALPN.to_vec()];
+    quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Config(e.to_string()))
+}
+
+/// Asks every client for a certificate without requiring one (devices have none); checks the
+/// handshake signature of one that is given, so that its holder has the key. Whose it is (the
+/// pin) is the hub link's to decide.
+#[derive(Debug)]
+struct AnyClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// The rustls client side for QUIC that accepts only the certificate `pinned` (DER).
 pub fn client_crypto(pinned: Vec<u8>) -> Result<quinn::crypto::rustls::QuicClientConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(PinnedCert {
-        cert: pinned,
+        pin: pin(&pinned),
         algorithms: provider.signature_verification_algorithms,
     });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -122,11 +212,11 @@ pub fn client_crypto(pinned: Vec<u8>) -> Result<quinn::crypto::rustls::QuicClien
         .map_err(|e| TlsError::Config(e.to_string()))
 }
 
-/// Accepts the one certificate it holds, byte for byte, and checks the handshake signatures
-/// against that certificate's key.
+/// Accepts the one certificate whose pin (SHA-256 of the DER) it holds, and checks the
+/// handshake signatures against that certificate's key.
 #[derive(Debug)]
 struct PinnedCert {
-    cert: Vec<u8>,
+    pin: String,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -139,7 +229,7 @@ impl ServerCertVerifier for PinnedCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.cert.as_slice() {
+        if pin(end_entity.as_ref()) == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General("the hub's certificate is not the pinned one".into()))

@@ -44,6 +44,20 @@ impl HubProcess {
         Self { child: Some(child), data_dir, quic, admin, cert, extra: Vec::new(), config }
     }
 
+    /// Starts a hub with `config` (TOML) listening on `quic` and `admin` (for hubs on distinct
+    /// loopback addresses, which other hubs' configurations name).
+    pub fn start_at(data_dir: &Path, config: &str, quic: SocketAddr, admin: SocketAddr) -> Self {
+        let path = data_dir.join("hub.toml");
+        std::fs::create_dir_all(data_dir).unwrap();
+        std::fs::write(&path, config).unwrap();
+        let config = Some(path);
+        let (child, quic, admin) =
+            spawn(data_dir, &config, &[], &quic.to_string(), &admin.to_string());
+        let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
+        let data_dir = data_dir.into();
+        Self { child: Some(child), data_dir, quic, admin, cert, extra: Vec::new(), config }
+    }
+
     /// Starts a hub with extra command-line arguments (after `serve`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
@@ -177,6 +191,23 @@ fn spawn(
     let admin: SocketAddr =
         line.split("http://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     (child, quic, admin)
+}
+
+/// The pin of the hub whose data directory is `data_dir` (`hub identity`, which makes the
+/// certificate if there is none yet).
+pub fn hub_pin(data_dir: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["--data-dir", data_dir.to_str().unwrap(), "identity"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("pin:")).unwrap().trim().to_string()
+}
+
+/// A free UDP port on `ip` (a loopback address of the test's own).
+pub fn free_udp_port(ip: [u8; 4]) -> SocketAddr {
+    std::net::UdpSocket::bind(SocketAddr::from((ip, 0))).unwrap().local_addr().unwrap()
 }
 
 /// Connects `identity` (already enrolled).

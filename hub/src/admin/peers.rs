@@ -1,0 +1,42 @@
+//! The peer hubs and their links (operator only): `GET /v1/peers`, `POST /v1/peers/retry`.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use serde::Deserialize;
+
+use crate::{
+    admin::{ApiError, AppState, auth::authorise},
+    links::PeerStatus,
+};
+
+/// `GET /v1/peers`: each peer, its link's state, attempts and last error.
+pub(super) async fn list_peers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<PeerStatus>>, ApiError> {
+    authorise(&state, &headers)?;
+    Ok(Json(state.hub.peers().statuses()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetryBody {
+    name: String,
+}
+
+/// `POST /v1/peers/retry`: ends the backoff of the link to a peer now.
+pub(super) async fn retry_peer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<RetryBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&state, &headers)?;
+    if state.hub.peers().retry(&body.name) {
+        Ok(Json(serde_json::json!({ "retrying": body.name })))
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("no peer {}", body.name)))
+    }
+}

@@ -1,0 +1,31 @@
+//! `hub peer`: the peer hubs and their links, through the admin API (operator token).
+
+use switchboard_hub::config::Config;
+
+use crate::{PeerCommand, cli::admin_client};
+
+pub(crate) async fn peer(config: &Config, command: PeerCommand) -> anyhow::Result<()> {
+    let client = admin_client(config)?;
+    match command {
+        PeerCommand::List => {
+            let peers = client.request("GET", "/v1/peers", None).await?;
+            for peer in peers.as_array().into_iter().flatten() {
+                let error = peer["last_error"].as_str().unwrap_or("-");
+                println!(
+                    "{}\t{}\t{}\tinbound {}\tattempts {}\tlast error: {error}",
+                    peer["name"].as_str().unwrap_or("?"),
+                    peer["address"].as_str().unwrap_or("?"),
+                    peer["state"].as_str().unwrap_or("?"),
+                    if peer["inbound_up"] == true { "up" } else { "down" },
+                    peer["attempts"],
+                );
+            }
+        }
+        PeerCommand::Retry { name } => {
+            let body = serde_json::json!({ "name": name });
+            client.request("POST", "/v1/peers/retry", Some(body)).await?;
+            println!("retrying {name}");
+        }
+    }
+    Ok(())
+}

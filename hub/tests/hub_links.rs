@@ -1,0 +1,153 @@
+//! Hub links between hub processes on distinct loopback addresses: mutual TLS by pin in both
+//! directions, hub-hello checked against the peer table, reconnection with backoff, and
+//! `hub peer retry`.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::*;
+use serde_json::Value;
+
+/// A hub's place: its data directory, its addresses, its pin.
+struct Site {
+    dir: tempfile::TempDir,
+    quic: SocketAddr,
+    admin: SocketAddr,
+    pin: String,
+}
+
+fn site(ip: [u8; 4]) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let quic = free_udp_port(ip);
+    let admin =
+        std::net::TcpListener::bind(SocketAddr::from((ip, 0))).unwrap().local_addr().unwrap();
+    let pin = hub_pin(dir.path());
+    Site { dir, quic, admin, pin }
+}
+
+/// The configuration of hub `name` serving `domain`, with `peers` (name, site, pin, domain).
+fn config(name: &str, domain: &str, peers: &[(&str, &Site, &str, &str)]) -> String {
+    let mut text = format!("[hub]\nname = \"{name}\"\ndomains = [\"{domain}\"]\n");
+    for (peer, site, pin, domain) in peers {
+        text.push_str(&format!(
+            "\n[[peers]]\nname = \"{peer}\"\naddress = \"{}\"\npin = \"{pin}\"\ndomains = [\"{domain}\"]\n",
+            site.quic
+        ));
+    }
+    text
+}
+
+fn start(site: &Site, config: &str) -> HubProcess {
+    HubProcess::start_at(site.dir.path(), config, site.quic, site.admin)
+}
+
+async fn peers(hub: &HubProcess) -> Vec<Value> {
+    let answer = hub.admin_client().request("GET", "/v1/peers", None).await.unwrap();
+    answer.as_array().unwrap().clone()
+}
+
+/// Waits up to `secs` for `check` to hold of `hub`'s first peer; answers it.
+async fn until(hub: &HubProcess, secs: u64, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let peer = peers(hub).await.remove(0);
+        if check(&peer) {
+            return peer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "peer never got there: {peer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_that_pin_each_other_link_up_in_both_directions() {
+    let (a, b) = (site([127, 0, 0, 2]), site([127, 0, 0, 3]));
+    let hub_a = start(&a, &config("hub-a", "a.example", &[("hub-b", &b, &b.pin, "b.example")]));
+    let hub_b = start(&b, &config("hub-b", "b.example", &[("hub-a", &a, &a.pin, "a.example")]));
+    for hub in [&hub_a, &hub_b] {
+        let peer = until(hub, 20, |p| p["state"] == "up" && p["inbound_up"] == true).await;
+        assert_eq!(peer["last_error"], Value::Null);
+    }
+    let listed = cli(&hub_a, &["peer", "list"]);
+    assert!(listed.starts_with("hub-b\t"), "{listed}");
+    assert!(listed.contains("\tup\tinbound up"), "{listed}");
+}
+
+/// Runs a `hub` command against `hub`'s admin API; answers its output.
+fn cli(hub: &HubProcess, args: &[&str]) -> String {
+    let config = hub.data_dir.join("cli.toml");
+    std::fs::write(&config, format!("[admin]\nlisten = \"{}\"\n", hub.admin)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--data-dir", hub.data_dir.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_wrong_certificate_is_refused_in_both_directions() {
+    let (a, b) = (site([127, 0, 0, 4]), site([127, 0, 0, 5]));
+    let stranger = "0".repeat(64);
+    // A holds a wrong pin for B; B holds A's right pin.
+    let hub_a = start(&a, &config("hub-a", "a.example", &[("hub-b", &b, &stranger, "b.example")]));
+    let hub_b = start(&b, &config("hub-b", "b.example", &[("hub-a", &a, &a.pin, "a.example")]));
+    // A refuses B's certificate when it connects...
+    let peer = until(&hub_a, 20, |p| p["last_error"].is_string()).await;
+    assert!(peer["last_error"].as_str().unwrap().contains("not the pinned one"), "{peer}");
+    // ...and when B connects to it.
+    let peer = until(&hub_b, 20, |p| p["last_error"].is_string()).await;
+    assert!(peer["last_error"].as_str().unwrap().contains("unknown hub"), "{peer}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for hub in [&hub_a, &hub_b] {
+        let peer = peers(hub).await.remove(0);
+        assert_ne!(peer["state"], "up", "{peer}");
+        assert_eq!(peer["inbound_up"], false, "{peer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_that_lies_about_its_name_or_domains_is_refused() {
+    let (a, b) = (site([127, 0, 0, 6]), site([127, 0, 0, 7]));
+    // B says it serves a.example too: A's table gives it only b.example.
+    let hub_a = start(&a, &config("hub-a", "a.example", &[("hub-b", &b, &b.pin, "b.example")]));
+    let _hub_b = start(&b, &{
+        let mut text = config("hub-b", "b.example", &[("hub-a", &a, &a.pin, "a.example")]);
+        text = text.replace(
+            "domains = [\"b.example\"]\n\n[[peers]]",
+            "domains = [\"b.example\", \"a.example\"]\n\n[[peers]]",
+        );
+        text
+    });
+    let peer = until(&hub_a, 20, |p| p["last_error"].is_string()).await;
+    assert!(peer["last_error"].as_str().unwrap().contains("a.example"), "{peer}");
+    assert_ne!(peer["state"], "up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_peer_retry_ends_a_backoff_at_once() {
+    let (a, b) = (site([127, 0, 0, 8]), site([127, 0, 0, 9]));
+    let hub_a = start(&a, &config("hub-a", "a.example", &[("hub-b", &b, &b.pin, "b.example")]));
+    // B does not know A yet: it refuses A's link at once, and A backs off longer and longer.
+    let stranger = "0".repeat(64);
+    let mut hub_b =
+        start(&b, &config("hub-b", "b.example", &[("hub-a", &a, &stranger, "a.example")]));
+    let waiting = until(&hub_a, 60, |p| {
+        p["state"] == "backoff"
+            && p["next_attempt_ms"]
+                .as_u64()
+                .is_some_and(|due| due > switchboard_hub::store::system_clock_ms() + 3_000)
+    })
+    .await;
+    let due = waiting["next_attempt_ms"].as_u64().unwrap();
+    // B learns A's pin and comes back; a retry ends A's wait at once.
+    let fixed = config("hub-b", "b.example", &[("hub-a", &a, &a.pin, "a.example")]);
+    std::fs::write(hub_b.data_dir.join("hub.toml"), fixed).unwrap();
+    hub_b.restart();
+    cli(&hub_a, &["peer", "retry", "hub-b"]);
+    let up = until(&hub_a, 30, |p| p["state"] == "up").await;
+    assert!(up["since_ms"].as_u64().unwrap() < due, "the retry did not end the backoff: {up}");
+}
