@@ -9,25 +9,31 @@
 //! pin is in its peer table. Then both send `hub-hello` (name, domains served, largest batch),
 //! which must agree with the peer table, else the link is closed with `unknown-hub`.
 //!
-//! Relaying messages over these links (outbound queues, `relay`, `relay-ack`) comes next; a link
-//! today carries its handshake and stays up.
+//! Over a link, the connecting hub relays its outbound queue for the peer (`relay_out`) and the
+//! accepting hub commits what it receives (`relay_in`), answering `relay-ack` only once it is
+//! durable; the sender drops a batch from its queue only after that answer.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
+use bytes::Bytes;
 use serde::Serialize;
-use switchboard_protocol::{Address, ErrorCode, Frame, HubHello};
+use switchboard_protocol::{
+    Address, ErrorCode, Frame, HubHello, RejectReason, Relay, RelayAck, RelayRejection,
+};
 use tokio::sync::{Notify, watch};
 
 use crate::{
     config::{Config, PeerConfig},
+    fanout::{Hub, Stored, decode_entry, encode_message},
     net::{
         framed::{FrameReader, FrameWriter},
         tls::{self, Identity},
     },
-    store::system_clock_ms,
+    server::StartError,
+    store::{EnqueueRequest, Outbound, QueueId, StoreError, system_clock_ms},
 };
 
 /// Largest `relay` batch this hub takes, announced in its `hub-hello`.
@@ -40,6 +46,14 @@ const BACKOFF_CAP: Duration = Duration::from_secs(60);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a QUIC handshake with a peer may take (a peer that is down does not answer at all).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A link that hears nothing for this long is dead (a peer killed without a word, say): the
+/// connecting hub's transport settings, which the QUIC idle timeout takes as the smaller of
+/// both sides'.
+const LINK_IDLE: Duration = Duration::from_secs(10);
+/// How often an idle link is pinged, so that only a dead one reaches `LINK_IDLE`.
+const LINK_KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// How long the peer has to make a relayed batch durable and say so.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest hub-link frame this hub reads.
 const MAX_LINK_FRAME: u32 = 16 << 20;
 
@@ -80,12 +94,16 @@ pub struct PeerStatus {
     pub queued: u64,
 }
 
-/// One peer: its configuration, its link's status, and a way to end a backoff.
+/// One peer: its configuration, its link's status, a way to end a backoff, and the outbound
+/// queue of what waits for it.
 struct Peer {
     config: PeerConfig,
     pin: String,
     status: Mutex<PeerStatus>,
     retry: Notify,
+    outbound: OnceLock<Outbound>,
+    /// The peer's link to this hub: a peer keeps one, so a new one replaces (closes) the old.
+    inbound: Mutex<Option<quinn::Connection>>,
 }
 
 impl Peer {
@@ -126,6 +144,8 @@ impl Peers {
                         queued: 0,
                     }),
                     retry: Notify::new(),
+                    outbound: OnceLock::new(),
+                    inbound: Mutex::new(None),
                 })
             })
             .collect();
@@ -149,6 +169,16 @@ impl Peers {
             }
             None => false,
         }
+    }
+
+    /// The outbound queue for the hub that serves `to`'s domain, if a peer does.
+    pub fn outbound_for(&self, to: &Address) -> Option<QueueId> {
+        let domain = to.domain()?;
+        let peer = self
+            .peers
+            .iter()
+            .find(|p| p.config.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))?;
+        peer.outbound.get().map(|out| out.queue)
     }
 
     fn hello(&self) -> Frame {
@@ -185,23 +215,26 @@ fn check_hello(peer: &PeerConfig, frame: Option<Frame>) -> Result<HubHello, Stri
     Ok(hello)
 }
 
-/// Starts one connector per peer; they run until `shutdown`.
-pub(crate) fn start(
-    peers: Arc<Peers>,
+/// Opens each peer's outbound queue and starts one connector per peer; they run until
+/// `shutdown`.
+pub(crate) async fn start(
+    hub: Arc<Hub>,
     endpoint: quinn::Endpoint,
     identity: &Identity,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), tls::TlsError> {
-    for peer in &peers.peers {
+) -> Result<(), StartError> {
+    for peer in &hub.peers().peers {
+        let outbound = hub.store().outbound(&peer.config.name).await?;
+        let _ = peer.outbound.set(outbound);
         let crypto = tls::hub_client_crypto(identity, &peer.pin)?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(crate::net::endpoint::transport(
-            Duration::from_secs(30),
-            Some(Duration::from_secs(10)),
+            LINK_IDLE,
+            Some(LINK_KEEP_ALIVE),
             true,
         ));
         tokio::spawn(connector(
-            peers.clone(),
+            hub.clone(),
             peer.clone(),
             endpoint.clone(),
             client,
@@ -211,9 +244,9 @@ pub(crate) fn start(
     Ok(())
 }
 
-/// Keeps the link to `peer` up until shutdown.
+/// Keeps the link to `peer` up, and relays what waits for it, until shutdown.
 async fn connector(
-    peers: Arc<Peers>,
+    hub: Arc<Hub>,
     peer: Arc<Peer>,
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
@@ -226,8 +259,8 @@ async fn connector(
             s.attempts += 1;
             s.next_attempt_ms = None;
         });
-        match link_once(&peers, &peer, &endpoint, client.clone()).await {
-            Ok(connection) => {
+        match link_once(hub.peers(), &peer, &endpoint, client.clone()).await {
+            Ok(link) => {
                 delay = BACKOFF_START;
                 let now = system_clock_ms();
                 peer.update(|s| {
@@ -236,13 +269,15 @@ async fn connector(
                     s.last_error = None;
                 });
                 tracing::info!(peer = %peer.config.name, "hub link up");
+                let connection = link.connection.clone();
                 let why = tokio::select! {
-                    error = connection.closed() => error.to_string(),
+                    why = relay_out(&hub, &peer, link) => why,
                     _ = shutdown.changed() => {
                         connection.close(ErrorCode::SHUTTING_DOWN.0.into(), b"the hub is stopping");
                         return;
                     }
                 };
+                connection.close(ErrorCode::NORMAL.0.into(), why.as_bytes());
                 tracing::warn!(peer = %peer.config.name, %why, "hub link down");
                 peer.update(|s| s.last_error = Some(why));
             }
@@ -268,13 +303,21 @@ async fn connector(
     }
 }
 
-/// One attempt: connects, exchanges hellos, and answers the connection.
+/// A link that is up: its connection, its stream, and the peer's largest batch.
+struct Link {
+    connection: quinn::Connection,
+    writer: FrameWriter,
+    reader: FrameReader,
+    max_batch: u32,
+}
+
+/// One attempt: connects and exchanges hellos.
 async fn link_once(
     peers: &Peers,
     peer: &Peer,
     endpoint: &quinn::Endpoint,
     client: quinn::ClientConfig,
-) -> Result<quinn::Connection, String> {
+) -> Result<Link, String> {
     let connecting = endpoint
         .connect_with(client, peer.config.address, "switchboard-hub")
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -295,16 +338,97 @@ async fn link_once(
         .await
         .map_err(|_| "no hub-hello in time".to_string())?
         .map_err(|e| failed("reading hub-hello", e.to_string()))?;
-    if let Err(why) = check_hello(&peer.config, answer) {
-        connection.close(ErrorCode::UNKNOWN_HUB.0.into(), why.as_bytes());
-        return Err(why);
+    match check_hello(&peer.config, answer) {
+        Ok(hello) => {
+            let max_batch = hello.max_batch.clamp(1, MAX_BATCH);
+            Ok(Link { connection, writer, reader, max_batch })
+        }
+        Err(why) => {
+            connection.close(ErrorCode::UNKNOWN_HUB.0.into(), why.as_bytes());
+            Err(why)
+        }
     }
-    Ok(connection)
+}
+
+/// Relays the outbound queue of `peer` over `link`, in order, a batch at a time: a batch leaves
+/// the queue only after the peer's `relay-ack`, which it sends once the batch is durable there.
+/// Answers why the link ended.
+async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
+    let Some(&outbound) = peer.outbound.get() else { return "no outbound queue".into() };
+    let watch = hub.notifier().watch(&[outbound.queue]);
+    let mut batch = 0u64;
+    loop {
+        let max = link.max_batch as usize;
+        let read =
+            hub.store().blocking(move |store| store.read(outbound.queue, outbound.link, max)).await;
+        let entries = match read {
+            Ok(entries) => entries,
+            Err(error) => return format!("reading the outbound queue: {error}"),
+        };
+        update_queued(hub, peer, outbound);
+        if entries.is_empty() {
+            tokio::select! {
+                () = watch.woken() => {
+                    watch.take_changed();
+                }
+                error = link.connection.closed() => return error.to_string(),
+            }
+            continue;
+        }
+        let last = entries.last().map_or(0, |e| e.seq);
+        let mut envelopes = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            match decode_entry(&entry.payload) {
+                Ok(Stored::Message(envelope)) => envelopes.push(envelope),
+                // Only messages go to other hubs today; anything else is dropped with a trace.
+                Ok(other) => tracing::warn!(peer = %peer.config.name, ?other, "not relayed"),
+                Err(error) => tracing::error!(peer = %peer.config.name, %error, "unreadable entry"),
+            }
+        }
+        batch += 1;
+        if !envelopes.is_empty() {
+            let sent = envelopes.len();
+            if let Err(error) = link.writer.send(&Frame::Relay(Relay { batch, envelopes })).await {
+                return format!("sending a relay: {error}");
+            }
+            let answer = tokio::time::timeout(ACK_TIMEOUT, link.reader.next()).await;
+            let ack = match answer {
+                Ok(Ok(Some(Frame::RelayAck(ack)))) if ack.batch == batch => ack,
+                Ok(Ok(Some(other))) => return format!("expected relay-ack {batch}, got {other:?}"),
+                Ok(Ok(None)) => return "the peer ended the stream".into(),
+                Ok(Err(error)) => return format!("reading relay-ack: {error}"),
+                Err(_) => return format!("no relay-ack for batch {batch} in time"),
+            };
+            for rejection in &ack.rejected {
+                tracing::warn!(
+                    peer = %peer.config.name,
+                    index = rejection.index,
+                    reason = %rejection.reason,
+                    of = sent,
+                    "the peer refused a relayed message"
+                );
+            }
+        }
+        if let Err(error) = hub.store().ack(outbound.queue, outbound.link, last, Vec::new()).await {
+            return format!("acknowledging the outbound queue: {error}");
+        }
+    }
+}
+
+fn update_queued(hub: &Hub, peer: &Peer, outbound: Outbound) {
+    let queued = hub
+        .store()
+        .stats(outbound.queue)
+        .ok()
+        .zip(hub.store().cursor(outbound.queue, outbound.link).ok())
+        .map_or(0, |(stats, cursor)| stats.last_seq.saturating_sub(cursor.acked));
+    peer.update(|s| s.queued = queued);
 }
 
 /// Takes a `switchboard-hub/1` connection: only from a peer of the table (by pin), after a
-/// matching `hub-hello`; it stays open until either side closes it.
-pub(crate) async fn accept(peers: Arc<Peers>, connection: quinn::Connection) {
+/// matching `hub-hello`; then commits what it relays, answering each batch once it is durable.
+pub(crate) async fn accept(hub: Arc<Hub>, connection: quinn::Connection) {
+    let peers = hub.peers().clone();
     let remote = connection.remote_address();
     let pin = connection
         .peer_identity()
@@ -332,7 +456,7 @@ pub(crate) async fn accept(peers: Arc<Peers>, connection: quinn::Connection) {
         writer.send(&peers.hello()).await.map_err(|e| e.to_string())?;
         Ok::<_, String>((reader, writer))
     };
-    let streams = match answered.await {
+    let (mut reader, mut writer) = match answered.await {
         Ok(streams) => streams,
         Err(why) => {
             tracing::warn!(peer = %peer.config.name, %remote, %why, "hub link refused");
@@ -340,10 +464,106 @@ pub(crate) async fn accept(peers: Arc<Peers>, connection: quinn::Connection) {
             return;
         }
     };
+    let replaced =
+        peer.inbound.lock().unwrap_or_else(|e| e.into_inner()).replace(connection.clone());
+    if let Some(old) = replaced {
+        // The peer came back (after a crash, say) before this hub saw its old link die.
+        old.close(ErrorCode::NORMAL.0.into(), b"replaced by a new link");
+    }
     peer.update(|s| s.inbound_up = true);
     tracing::info!(peer = %peer.config.name, %remote, "hub link accepted");
-    let why = connection.closed().await;
-    drop(streams);
-    peer.update(|s| s.inbound_up = false);
+    let why = loop {
+        let frame = match reader.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break "the peer ended the stream".to_string(),
+            Err(error) => break error.to_string(),
+        };
+        let Frame::Relay(relay) = frame else {
+            let why = format!("unexpected {} on a hub link", frame.frame_type().name());
+            connection.close(ErrorCode::UNEXPECTED_FRAME.0.into(), why.as_bytes());
+            break why;
+        };
+        match relay_in(&hub, &peer, relay).await {
+            Ok(ack) => {
+                if let Err(error) = writer.send(&Frame::RelayAck(ack)).await {
+                    break error.to_string();
+                }
+            }
+            // Not durable: no ack, so the peer sends the batch again on its next link.
+            Err(why) => {
+                connection.close(ErrorCode::INTERNAL.0.into(), why.as_bytes());
+                break why;
+            }
+        }
+    };
+    {
+        let mut inbound = peer.inbound.lock().unwrap_or_else(|e| e.into_inner());
+        if inbound.as_ref().is_some_and(|c| c.stable_id() == connection.stable_id()) {
+            *inbound = None;
+            peer.update(|s| s.inbound_up = false);
+        }
+    }
     tracing::info!(peer = %peer.config.name, %why, "inbound hub link closed");
+}
+
+/// Commits a relayed batch into its recipients' queues; answers the `relay-ack` once every
+/// accepted envelope is durable. The receiving hub decides: a `from` outside the peer's
+/// domains, an unknown recipient, or a rule of the recipient's organisation refuses one
+/// envelope, never the batch. A store failure fails the batch (it is not acknowledged).
+async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, String> {
+    let snapshot = hub.org().snapshot();
+    let now = system_clock_ms();
+    let mut rejected = Vec::new();
+    let mut pending = Vec::new();
+    for (index, envelope) in relay.envelopes.into_iter().enumerate() {
+        let index = u16::try_from(index).unwrap_or(u16::MAX);
+        let refuse = |reason| RelayRejection { index, reason };
+        let from_peer = envelope
+            .from
+            .domain()
+            .is_some_and(|d| peer.config.domains.iter().any(|p| p.eq_ignore_ascii_case(d)));
+        if !from_peer {
+            tracing::warn!(peer = %peer.config.name, from = %envelope.from, "relay from a domain the peer does not serve");
+            rejected.push(refuse(RejectReason::NOT_ALLOWED));
+            continue;
+        }
+        let queue = match hub.directory().resolve(&envelope.to) {
+            Ok(queue) => queue,
+            Err(error) => {
+                rejected.push(refuse(error.code()));
+                continue;
+            }
+        };
+        let from = envelope.from.as_str();
+        if snapshot.check_send_at(from, from, envelope.to.as_str(), false, now).is_err() {
+            rejected.push(refuse(RejectReason::NOT_ALLOWED));
+            continue;
+        }
+        let ttl = match envelope.ttl_secs {
+            0 => hub.config().delivery.default_ttl_secs,
+            ttl => ttl.min(hub.config().delivery.max_ttl_secs),
+        };
+        let request = EnqueueRequest {
+            id: envelope.id.0,
+            sender: Bytes::copy_from_slice(from.as_bytes()),
+            expires_ms: now.saturating_add(u64::from(ttl) * 1000),
+            payload: encode_message(&envelope),
+        };
+        pending.push((index, queue, hub.store().enqueue(queue, request)));
+    }
+    for (index, queue, commit) in pending {
+        match commit.await {
+            Ok(_) => hub.notifier().wake(queue),
+            Err(StoreError::BacklogFull { .. }) => {
+                rejected
+                    .push(RelayRejection { index, reason: RejectReason::RECIPIENT_BACKLOG_FULL });
+            }
+            Err(StoreError::UnknownQueue(_)) => {
+                rejected.push(RelayRejection { index, reason: RejectReason::UNKNOWN_RECIPIENT });
+            }
+            Err(error) => return Err(format!("committing a relayed message: {error}")),
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    Ok(RelayAck { batch: relay.batch, rejected })
 }

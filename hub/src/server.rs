@@ -84,7 +84,7 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let accepting =
         tokio::spawn(net::accept_loop(hub.clone(), endpoint.clone(), shutdown_rx.clone()));
-    crate::links::start(hub.peers().clone(), endpoint.clone(), &identity, shutdown_rx.clone())?;
+    crate::links::start(hub.clone(), endpoint.clone(), &identity, shutdown_rx.clone()).await?;
     let admin = tokio::spawn(admin::serve(admin_listener, hub.clone(), token, shutdown_rx));
     tracing::info!(%quic_addr, %admin_addr, data_dir = %data_dir.display(), "hub serving");
     Ok(RunningHub {

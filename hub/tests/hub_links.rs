@@ -8,6 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::*;
 use serde_json::Value;
+use switchboard_hub::client::DeviceIdentity;
 
 /// A hub's place: its data directory, its addresses, its pin.
 struct Site {
@@ -150,4 +151,79 @@ async fn hub_peer_retry_ends_a_backoff_at_once() {
     cli(&hub_a, &["peer", "retry", "hub-b"]);
     let up = until(&hub_a, 30, |p| p["state"] == "up").await;
     assert!(up["since_ms"].as_u64().unwrap() < due, "the retry did not end the backoff: {up}");
+}
+
+/// Two linked hubs: A (a.example) and B (b.example), with alice enrolled on A and bob on B.
+struct Pair {
+    hub_a: HubProcess,
+    hub_b: HubProcess,
+    alice: DeviceIdentity,
+    bob: DeviceIdentity,
+    // The data directories, removed when the pair goes.
+    _sites: (Site, Site),
+}
+
+async fn linked(ip_a: [u8; 4], ip_b: [u8; 4]) -> Pair {
+    let (a, b) = (site(ip_a), site(ip_b));
+    let hub_a = start(&a, &config("hub-a", "a.example", &[("hub-b", &b, &b.pin, "b.example")]));
+    let hub_b = start(&b, &config("hub-b", "b.example", &[("hub-a", &a, &a.pin, "a.example")]));
+    let alice = hub_a.enrol("alice@a.example", "phone").await;
+    let bob = hub_b.enrol("bob@b.example", "phone").await;
+    for hub in [&hub_a, &hub_b] {
+        until(hub, 20, |p| p["state"] == "up").await;
+    }
+    Pair { hub_a, hub_b, alice, bob, _sites: (a, b) }
+}
+
+/// Sends `texts` in order, waiting for every `accepted`.
+async fn send_accepted(client: &mut switchboard_hub::client::Client, to: &str, texts: &[String]) {
+    let to = switchboard_protocol::Address::parse(to).unwrap();
+    send_all(client, &to, texts).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_a_user_of_another_hub_arrives_once_and_in_order() {
+    let pair = linked([127, 0, 0, 10], [127, 0, 0, 11]).await;
+    let mut alice = connect(&pair.alice).await;
+    let mut bob = connect(&pair.bob).await;
+    let texts: Vec<String> = (0..50).map(|i| format!("hello bob {i}")).collect();
+    send_accepted(&mut alice, "bob@b.example", &texts).await;
+    assert_eq!(receive(&mut bob, 50).await, texts);
+    // Nothing more: no duplicate.
+    let extra = tokio::time::timeout(Duration::from_secs(1), bob.next_event()).await;
+    assert!(extra.is_err(), "{extra:?}");
+    // A domain nobody serves is refused at once.
+    let id = alice.send_text(&"kim@nowhere.example".parse().unwrap(), "hi").await.unwrap();
+    loop {
+        match next(&mut alice, 10).await {
+            switchboard_hub::client::Event::Rejected(r) if r.id == id => {
+                assert_eq!(r.reason, switchboard_protocol::RejectReason::UNKNOWN_RECIPIENT);
+                break;
+            }
+            switchboard_hub::client::Event::Accepted(a) if a == id => panic!("accepted"),
+            _ => {}
+        }
+    }
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_hub_accepted_reaches_the_other_hub_once_in_order_across_its_sigkill() {
+    let mut pair = linked([127, 0, 0, 12], [127, 0, 0, 13]).await;
+    let mut alice = connect(&pair.alice).await;
+    let texts: Vec<String> = (0..400).map(|i| format!("message {i}")).collect();
+    // Half before the crash, while relays are in flight; B is killed in the middle.
+    let (first, second) = texts.split_at(200);
+    send_accepted(&mut alice, "bob@b.example", first).await;
+    pair.hub_b.kill();
+    send_accepted(&mut alice, "bob@b.example", second).await;
+    pair.hub_b.restart();
+    let mut bob = connect(&pair.bob).await;
+    let _ = &pair.hub_a;
+    assert_eq!(receive(&mut bob, 400).await, texts);
+    let extra = tokio::time::timeout(Duration::from_secs(2), bob.next_event()).await;
+    assert!(extra.is_err(), "a duplicate: {extra:?}");
+    alice.close().await;
+    bob.close().await;
 }

@@ -194,7 +194,14 @@ impl Hub {
         if envelope.body.len() > limit {
             return Err(SendError::TooLarge { size: envelope.body.len(), limit });
         }
-        let recipient = self.directory.resolve(&envelope.to)?;
+        // A recipient of another hub goes to that hub's outbound queue; its hub decides.
+        let recipient = match self.directory.resolve(&envelope.to) {
+            Ok(queue) => queue,
+            Err(refusal) => match self.peers.outbound_for(&envelope.to) {
+                Some(queue) => queue,
+                None => return Err(refusal),
+            },
+        };
         let delivery = &self.config.delivery;
         envelope.ttl_secs = match envelope.ttl_secs {
             0 => delivery.default_ttl_secs,

@@ -35,8 +35,21 @@ pub(crate) fn bind(
     let socket = endpoint::udp_socket(quic.listen, quic.udp_buffer_bytes).map_err(bind_error)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| bind_error(std::io::Error::other("no async runtime")))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+    quinn::Endpoint::new(endpoint_config(identity), Some(server), socket, runtime)
         .map_err(bind_error)
+}
+
+/// The endpoint's configuration, with a stateless-reset key derived from the hub's private key:
+/// the same after a restart, so that a hub that crashed answers packets of its earlier
+/// connections with a reset its peers and devices accept, and they notice at once instead of
+/// after the idle timeout.
+fn endpoint_config(identity: &tls::Identity) -> quinn::EndpointConfig {
+    use sha2::Digest;
+    let mut secret = sha2::Sha256::new();
+    secret.update(b"switchboard stateless reset key\0");
+    secret.update(identity.key.secret_der());
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret.finalize());
+    quinn::EndpointConfig::new(Arc::new(key))
 }
 
 /// The protocol the connection's TLS handshake agreed on.
@@ -80,7 +93,7 @@ pub(crate) async fn accept_loop(
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(connection) if alpn(&connection).as_deref() == Some(tls::HUB_ALPN) => {
-                    crate::links::accept(hub.peers().clone(), connection).await;
+                    crate::links::accept(hub.clone(), connection).await;
                 }
                 Ok(connection) => {
                     let end = session::run(hub.clone(), connection, id, shutdown).await;
