@@ -21,7 +21,7 @@ use std::{
 use bytes::Bytes;
 use serde::Serialize;
 use switchboard_protocol::{
-    Address, ErrorCode, Frame, HubHello, RejectReason, Relay, RelayAck, RelayRejection,
+    Address, ErrorCode, Frame, HubHello, MessageId, RejectReason, Relay, RelayAck, RelayRejection,
 };
 use tokio::sync::{Notify, watch};
 
@@ -388,6 +388,9 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
         batch += 1;
         if !envelopes.is_empty() {
             let sent = envelopes.len();
+            // What a refusal needs to reach the sender: who sent what to whom.
+            let heads: Vec<(Address, Address, MessageId)> =
+                envelopes.iter().map(|e| (e.from.clone(), e.to.clone(), e.id)).collect();
             if let Err(error) = link.writer.send(&Frame::Relay(Relay { batch, envelopes })).await {
                 return format!("sending a relay: {error}");
             }
@@ -400,19 +403,54 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
                 Err(_) => return format!("no relay-ack for batch {batch} in time"),
             };
             for rejection in &ack.rejected {
-                tracing::warn!(
+                let Some((from, to, id)) = heads.get(usize::from(rejection.index)) else {
+                    return format!(
+                        "relay-ack {batch} refuses position {} of {sent}",
+                        rejection.index
+                    );
+                };
+                tracing::info!(
                     peer = %peer.config.name,
-                    index = rejection.index,
+                    %from,
+                    %to,
                     reason = %rejection.reason,
-                    of = sent,
                     "the peer refused a relayed message"
                 );
+                // Never a silent drop: the sender's devices are told.
+                if let Some(queue) = hub.directory().queue(from.as_str()) {
+                    let body = serde_json::json!({
+                        "notice": "delivery_failed",
+                        "id": id.to_string(),
+                        "to": to.as_str(),
+                        "reason": rejection.reason.to_string(),
+                    });
+                    // The notice's id comes from the message's: a batch sent again after a
+                    // crash tells the sender once.
+                    let notice = failure_notice_id(*id);
+                    let written = hub.write_notice(queue, notice, to.clone(), from.clone(), body);
+                    if let Err(error) = written.await {
+                        return format!("telling {from} of a refused message: {error}");
+                    }
+                }
             }
         }
         if let Err(error) = hub.store().ack(outbound.queue, outbound.link, last, Vec::new()).await {
             return format!("acknowledging the outbound queue: {error}");
         }
     }
+}
+
+/// The id of the notice that a relayed message `id` failed: derived from it, so that telling
+/// the sender twice writes one notice.
+fn failure_notice_id(id: MessageId) -> MessageId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"delivery_failed")
+        .chain_update(id.0.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    MessageId(u128::from_be_bytes(bytes))
 }
 
 fn update_queued(hub: &Hub, peer: &Peer, outbound: Outbound) {

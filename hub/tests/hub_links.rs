@@ -227,3 +227,34 @@ async fn what_a_hub_accepted_reaches_the_other_hub_once_in_order_across_its_sigk
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_other_hub_refuses_comes_back_to_the_sender_as_a_notice() {
+    use switchboard_hub::client::Event;
+    let pair = linked([127, 0, 0, 14], [127, 0, 0, 15]).await;
+    let mut alice = connect(&pair.alice).await;
+    // A accepts it (b.example is B's); B has no such user.
+    let id = alice.send_text(&"nobody@b.example".parse().unwrap(), "anyone there?").await.unwrap();
+    let notice = loop {
+        match next(&mut alice, 20).await {
+            Event::Rejected(rejected) if rejected.id == id => panic!("refused by A: {rejected:?}"),
+            Event::Deliver(deliver) => {
+                alice.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+                if deliver.envelope.flags.contains(switchboard_protocol::Flags::NOTICE) {
+                    break deliver.envelope;
+                }
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(notice.from.as_str(), "nobody@b.example");
+    let body: Value = serde_json::from_slice(&notice.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "notice": "delivery_failed", "id": id.to_string(), "to": "nobody@b.example",
+            "reason": "unknown-recipient",
+        })
+    );
+    alice.close().await;
+}

@@ -129,9 +129,24 @@ impl Hub {
             "owner": group.owner,
             "added_by": added_by,
         });
+        let id = MessageId::from_parts(system_clock_ms(), rand::random());
+        self.write_notice(queue, id, from, to, body).await
+    }
+
+    /// Writes a `NOTICE` (see the protocol's envelope) with the id `id` in the name of `from`
+    /// into `queue`, and wakes its readers. The same (`from`, `id`) again within the dedupe
+    /// window writes nothing.
+    pub async fn write_notice(
+        &self,
+        queue: QueueId,
+        id: MessageId,
+        from: Address,
+        to: Address,
+        body: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let now = system_clock_ms();
         let envelope = Envelope {
-            id: MessageId::from_parts(now, rand::random()),
+            id,
             from,
             to,
             created_ms: now,
