@@ -514,6 +514,11 @@ pub(crate) async fn accept(hub: Arc<Hub>, connection: quinn::Connection) {
         let frame = match reader.next().await {
             Ok(Some(frame)) => frame,
             Ok(None) => break "the peer ended the stream".to_string(),
+            Err(crate::net::framed::ReadError::Decode(error)) => {
+                let why = format!("a malformed frame: {error}");
+                connection.close(error.code().0.into(), why.as_bytes());
+                break why;
+            }
             Err(error) => break error.to_string(),
         };
         let Frame::Relay(relay) = frame else {
@@ -521,6 +526,12 @@ pub(crate) async fn accept(hub: Arc<Hub>, connection: quinn::Connection) {
             connection.close(ErrorCode::UNEXPECTED_FRAME.0.into(), why.as_bytes());
             break why;
         };
+        if relay.envelopes.len() > MAX_BATCH as usize {
+            let why =
+                format!("a relay of {} envelopes, more than {MAX_BATCH}", relay.envelopes.len());
+            connection.close(ErrorCode::FLOW_CONTROL.0.into(), why.as_bytes());
+            break why;
+        }
         match relay_in(&hub, &peer, relay).await {
             Ok(ack) => {
                 if let Err(error) = writer.send(&Frame::RelayAck(ack)).await {

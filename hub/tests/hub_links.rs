@@ -258,3 +258,87 @@ async fn a_message_the_other_hub_refuses_comes_back_to_the_sender_as_a_notice() 
     );
     alice.close().await;
 }
+
+/// A hub of the test's own making (hub-x, serving x.example), linked to `hub` as one of its
+/// peers: its frames are whatever the test writes.
+struct FakePeer {
+    connection: quinn::Connection,
+    writer: switchboard_hub::net::framed::FrameWriter,
+    reader: switchboard_hub::net::framed::FrameReader,
+}
+
+impl FakePeer {
+    async fn connect(dir: &std::path::Path, target: &HubProcess, target_pin: &str) -> Self {
+        use switchboard_hub::net::{framed, tls};
+        let identity = tls::load_or_create(&dir.join("tls")).unwrap();
+        let crypto = tls::hub_client_crypto(&identity, target_pin).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.17:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+        let connection = endpoint.connect(target.quic, "switchboard-hub").unwrap().await.unwrap();
+        let (send, recv) = connection.open_bi().await.unwrap();
+        let mut writer = framed::FrameWriter::new(send, 16 << 20);
+        let mut reader = framed::FrameReader::new(recv, 16 << 20);
+        let hello = switchboard_protocol::HubHello {
+            hub: "hub-x".into(),
+            domains: vec!["@x.example".parse().unwrap()],
+            max_batch: 1024,
+        };
+        writer.send(&switchboard_protocol::Frame::HubHello(hello)).await.unwrap();
+        let answer = reader.next().await.unwrap();
+        assert!(matches!(answer, Some(switchboard_protocol::Frame::HubHello(_))), "{answer:?}");
+        Self { connection, writer, reader }
+    }
+}
+
+fn envelope(from: &str, to: &str, text: &str) -> switchboard_protocol::Envelope {
+    switchboard_protocol::Envelope {
+        id: switchboard_protocol::MessageId::from_parts(
+            switchboard_hub::store::system_clock_ms(),
+            rand::random(),
+        ),
+        from: from.parse().unwrap(),
+        to: to.parse().unwrap(),
+        created_ms: switchboard_hub::store::system_clock_ms(),
+        ttl_secs: 0,
+        flags: switchboard_protocol::Flags::NONE,
+        body: bytes::Bytes::from(text.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiving_hub_refuses_forged_senders_unknown_recipients_and_oversized_batches() {
+    use switchboard_protocol::{Frame, RejectReason, Relay};
+    let (b, x) = (site([127, 0, 0, 16]), tempfile::tempdir().unwrap());
+    let x_pin = hub_pin(x.path());
+    let mut text = config("hub-b", "b.example", &[]);
+    text.push_str(&format!(
+        "\n[[peers]]\nname = \"hub-x\"\naddress = \"127.0.0.17:9\"\npin = \"{x_pin}\"\ndomains = [\"x.example\"]\n"
+    ));
+    let hub_b = start(&b, &text);
+    let bob = hub_b.enrol("bob@b.example", "phone").await;
+    let mut fake = FakePeer::connect(x.path(), &hub_b, &b.pin).await;
+    let batch = vec![
+        envelope("eve@elsewhere.example", "bob@b.example", "forged"),
+        envelope("xavier@x.example", "ghost@b.example", "to nobody"),
+        envelope("xavier@x.example", "bob@b.example", "hello bob"),
+    ];
+    fake.writer.send(&Frame::Relay(Relay { batch: 1, envelopes: batch })).await.unwrap();
+    let Some(Frame::RelayAck(ack)) = fake.reader.next().await.unwrap() else { panic!() };
+    assert_eq!(ack.batch, 1);
+    let refused: Vec<(u16, RejectReason)> =
+        ack.rejected.iter().map(|r| (r.index, r.reason)).collect();
+    assert_eq!(refused, vec![(0, RejectReason::NOT_ALLOWED), (1, RejectReason::UNKNOWN_RECIPIENT)]);
+    let mut bob = connect(&bob).await;
+    assert_eq!(receive(&mut bob, 1).await, vec!["hello bob".to_string()]);
+    // A batch larger than B's hello allows closes the link.
+    let big: Vec<_> =
+        (0..1025).map(|i| envelope("xavier@x.example", "bob@b.example", &format!("{i}"))).collect();
+    fake.writer.send(&Frame::Relay(Relay { batch: 2, envelopes: big })).await.unwrap();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), fake.connection.closed()).await.unwrap();
+    assert!(closed.to_string().contains("more than 1024"), "{closed}");
+    // Nothing of it reached bob, and B serves on.
+    let extra = tokio::time::timeout(Duration::from_secs(1), bob.next_event()).await;
+    assert!(extra.is_err(), "{extra:?}");
+    bob.close().await;
+}
