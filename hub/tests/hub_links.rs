@@ -342,3 +342,57 @@ async fn the_receiving_hub_refuses_forged_senders_unknown_recipients_and_oversiz
     assert!(extra.is_err(), "{extra:?}");
     bob.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hubs_a_user_and_a_line_of_two_others_get_everything_once_in_order_across_a_sigkill()
+{
+    let (a, b, c) = (site([127, 0, 0, 18]), site([127, 0, 0, 19]), site([127, 0, 0, 20]));
+    let hub_a = start(
+        &a,
+        &config(
+            "hub-a",
+            "a.example",
+            &[("hub-b", &b, &b.pin, "b.example"), ("hub-c", &c, &c.pin, "c.example")],
+        ),
+    );
+    let mut hub_b = start(&b, &config("hub-b", "b.example", &[("hub-a", &a, &a.pin, "a.example")]));
+    let hub_c = start(&c, &config("hub-c", "c.example", &[("hub-a", &a, &a.pin, "a.example")]));
+    let alice = hub_a.enrol("alice@a.example", "phone").await;
+    let bob = hub_b.enrol("bob@b.example", "phone").await;
+    let carol = hub_c.enrol("carol@c.example", "phone").await;
+    // On C, an organisation whose main line carol reads (she owns it).
+    hub_c
+        .admin_client()
+        .org(&switchboard_hub::org::Command::CreateOrg {
+            name: "C".into(),
+            owner: "carol@c.example".into(),
+            domain: "c.example".into(),
+            line: "desk@c.example".into(),
+            seat_limit: Some(5),
+        })
+        .await
+        .unwrap();
+    for hub in [&hub_b, &hub_c] {
+        until(hub, 20, |p| p["state"] == "up").await;
+    }
+    let mut alice = connect(&alice).await;
+    let to_bob: Vec<String> = (0..150).map(|i| format!("to bob {i}")).collect();
+    let to_desk: Vec<String> = (0..150).map(|i| format!("to the desk {i}")).collect();
+    send_accepted(&mut alice, "bob@b.example", &to_bob[..75]).await;
+    send_accepted(&mut alice, "desk@c.example", &to_desk[..75]).await;
+    hub_b.kill();
+    send_accepted(&mut alice, "bob@b.example", &to_bob[75..]).await;
+    send_accepted(&mut alice, "desk@c.example", &to_desk[75..]).await;
+    hub_b.restart();
+    let mut carol = connect(&carol).await;
+    assert_eq!(receive(&mut carol, 150).await, to_desk);
+    let mut bob = connect(&bob).await;
+    assert_eq!(receive(&mut bob, 150).await, to_bob);
+    for client in [&mut bob, &mut carol] {
+        let extra = tokio::time::timeout(Duration::from_secs(1), client.next_event()).await;
+        assert!(extra.is_err(), "a duplicate: {extra:?}");
+    }
+    for client in [alice, bob, carol] {
+        client.close().await;
+    }
+}
