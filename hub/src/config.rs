@@ -147,6 +147,10 @@ pub struct PeerConfig {
     pub pin: String,
     /// The domains it serves.
     pub domains: Vec<String>,
+    /// Whether it is one of this operator's own hubs: groups of scope `provider` take messages
+    /// from its users.
+    #[serde(default)]
+    pub provider: bool,
 }
 
 /// `[org]`

@@ -32,6 +32,7 @@ use crate::{
         framed::{FrameReader, FrameWriter},
         tls::{self, Identity},
     },
+    org::{OrgState, Scope},
     server::StartError,
     store::{EnqueueRequest, Outbound, QueueId, StoreError, system_clock_ms},
 };
@@ -440,6 +441,17 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
     }
 }
 
+/// Whether a group takes a message from a user of the peer hub: its scope decides (`public`:
+/// any hub; `provider`: the hubs the peer table marks as the same provider's; `server`: this
+/// hub's users only). Other scopes and addresses are the organisation rules' to decide.
+fn group_takes_from_peer(state: &OrgState, peer: &Peer, target: &str) -> bool {
+    match state.group(target).map(|g| g.scope) {
+        Some(Scope::Server) => false,
+        Some(Scope::Provider) => peer.config.provider,
+        _ => true,
+    }
+}
+
 /// The id of the notice that a relayed message `id` failed: derived from it, so that telling
 /// the sender twice writes one notice.
 fn failure_notice_id(id: MessageId) -> MessageId {
@@ -576,7 +588,8 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
             rejected.push(refuse(RejectReason::NOT_ALLOWED));
             continue;
         }
-        let queue = match hub.directory().resolve(&envelope.to) {
+        let target = hub.local_form(&envelope.to);
+        let queue = match hub.directory().resolve(&target) {
             Ok(queue) => queue,
             Err(error) => {
                 rejected.push(refuse(error.code()));
@@ -584,7 +597,9 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
             }
         };
         let from = envelope.from.as_str();
-        if snapshot.check_send_at(from, from, envelope.to.as_str(), false, now).is_err() {
+        if snapshot.check_send_at(from, from, target.as_str(), false, now).is_err()
+            || !group_takes_from_peer(&snapshot, peer, target.as_str())
+        {
             rejected.push(refuse(RejectReason::NOT_ALLOWED));
             continue;
         }

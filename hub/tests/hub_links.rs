@@ -396,3 +396,63 @@ async fn three_hubs_a_user_and_a_line_of_two_others_get_everything_once_in_order
         client.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisation_main_lines_and_groups_of_another_hub_are_reachable_as_their_scopes_allow() {
+    use switchboard_hub::{client::Event, org::Command};
+    let pair = linked([127, 0, 0, 21], [127, 0, 0, 22]).await;
+    // On B: an organisation holding b.example (its main line desk@b.example, read by its owner
+    // bob), and groups of each scope with bob in them.
+    let operator = pair.hub_b.admin_client();
+    operator
+        .org(&Command::CreateOrg {
+            name: "B".into(),
+            owner: "bob@b.example".into(),
+            domain: "b.example".into(),
+            line: "desk@b.example".into(),
+            seat_limit: Some(5),
+        })
+        .await
+        .unwrap();
+    for (name, scope) in [("#news", "public"), ("#staff", "server"), ("#partners", "provider")] {
+        let create: Command = serde_json::from_value(serde_json::json!({
+            "command": "create_group", "name": name, "owner": "bob@b.example", "scope": scope,
+        }))
+        .unwrap();
+        operator.org(&create).await.unwrap();
+    }
+    let mut alice = connect(&pair.alice).await;
+    let mut bob = connect(&pair.bob).await;
+    send_accepted(&mut alice, "@b.example", &["to the main line".to_string()]).await;
+    send_accepted(&mut alice, "#news@b.example", &["to the news".to_string()]).await;
+    assert_eq!(receive(&mut bob, 2).await, vec!["to the main line", "to the news"]);
+    // A server-scoped group takes nothing from another hub, nor a provider-scoped one from a
+    // hub not marked as the provider's: each comes back to alice as a notice.
+    // (One loop reads every event: `accepted`, the copies of alice's own, and the notices.)
+    for to in ["#staff@b.example", "#partners@b.example"] {
+        alice.send_text(&to.parse().unwrap(), "are you there?").await.unwrap();
+    }
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        if let Event::Deliver(deliver) = next(&mut alice, 20).await {
+            alice.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+            if deliver.envelope.flags.contains(switchboard_protocol::Flags::NOTICE) {
+                let body: Value = serde_json::from_slice(&deliver.envelope.body).unwrap();
+                let reason = body["reason"].as_str().unwrap().to_string();
+                reasons.push((body["to"].as_str().unwrap().to_string(), reason));
+            }
+        }
+    }
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        vec![
+            ("#partners@b.example".to_string(), "not-allowed".to_string()),
+            ("#staff@b.example".to_string(), "not-allowed".to_string()),
+        ]
+    );
+    let extra = tokio::time::timeout(Duration::from_secs(1), bob.next_event()).await;
+    assert!(extra.is_err(), "{extra:?}");
+    alice.close().await;
+    bob.close().await;
+}

@@ -27,12 +27,15 @@ impl Directory {
             }
             _ => {
                 return Err(SendError::UnknownRecipient(format!(
-                    "{to}: organisation addresses (@domain) are not served by this hub yet"
+                    "{to}: no organisation holds this domain here, and no peer hub serves it"
                 )));
             }
         }
-        self.queue(to.as_str())
-            .ok_or_else(|| SendError::UnknownRecipient(format!("no user or line {to}")))
+        self.queue(to.as_str()).ok_or_else(|| {
+            SendError::UnknownRecipient(format!(
+                "no user, line or group {to} here, and no peer hub serves its domain"
+            ))
+        })
     }
 
     /// The queue named `address`, if it is served here.

@@ -25,7 +25,7 @@ use futures_util::{
     StreamExt,
     stream::{FuturesOrdered, FuturesUnordered},
 };
-use switchboard_protocol::{Address, Envelope, Flags, MessageId, RejectReason};
+use switchboard_protocol::{Address, AddressKind, Envelope, Flags, MessageId, RejectReason};
 
 use crate::{
     fanout::{Hub, entry::encode_message},
@@ -189,13 +189,16 @@ impl Hub {
         if envelope.flags.contains(Flags::NOTICE) {
             return Err(SendError::NotAllowed("rule: only a hub writes notices".into()));
         }
-        let mirror = self.mirror_of(sender, &envelope)?;
+        // The rules and the directory see the local form: `@domain` is the main line of the
+        // organisation holding the domain, `#name@<a domain served here>` is `#name`.
+        let target = self.local_form(&envelope.to);
+        let mirror = self.mirror_of(sender, &envelope, &target)?;
         let limit = self.config.limits.max_body_bytes;
         if envelope.body.len() > limit {
             return Err(SendError::TooLarge { size: envelope.body.len(), limit });
         }
         // A recipient of another hub goes to that hub's outbound queue; its hub decides.
-        let recipient = match self.directory.resolve(&envelope.to) {
+        let recipient = match self.directory.resolve(&target) {
             Ok(queue) => queue,
             Err(refusal) => match self.peers.outbound_for(&envelope.to) {
                 Some(queue) => queue,
@@ -222,19 +225,18 @@ impl Hub {
         &self,
         sender: &Account,
         envelope: &Envelope,
+        target: &Address,
     ) -> Result<Option<QueueId>, SendError> {
         let snapshot = self.org.snapshot();
         let verdict = snapshot.check_send(
             sender.address.as_str(),
             envelope.from.as_str(),
-            envelope.to.as_str(),
+            target.as_str(),
             envelope.flags.contains(Flags::AS_LINE),
         );
         if verdict.is_ok() && snapshot.has_keys() {
             let now = system_clock_ms();
-            if let Some(key) =
-                snapshot.key_opening(sender.address.as_str(), envelope.to.as_str(), now)
-            {
+            if let Some(key) = snapshot.key_opening(sender.address.as_str(), target.as_str(), now) {
                 self.log_key_use(key, sender.address.as_str());
             }
         }
@@ -255,6 +257,34 @@ impl Hub {
                 )))
             }
         }
+    }
+
+    /// The local form of `to`: `@domain` becomes the main line of the organisation that holds
+    /// the domain here; `#name@domain` becomes `#name` when this hub serves the domain; any other
+    /// address is itself.
+    pub fn local_form(&self, to: &Address) -> Address {
+        let local = match to.kind() {
+            AddressKind::OrgLine => {
+                let snapshot = self.org.snapshot();
+                to.domain()
+                    .and_then(|domain| snapshot.main_line_of(domain))
+                    .and_then(|line| Address::parse(&line).ok())
+            }
+            AddressKind::Group => match (to.domain(), to.local()) {
+                (Some(domain), Some(name)) if self.serves(domain) => {
+                    Address::parse(&format!("#{name}")).ok()
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        local.unwrap_or_else(|| to.clone())
+    }
+
+    /// Whether this hub serves `domain`: its configured domains and its organisations' domains.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.config.hub.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+            || self.org.snapshot().domain_holder(&domain.to_ascii_lowercase()).is_some()
     }
 
     /// Records the first use of a key by each sender since the hub started, off the send path.

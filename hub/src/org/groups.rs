@@ -22,7 +22,8 @@ pub enum Scope {
     Group,
     /// Members of its organisation.
     Account,
-    /// Users of every hub the operator runs (this hub, until hubs federate).
+    /// Users of every hub the operator runs: this hub and the peers its configuration marks
+    /// `provider`.
     Provider,
     /// Every user of this hub.
     Server,

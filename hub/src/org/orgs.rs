@@ -218,6 +218,12 @@ impl OrgState {
         Ok(Change::Applied(Command::ConfirmDomain { org, domain }))
     }
 
+    /// The main line of the organisation that holds `domain`.
+    pub fn main_line_of(&self, domain: &str) -> Option<String> {
+        let org = self.orgs.get(&self.domain_holder(&domain.to_ascii_lowercase())?)?;
+        self.units.get(&org.root).map(|u| u.address.clone())
+    }
+
     /// The organisation that holds `domain` (proven, or merged into another of its domains).
     pub fn domain_holder(&self, domain: &str) -> Option<OrgId> {
         self.orgs
