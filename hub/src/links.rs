@@ -21,13 +21,14 @@ use std::{
 use bytes::Bytes;
 use serde::Serialize;
 use switchboard_protocol::{
-    Address, ErrorCode, Frame, HubHello, MessageId, RejectReason, Relay, RelayAck, RelayRejection,
+    Address, ErrorCode, Frame, HubHello, MessageId, RejectReason, Relay, RelayAck, RelayReceipts,
+    RelayRejection,
 };
 use tokio::sync::{Notify, watch};
 
 use crate::{
     config::{Config, PeerConfig},
-    fanout::{Hub, Stored, decode_entry, encode_message},
+    fanout::{Hub, Stored, decode_entry, encode_message, receipt_request},
     net::{
         framed::{FrameReader, FrameWriter},
         tls::{self, Identity},
@@ -376,15 +377,32 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
             }
             continue;
         }
-        let last = entries.last().map_or(0, |e| e.seq);
-        let mut envelopes = Vec::with_capacity(entries.len());
+        // One batch is one run of the same kind, in queue order: messages go as a `relay`,
+        // receipts as a `relay-receipts`.
+        let mut last = 0;
+        let mut envelopes = Vec::new();
+        let mut receipts = Vec::new();
         for entry in &entries {
             match decode_entry(&entry.payload) {
-                Ok(Stored::Message(envelope)) => envelopes.push(envelope),
-                // Only messages go to other hubs today; anything else is dropped with a trace.
-                Ok(other) => tracing::warn!(peer = %peer.config.name, ?other, "not relayed"),
+                Ok(Stored::Message(envelope)) if receipts.is_empty() => envelopes.push(envelope),
+                Ok(Stored::Receipt(receipt)) if envelopes.is_empty() => receipts.push(receipt),
+                Ok(_) => break,
                 Err(error) => tracing::error!(peer = %peer.config.name, %error, "unreadable entry"),
             }
+            last = entry.seq;
+        }
+        if !receipts.is_empty() {
+            batch += 1;
+            let frame = Frame::RelayReceipts(RelayReceipts { batch, receipts });
+            if let Err(why) = send_and_wait(&mut link, frame, batch).await {
+                return why;
+            }
+            if let Err(error) =
+                hub.store().ack(outbound.queue, outbound.link, last, Vec::new()).await
+            {
+                return format!("acknowledging the outbound queue: {error}");
+            }
+            continue;
         }
         batch += 1;
         if !envelopes.is_empty() {
@@ -392,16 +410,10 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
             // What a refusal needs to reach the sender: who sent what to whom.
             let heads: Vec<(Address, Address, MessageId)> =
                 envelopes.iter().map(|e| (e.from.clone(), e.to.clone(), e.id)).collect();
-            if let Err(error) = link.writer.send(&Frame::Relay(Relay { batch, envelopes })).await {
-                return format!("sending a relay: {error}");
-            }
-            let answer = tokio::time::timeout(ACK_TIMEOUT, link.reader.next()).await;
-            let ack = match answer {
-                Ok(Ok(Some(Frame::RelayAck(ack)))) if ack.batch == batch => ack,
-                Ok(Ok(Some(other))) => return format!("expected relay-ack {batch}, got {other:?}"),
-                Ok(Ok(None)) => return "the peer ended the stream".into(),
-                Ok(Err(error)) => return format!("reading relay-ack: {error}"),
-                Err(_) => return format!("no relay-ack for batch {batch} in time"),
+            let frame = Frame::Relay(Relay { batch, envelopes });
+            let ack = match send_and_wait(&mut link, frame, batch).await {
+                Ok(ack) => ack,
+                Err(why) => return why,
             };
             for rejection in &ack.rejected {
                 let Some((from, to, id)) = heads.get(usize::from(rejection.index)) else {
@@ -438,6 +450,61 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
         if let Err(error) = hub.store().ack(outbound.queue, outbound.link, last, Vec::new()).await {
             return format!("acknowledging the outbound queue: {error}");
         }
+    }
+}
+
+/// Stores relayed receipts in the queues of the local senders they are for; answers the
+/// `relay-ack` once they are durable. A receipt made outside the peer's domains, or for a
+/// sender who is not a user of this hub, is refused.
+async fn receipts_in(hub: &Hub, peer: &Peer, batch: RelayReceipts) -> Result<RelayAck, String> {
+    let mut rejected = Vec::new();
+    let mut pending = Vec::new();
+    for (index, receipt) in batch.receipts.into_iter().enumerate() {
+        let index = u16::try_from(index).unwrap_or(u16::MAX);
+        let by_peer = receipt
+            .by
+            .domain()
+            .is_some_and(|d| peer.config.domains.iter().any(|p| p.eq_ignore_ascii_case(d)));
+        if !by_peer {
+            tracing::warn!(peer = %peer.config.name, by = %receipt.by, "a receipt by a user the peer does not serve");
+            rejected.push(RelayRejection { index, reason: RejectReason::NOT_ALLOWED });
+            continue;
+        }
+        let queue = match hub.directory().resolve(&receipt.message_from) {
+            Ok(queue) => queue,
+            Err(error) => {
+                rejected.push(RelayRejection { index, reason: error.code() });
+                continue;
+            }
+        };
+        let ttl = hub.config().delivery.default_ttl_secs;
+        pending.push((index, queue, hub.store().enqueue(queue, receipt_request(&receipt, ttl))));
+    }
+    for (index, queue, commit) in pending {
+        match commit.await {
+            Ok(_) => hub.notifier().wake(queue),
+            Err(StoreError::BacklogFull { .. }) => {
+                rejected
+                    .push(RelayRejection { index, reason: RejectReason::RECIPIENT_BACKLOG_FULL });
+            }
+            Err(error) => return Err(format!("committing a relayed receipt: {error}")),
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    Ok(RelayAck { batch: batch.batch, rejected })
+}
+
+/// Sends a batch and waits for its `relay-ack`.
+async fn send_and_wait(link: &mut Link, frame: Frame, batch: u64) -> Result<RelayAck, String> {
+    if let Err(error) = link.writer.send(&frame).await {
+        return Err(format!("sending batch {batch}: {error}"));
+    }
+    match tokio::time::timeout(ACK_TIMEOUT, link.reader.next()).await {
+        Ok(Ok(Some(Frame::RelayAck(ack)))) if ack.batch == batch => Ok(ack),
+        Ok(Ok(Some(other))) => Err(format!("expected relay-ack {batch}, got {other:?}")),
+        Ok(Ok(None)) => Err("the peer ended the stream".into()),
+        Ok(Err(error)) => Err(format!("reading relay-ack: {error}")),
+        Err(_) => Err(format!("no relay-ack for batch {batch} in time")),
     }
 }
 
@@ -533,18 +600,26 @@ pub(crate) async fn accept(hub: Arc<Hub>, connection: quinn::Connection) {
             }
             Err(error) => break error.to_string(),
         };
-        let Frame::Relay(relay) = frame else {
-            let why = format!("unexpected {} on a hub link", frame.frame_type().name());
-            connection.close(ErrorCode::UNEXPECTED_FRAME.0.into(), why.as_bytes());
-            break why;
+        let size = match &frame {
+            Frame::Relay(relay) => relay.envelopes.len(),
+            Frame::RelayReceipts(receipts) => receipts.receipts.len(),
+            other => {
+                let why = format!("unexpected {} on a hub link", other.frame_type().name());
+                connection.close(ErrorCode::UNEXPECTED_FRAME.0.into(), why.as_bytes());
+                break why;
+            }
         };
-        if relay.envelopes.len() > MAX_BATCH as usize {
-            let why =
-                format!("a relay of {} envelopes, more than {MAX_BATCH}", relay.envelopes.len());
+        if size > MAX_BATCH as usize {
+            let why = format!("a batch of {size}, more than {MAX_BATCH}");
             connection.close(ErrorCode::FLOW_CONTROL.0.into(), why.as_bytes());
             break why;
         }
-        match relay_in(&hub, &peer, relay).await {
+        let answered = match frame {
+            Frame::Relay(relay) => relay_in(&hub, &peer, relay).await,
+            Frame::RelayReceipts(receipts) => receipts_in(&hub, &peer, receipts).await,
+            _ => unreachable!("only relays pass the check above"),
+        };
+        match answered {
             Ok(ack) => {
                 if let Err(error) = writer.send(&Frame::RelayAck(ack)).await {
                     break error.to_string();

@@ -456,3 +456,45 @@ async fn organisation_main_lines_and_groups_of_another_hub_are_reachable_as_thei
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_come_back_across_hubs() {
+    use switchboard_hub::client::Event;
+    use switchboard_protocol::{Receipt, ReceiptKind};
+    let pair = linked([127, 0, 0, 23], [127, 0, 0, 24]).await;
+    let mut alice = connect(&pair.alice).await;
+    let mut bob = connect(&pair.bob).await;
+    let id = alice.send_text(&"bob@b.example".parse().unwrap(), "did you get it?").await.unwrap();
+    // bob takes it (the hub makes the delivered receipt when he acknowledges) and reads it.
+    let deliver = loop {
+        if let Event::Deliver(deliver) = next(&mut bob, 20).await {
+            break deliver;
+        }
+    };
+    assert_eq!(deliver.envelope.id, id);
+    bob.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+    let read = Receipt {
+        id,
+        kind: ReceiptKind::Read,
+        message_from: "alice@a.example".parse().unwrap(),
+        by: "bob@b.example/phone".parse().unwrap(),
+        at_ms: switchboard_hub::store::system_clock_ms(),
+    };
+    bob.receipt(read).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        match next(&mut alice, 20).await {
+            Event::Receipt(receipt) => {
+                alice.ack(receipt.queue, receipt.seq, vec![]).await.unwrap();
+                assert_eq!(receipt.receipt.id, id);
+                assert_eq!(receipt.receipt.by.domain(), Some("b.example"));
+                kinds.push(receipt.receipt.kind);
+            }
+            Event::Deliver(deliver) => alice.ack(deliver.queue, deliver.seq, vec![]).await.unwrap(),
+            _ => {}
+        }
+    }
+    assert_eq!(kinds, vec![ReceiptKind::Delivered, ReceiptKind::Read]);
+    alice.close().await;
+    bob.close().await;
+}

@@ -179,19 +179,12 @@ impl Hub {
         receipt: Receipt,
         line: Option<Address>,
     ) -> Result<(), ReceiptError> {
-        let queue = self.directory.resolve(&receipt.message_from)?;
-        let kind = match receipt.kind {
-            ReceiptKind::Delivered => "delivered",
-            ReceiptKind::Read => "read",
-            ReceiptKind::Answered => "answered",
+        // A receipt for a user of another hub travels back through that hub's outbound queue.
+        let queue = match self.directory.resolve(&receipt.message_from) {
+            Ok(queue) => queue,
+            Err(refusal) => self.peers().outbound_for(&receipt.message_from).ok_or(refusal)?,
         };
-        let request = EnqueueRequest {
-            id: receipt.id.0,
-            sender: Bytes::from(format!("receipt:{kind}:{}", receipt.by)),
-            expires_ms: system_clock_ms()
-                .saturating_add(u64::from(self.config.delivery.default_ttl_secs) * 1000),
-            payload: encode_receipt(&receipt),
-        };
+        let request = receipt_request(&receipt, self.config.delivery.default_ttl_secs);
         let line = match &line {
             Some(line) => Some(self.directory.resolve(line)?),
             None => None,
@@ -205,6 +198,22 @@ impl Hub {
             self.notifier.wake(line);
         }
         Ok(())
+    }
+}
+
+/// The queue entry of a receipt. Who made it is part of its dedupe key, so that the same
+/// receipt made twice (two devices of one recipient) is stored once.
+pub fn receipt_request(receipt: &Receipt, ttl_secs: u32) -> EnqueueRequest {
+    let kind = match receipt.kind {
+        ReceiptKind::Delivered => "delivered",
+        ReceiptKind::Read => "read",
+        ReceiptKind::Answered => "answered",
+    };
+    EnqueueRequest {
+        id: receipt.id.0,
+        sender: Bytes::from(format!("receipt:{kind}:{}", receipt.by)),
+        expires_ms: system_clock_ms().saturating_add(u64::from(ttl_secs) * 1000),
+        payload: encode_receipt(receipt),
     }
 }
 

@@ -26,7 +26,7 @@ use std::sync::{
 
 use switchboard_protocol::Address;
 
-pub use delivery::{AckError, Delivery, ReadRequest, ReceiptError};
+pub use delivery::{AckError, Delivery, ReadRequest, ReceiptError, receipt_request};
 pub use directory::Directory;
 pub use entry::{Stored, decode_entry, encode_message, encode_receipt};
 pub use notify::{Notifier, Watch};

@@ -5,6 +5,7 @@
 
 use bytes::{BufMut, Bytes};
 
+use crate::frame::Receipt;
 use crate::{
     address::Address,
     codec::{Wire, get_list, get_str, put_list, put_str},
@@ -33,6 +34,17 @@ pub struct Relay {
     pub batch: u64,
     /// The envelopes, in the order they were accepted.
     pub envelopes: Vec<Envelope>,
+}
+
+/// Sending hub to receiving hub: a batch of receipts for messages of the receiving hub's users
+/// (made by users of the sending hub), acknowledged by a [`RelayAck`] like a [`Relay`]; the two
+/// share one sequence of batch numbers on a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayReceipts {
+    /// Sender-chosen batch number, echoed in the [`RelayAck`].
+    pub batch: u64,
+    /// The receipts, in the order they were made.
+    pub receipts: Vec<Receipt>,
 }
 
 /// One envelope of a relayed batch that the receiving hub refused.
@@ -79,6 +91,17 @@ impl Wire for Relay {
     }
     fn decode(buf: &mut Bytes) -> Result<Self, DecodeError> {
         Ok(Self { batch: Wire::decode(buf)?, envelopes: get_list(buf, Envelope::FIXED_LEN)? })
+    }
+}
+
+impl Wire for RelayReceipts {
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        self.batch.encode(out);
+        put_list(out, &self.receipts);
+    }
+    fn decode(buf: &mut Bytes) -> Result<Self, DecodeError> {
+        // A receipt is at least 16 + 1 + 2 + 2 + 8 bytes (two empty-length addresses).
+        Ok(Self { batch: Wire::decode(buf)?, receipts: get_list(buf, 29)? })
     }
 }
 

@@ -88,6 +88,17 @@ pub fn sample_frames() -> Vec<Frame> {
             rejected: vec![RelayRejection { index: 1, reason: RejectReason::UNKNOWN_RECIPIENT }],
         }
         .into(),
+        RelayReceipts {
+            batch: 9,
+            receipts: vec![Receipt {
+                id: MessageId(4),
+                kind: ReceiptKind::Delivered,
+                message_from: addr("alice@example.org"),
+                by: addr("bob@example.net/phone"),
+                at_ms: 100,
+            }],
+        }
+        .into(),
     ]
 }
 
@@ -272,5 +283,15 @@ pub fn frame() -> impl Strategy<Value = Frame> {
                 RelayAck { batch, rejected }.into()
             }
         ),
+        (any::<u64>(), any::<u128>(), any::<u64>()).prop_map(|(batch, id, at_ms)| {
+            let receipt = Receipt {
+                id: MessageId(id),
+                kind: ReceiptKind::Read,
+                message_from: Address::parse("alice@example.org").unwrap(),
+                by: Address::parse("bob@example.net").unwrap(),
+                at_ms,
+            };
+            RelayReceipts { batch, receipts: vec![receipt] }.into()
+        }),
     ]
 }
