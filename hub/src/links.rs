@@ -92,7 +92,7 @@ pub struct PeerStatus {
     pub next_attempt_ms: Option<u64>,
     /// Whether the peer's own link to this hub is up.
     pub inbound_up: bool,
-    /// Messages waiting for this peer (none until relaying exists).
+    /// Messages and receipts waiting for this peer (counted when the status is asked for).
     pub queued: u64,
 }
 
@@ -160,6 +160,11 @@ impl Peers {
             .iter()
             .map(|p| p.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .collect()
+    }
+
+    /// The outbound queue of the peer `name`, once the hub has opened it.
+    pub fn outbound_of(&self, name: &str) -> Option<Outbound> {
+        self.peers.iter().find(|p| p.config.name == name)?.outbound.get().copied()
     }
 
     /// Ends the backoff of the link to `name` now; `false` if there is no such peer.
@@ -367,7 +372,6 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
             Ok(entries) => entries,
             Err(error) => return format!("reading the outbound queue: {error}"),
         };
-        update_queued(hub, peer, outbound);
         if entries.is_empty() {
             tokio::select! {
                 () = watch.woken() => {
@@ -530,16 +534,6 @@ fn failure_notice_id(id: MessageId) -> MessageId {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     MessageId(u128::from_be_bytes(bytes))
-}
-
-fn update_queued(hub: &Hub, peer: &Peer, outbound: Outbound) {
-    let queued = hub
-        .store()
-        .stats(outbound.queue)
-        .ok()
-        .zip(hub.store().cursor(outbound.queue, outbound.link).ok())
-        .map_or(0, |(stats, cursor)| stats.last_seq.saturating_sub(cursor.acked));
-    peer.update(|s| s.queued = queued);
 }
 
 /// Takes a `switchboard-hub/1` connection: only from a peer of the table (by pin), after a

@@ -498,3 +498,27 @@ async fn receipts_come_back_across_hubs() {
     alice.close().await;
     bob.close().await;
 }
+
+/// Long (about two and a half minutes): `cargo test -p switchboard-hub --test hub_links -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: holds a link down past the backoff cap (about 150 s)"]
+async fn a_link_held_down_past_the_backoff_cap_comes_back_by_itself() {
+    let pair = linked([127, 0, 0, 25], [127, 0, 0, 26]).await;
+    let mut pair = pair;
+    let mut alice = connect(&pair.alice).await;
+    pair.hub_b.kill();
+    // Queued while B is away, for longer than the longest wait between attempts (60 s).
+    let texts: Vec<String> = (0..20).map(|i| format!("while you were away {i}")).collect();
+    send_accepted(&mut alice, "bob@b.example", &texts).await;
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let waiting = peers(&pair.hub_a).await.remove(0);
+    assert_eq!(waiting["queued"], 20, "{waiting}");
+    assert!(waiting["attempts"].as_u64().unwrap() >= 5, "{waiting}");
+    pair.hub_b.restart();
+    // No retry asked: A's next attempt (at most about 90 s away) finds B.
+    until(&pair.hub_a, 100, |p| p["state"] == "up" && p["queued"] == 0).await;
+    let mut bob = connect(&pair.bob).await;
+    assert_eq!(receive(&mut bob, 20).await, texts);
+    alice.close().await;
+    bob.close().await;
+}

@@ -18,7 +18,31 @@ pub(super) async fn list_peers(
     headers: HeaderMap,
 ) -> Result<Json<Vec<PeerStatus>>, ApiError> {
     authorise(&state, &headers)?;
-    Ok(Json(state.hub.peers().statuses()))
+    let mut statuses = state.hub.peers().statuses();
+    let outbound: Vec<_> =
+        statuses.iter().map(|s| state.hub.peers().outbound_of(&s.name)).collect();
+    // What waits in each outbound queue: its last sequence past the link's cursor.
+    let queued = state
+        .hub
+        .store()
+        .blocking(move |store| {
+            Ok(outbound
+                .into_iter()
+                .map(|out| {
+                    out.and_then(|out| {
+                        let stats = store.stats(out.queue).ok()?;
+                        let cursor = store.cursor(out.queue, out.link).ok()?;
+                        Some(stats.last_seq.saturating_sub(cursor.acked))
+                    })
+                    .unwrap_or(0)
+                })
+                .collect::<Vec<u64>>())
+        })
+        .await?;
+    for (status, queued) in statuses.iter_mut().zip(queued) {
+        status.queued = queued;
+    }
+    Ok(Json(statuses))
 }
 
 #[derive(Deserialize)]
