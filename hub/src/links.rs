@@ -106,7 +106,88 @@ struct Peer {
     outbound: OnceLock<Outbound>,
     /// The peer's link to this hub: a peer keeps one, so a new one replaces (closes) the old.
     inbound: Mutex<Option<quinn::Connection>>,
+    /// From the configuration (else added at run time, `hub peer add`).
+    configured: bool,
+    /// Set when the peer is removed: its connector stops.
+    stop: watch::Sender<bool>,
 }
+
+fn make_peer(config: &PeerConfig, configured: bool) -> Arc<Peer> {
+    Arc::new(Peer {
+        config: config.clone(),
+        pin: config.pin.to_ascii_lowercase(),
+        status: Mutex::new(PeerStatus {
+            name: config.name.clone(),
+            address: config.address,
+            domains: config.domains.clone(),
+            state: LinkState::Connecting,
+            since_ms: system_clock_ms(),
+            attempts: 0,
+            last_error: None,
+            next_attempt_ms: None,
+            inbound_up: false,
+            queued: 0,
+        }),
+        retry: Notify::new(),
+        outbound: OnceLock::new(),
+        inbound: Mutex::new(None),
+        configured,
+        stop: watch::channel(false).0,
+    })
+}
+
+/// Why a peer cannot be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The table already has a peer of that name, or the name is this hub's.
+    #[error("{0} is already a peer (or this hub's own name)")]
+    Exists(String),
+    /// Another peer serves that domain.
+    #[error("{domain} is served by the peer {by} already")]
+    DomainTaken {
+        /// The domain.
+        domain: String,
+        /// The peer that serves it.
+        by: String,
+    },
+    /// A field is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such peer.
+    #[error("no peer {0}")]
+    Unknown(String),
+    /// The peer comes from the configuration file.
+    #[error("{0} is in the configuration file; remove it there")]
+    Configured(String),
+    /// Messages still wait for the peer.
+    #[error("{count} messages still wait for {name}; remove with force to drop them")]
+    Queued {
+        /// The peer.
+        name: String,
+        /// How many.
+        count: u64,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS could not be set up for the peer.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The hub is not running its links (yet, or any more).
+    #[error("the hub's links are not running")]
+    NotRunning,
+}
+
+/// What the connectors need, once the hub runs.
+struct Running {
+    hub: std::sync::Weak<Hub>,
+    endpoint: quinn::Endpoint,
+    identity: Arc<Identity>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The store record of the peers added at run time.
+const ADDED_PEERS: &str = "peers:added";
 
 impl Peer {
     fn update(&self, change: impl FnOnce(&mut PeerStatus)) {
@@ -117,46 +198,35 @@ impl Peer {
 
 /// The peer hubs of this hub.
 pub struct Peers {
-    peers: Vec<Arc<Peer>>,
+    /// Read on every send to another hub: lock-free.
+    peers: arc_swap::ArcSwap<Vec<Arc<Peer>>>,
     name: String,
     domains: Vec<String>,
+    running: OnceLock<Running>,
+    /// Held while the table changes.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl Peers {
     /// The peers of `config`, none linked yet.
     pub fn new(config: &Config) -> Self {
-        let now = system_clock_ms();
-        let peers = config
-            .peers
-            .iter()
-            .map(|peer| {
-                Arc::new(Peer {
-                    config: peer.clone(),
-                    pin: peer.pin.to_ascii_lowercase(),
-                    status: Mutex::new(PeerStatus {
-                        name: peer.name.clone(),
-                        address: peer.address,
-                        domains: peer.domains.clone(),
-                        state: LinkState::Connecting,
-                        since_ms: now,
-                        attempts: 0,
-                        last_error: None,
-                        next_attempt_ms: None,
-                        inbound_up: false,
-                        queued: 0,
-                    }),
-                    retry: Notify::new(),
-                    outbound: OnceLock::new(),
-                    inbound: Mutex::new(None),
-                })
-            })
-            .collect();
-        Self { peers, name: config.hub.name.clone(), domains: config.hub.domains.clone() }
+        let peers = config.peers.iter().map(|peer| make_peer(peer, true)).collect();
+        Self {
+            peers: arc_swap::ArcSwap::from_pointee(peers),
+            name: config.hub.name.clone(),
+            domains: config.hub.domains.clone(),
+            running: OnceLock::new(),
+            changing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn list(&self) -> Arc<Vec<Arc<Peer>>> {
+        self.peers.load_full()
     }
 
     /// Every peer's status, in configuration order.
     pub fn statuses(&self) -> Vec<PeerStatus> {
-        self.peers
+        self.list()
             .iter()
             .map(|p| p.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .collect()
@@ -164,12 +234,12 @@ impl Peers {
 
     /// The outbound queue of the peer `name`, once the hub has opened it.
     pub fn outbound_of(&self, name: &str) -> Option<Outbound> {
-        self.peers.iter().find(|p| p.config.name == name)?.outbound.get().copied()
+        self.list().iter().find(|p| p.config.name == name)?.outbound.get().copied()
     }
 
     /// Ends the backoff of the link to `name` now; `false` if there is no such peer.
     pub fn retry(&self, name: &str) -> bool {
-        match self.peers.iter().find(|p| p.config.name == name) {
+        match self.list().iter().find(|p| p.config.name == name) {
             Some(peer) => {
                 peer.retry.notify_one();
                 true
@@ -181,11 +251,78 @@ impl Peers {
     /// The outbound queue for the hub that serves `to`'s domain, if a peer does.
     pub fn outbound_for(&self, to: &Address) -> Option<QueueId> {
         let domain = to.domain()?;
-        let peer = self
-            .peers
+        let peers = self.peers.load();
+        let peer = peers
             .iter()
             .find(|p| p.config.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))?;
         peer.outbound.get().map(|out| out.queue)
+    }
+
+    /// Adds a peer at run time: kept in the store (it comes back after a restart) and linked
+    /// at once.
+    pub async fn add(&self, config: PeerConfig) -> Result<(), PeerError> {
+        let running = self.running.get().ok_or(PeerError::NotRunning)?;
+        let hub = running.hub.upgrade().ok_or(PeerError::NotRunning)?;
+        check_peer(&config)?;
+        let _changing = self.changing.lock().await;
+        let peers = self.list();
+        if config.name == self.name || peers.iter().any(|p| p.config.name == config.name) {
+            return Err(PeerError::Exists(config.name));
+        }
+        for domain in &config.domains {
+            if let Some(by) = peers.iter().find(|p| p.config.domains.contains(domain)) {
+                let by = by.config.name.clone();
+                return Err(PeerError::DomainTaken { domain: domain.clone(), by });
+            }
+        }
+        let peer = make_peer(&config, false);
+        let _ = peer.outbound.set(hub.store().outbound(&config.name).await?);
+        let mut next = (*peers).clone();
+        next.push(peer.clone());
+        save_added(&hub, &next).await?;
+        self.peers.store(Arc::new(next));
+        spawn_connector(&hub, running, peer)?;
+        tracing::info!(peer = %config.name, "peer added");
+        Ok(())
+    }
+
+    /// Removes a peer added at run time; refused while messages wait for it, unless `force`
+    /// (which drops them).
+    pub async fn remove(&self, name: &str, force: bool) -> Result<(), PeerError> {
+        let running = self.running.get().ok_or(PeerError::NotRunning)?;
+        let hub = running.hub.upgrade().ok_or(PeerError::NotRunning)?;
+        let _changing = self.changing.lock().await;
+        let peers = self.list();
+        let peer = peers
+            .iter()
+            .find(|p| p.config.name == name)
+            .cloned()
+            .ok_or_else(|| PeerError::Unknown(name.into()))?;
+        if peer.configured {
+            return Err(PeerError::Configured(name.into()));
+        }
+        if let Some(out) = peer.outbound.get().copied() {
+            let store = hub.store().clone();
+            let count = hub
+                .store()
+                .blocking(move |_| {
+                    let stats = store.stats(out.queue)?;
+                    Ok(stats.last_seq.saturating_sub(store.cursor(out.queue, out.link)?.acked))
+                })
+                .await?;
+            if count > 0 && !force {
+                return Err(PeerError::Queued { name: name.into(), count });
+            }
+        }
+        let next: Vec<_> = peers.iter().filter(|p| p.config.name != name).cloned().collect();
+        save_added(&hub, &next).await?;
+        self.peers.store(Arc::new(next));
+        let _ = peer.stop.send(true);
+        if let Some(inbound) = peer.inbound.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            inbound.close(ErrorCode::UNKNOWN_HUB.0.into(), b"removed from the peer table");
+        }
+        tracing::info!(peer = %name, "peer removed");
+        Ok(())
     }
 
     fn hello(&self) -> Frame {
@@ -230,25 +367,86 @@ pub(crate) async fn start(
     identity: &Identity,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), StartError> {
-    for peer in &hub.peers().peers {
+    let peers = hub.peers().clone();
+    // Peers added at run time before the last stop, unless the configuration names them now.
+    let added: Vec<PeerConfig> = match hub.store().blocking(|store| store.blob(ADDED_PEERS)).await?
+    {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| StartError::from(StoreError::Corrupt(format!("the added peers: {e}"))))?,
+        None => Vec::new(),
+    };
+    let mut list = (*peers.list()).clone();
+    for config in added {
+        if !list.iter().any(|p| p.config.name == config.name) {
+            list.push(make_peer(&config, false));
+        }
+    }
+    for peer in &list {
         let outbound = hub.store().outbound(&peer.config.name).await?;
         let _ = peer.outbound.set(outbound);
-        let crypto = tls::hub_client_crypto(identity, &peer.pin)?;
-        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
-        client.transport_config(crate::net::endpoint::transport(
-            LINK_IDLE,
-            Some(LINK_KEEP_ALIVE),
-            true,
-        ));
-        tokio::spawn(connector(
-            hub.clone(),
-            peer.clone(),
-            endpoint.clone(),
-            client,
-            shutdown.clone(),
-        ));
+    }
+    peers.peers.store(Arc::new(list.clone()));
+    let identity =
+        Arc::new(Identity { cert: identity.cert.clone(), key: identity.key.clone_key() });
+    let running = Running { hub: Arc::downgrade(&hub), endpoint, identity, shutdown };
+    let running = peers.running.get_or_init(|| running);
+    for peer in list {
+        spawn_connector(&hub, running, peer)?;
     }
     Ok(())
+}
+
+fn spawn_connector(
+    hub: &Arc<Hub>,
+    running: &Running,
+    peer: Arc<Peer>,
+) -> Result<(), tls::TlsError> {
+    let crypto = tls::hub_client_crypto(&running.identity, &peer.pin)?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(crate::net::endpoint::transport(
+        LINK_IDLE,
+        Some(LINK_KEEP_ALIVE),
+        true,
+    ));
+    let stopped = peer.stop.subscribe();
+    tokio::spawn(connector(
+        hub.clone(),
+        peer,
+        running.endpoint.clone(),
+        client,
+        running.shutdown.clone(),
+        stopped,
+    ));
+    Ok(())
+}
+
+/// Checks a peer's fields.
+fn check_peer(config: &PeerConfig) -> Result<(), PeerError> {
+    let name_ok = !config.name.trim().is_empty() && config.name.len() <= 253;
+    if !name_ok || config.name.chars().any(char::is_control) {
+        return Err(PeerError::Invalid("name: 1 to 253 characters".into()));
+    }
+    if config.pin.len() != 64 || !config.pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PeerError::Invalid("pin: 64 hex digits (`hub identity` on that hub)".into()));
+    }
+    if config.domains.is_empty() {
+        return Err(PeerError::Invalid("domains: at least one".into()));
+    }
+    for domain in &config.domains {
+        if Address::parse(&format!("@{domain}")).is_err() {
+            return Err(PeerError::Invalid(format!("domains: {domain:?} is not a domain")));
+        }
+    }
+    Ok(())
+}
+
+/// Keeps the record of the peers added at run time.
+async fn save_added(hub: &Hub, peers: &[Arc<Peer>]) -> Result<(), StoreError> {
+    let added: Vec<&PeerConfig> =
+        peers.iter().filter(|p| !p.configured).map(|p| &p.config).collect();
+    let bytes = serde_json::to_vec(&added)
+        .map_err(|e| StoreError::Encode { what: "the added peers", why: e.to_string() })?;
+    hub.store().put_blob(ADDED_PEERS, bytes).await
 }
 
 /// Keeps the link to `peer` up, and relays what waits for it, until shutdown.
@@ -258,9 +456,10 @@ async fn connector(
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     mut shutdown: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<bool>,
 ) {
     let mut delay = BACKOFF_START;
-    while !*shutdown.borrow() {
+    while !*shutdown.borrow() && !*stopped.borrow() {
         peer.update(|s| {
             s.state = LinkState::Connecting;
             s.attempts += 1;
@@ -281,6 +480,10 @@ async fn connector(
                     why = relay_out(&hub, &peer, link) => why,
                     _ = shutdown.changed() => {
                         connection.close(ErrorCode::SHUTTING_DOWN.0.into(), b"the hub is stopping");
+                        return;
+                    }
+                    _ = stopped.changed() => {
+                        connection.close(ErrorCode::NORMAL.0.into(), b"removed from the peer table");
                         return;
                     }
                 };
@@ -306,6 +509,7 @@ async fn connector(
             () = tokio::time::sleep(wait) => {}
             () = peer.retry.notified() => delay = BACKOFF_START,
             _ = shutdown.changed() => return,
+            _ = stopped.changed() => return,
         }
     }
 }
@@ -547,7 +751,7 @@ pub(crate) async fn accept(hub: Arc<Hub>, connection: quinn::Connection) {
             identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()
         })
         .and_then(|certs| certs.first().map(|cert| tls::pin(cert.as_ref())));
-    let Some(peer) = pin.and_then(|pin| peers.peers.iter().find(|p| p.pin == pin).cloned()) else {
+    let Some(peer) = pin.and_then(|pin| peers.list().iter().find(|p| p.pin == pin).cloned()) else {
         tracing::warn!(%remote, "hub link refused: the certificate is no known peer's");
         connection.close(ErrorCode::UNKNOWN_HUB.0.into(), b"unknown hub");
         return;

@@ -152,6 +152,31 @@ enum UserCommand {
 enum PeerCommand {
     /// Each peer and the state of its link.
     List,
+    /// Add a peer hub now (kept across restarts; peers of the configuration file stay there).
+    Add {
+        /// Its `[hub] name`.
+        name: String,
+        /// Its QUIC address.
+        #[arg(long)]
+        address: std::net::SocketAddr,
+        /// Its certificate's pin (`hub identity` on that hub).
+        #[arg(long)]
+        pin: String,
+        /// A domain it serves (repeat for more).
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// It is one of this operator's own hubs (groups of scope provider take its users).
+        #[arg(long)]
+        provider: bool,
+    },
+    /// Remove a peer added with `hub peer add`.
+    Remove {
+        /// The peer's name.
+        name: String,
+        /// Even if messages still wait for it (they are dropped).
+        #[arg(long)]
+        force: bool,
+    },
     /// End the backoff of the link to a peer and try at once.
     Retry {
         /// The peer's name.

@@ -522,3 +522,47 @@ async fn a_link_held_down_past_the_backoff_cap_comes_back_by_itself() {
     alice.close().await;
     bob.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_added_at_run_time_link_up_survive_a_restart_and_are_removed_only_when_drained() {
+    let (a, b) = (site([127, 0, 0, 27]), site([127, 0, 0, 28]));
+    let mut hub_a = start(&a, &config("hub-a", "a.example", &[]));
+    let hub_b = start(&b, &config("hub-b", "b.example", &[]));
+    let alice = hub_a.enrol("alice@a.example", "phone").await;
+    let bob = hub_b.enrol("bob@b.example", "phone").await;
+    let (b_quic, a_quic) = (b.quic.to_string(), a.quic.to_string());
+    cli(
+        &hub_a,
+        &["peer", "add", "hub-b", "--address", &b_quic, "--pin", &b.pin, "--domain", "b.example"],
+    );
+    cli(
+        &hub_b,
+        &["peer", "add", "hub-a", "--address", &a_quic, "--pin", &a.pin, "--domain", "a.example"],
+    );
+    // A peer twice, or a domain another peer serves, is refused.
+    let twice = serde_json::json!({
+        "name": "hub-b", "address": b_quic, "pin": b.pin, "domains": ["c.example"],
+    });
+    let refused = hub_a.admin_client().request("POST", "/v1/peers", Some(twice)).await;
+    assert!(refused.unwrap_err().to_string().starts_with("409"));
+    until(&hub_a, 20, |p| p["state"] == "up").await;
+    let mut client = connect(&alice).await;
+    send_accepted(&mut client, "bob@b.example", &["hello".to_string()]).await;
+    client.close().await;
+    let mut bob_client = connect(&bob).await;
+    assert_eq!(receive(&mut bob_client, 1).await, vec!["hello".to_string()]);
+    bob_client.close().await;
+    // After a restart A still has the peer.
+    hub_a.restart();
+    until(&hub_a, 20, |p| p["name"] == "hub-b" && p["state"] == "up").await;
+    // Removal waits until nothing is queued for the peer, unless forced.
+    drop(hub_b);
+    let mut client = connect(&alice).await;
+    send_accepted(&mut client, "bob@b.example", &["while b is away".to_string()]).await;
+    client.close().await;
+    let body = serde_json::json!({ "name": "hub-b" });
+    let refused = hub_a.admin_client().request("POST", "/v1/peers/remove", Some(body)).await;
+    assert!(refused.unwrap_err().to_string().contains("still wait"));
+    cli(&hub_a, &["peer", "remove", "hub-b", "--force"]);
+    assert!(peers(&hub_a).await.is_empty());
+}

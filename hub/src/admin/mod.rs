@@ -34,6 +34,8 @@
 //! | `POST /v1/contacts` | `{"address", "categories"}` | the contact |
 //! | `POST /v1/contacts/remove` | `{"address"}` | the removed contact |
 //! | `GET /v1/peers` | | `[{"name", "address", "domains", "state", "since_ms", "attempts", "last_error", "next_attempt_ms", "inbound_up", "queued"}]` (operator only) |
+//! | `POST /v1/peers` | `{"name", "address", "pin", "domains", "provider"?}` | adds a peer at run time, kept across restarts (operator only) |
+//! | `POST /v1/peers/remove` | `{"name", "force"?}` | removes a peer added at run time; refused while messages wait for it unless `force` (operator only) |
 //! | `POST /v1/peers/retry` | `{"name"}` | ends the link's backoff now (operator only) |
 //! | `GET /v1/metrics` | | `{"connections", "resident_bytes", "store": {...}}` (operator only) |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
@@ -120,7 +122,8 @@ pub(crate) async fn serve(
         )
         .route("/v1/devices/revoke", post(revoke_device))
         .route("/v1/tokens", get(auth::list_tokens).post(auth::new_token))
-        .route("/v1/peers", get(peers::list_peers))
+        .route("/v1/peers", get(peers::list_peers).post(peers::add_peer))
+        .route("/v1/peers/remove", post(peers::remove_peer))
         .route("/v1/peers/retry", post(peers::retry_peer))
         .route("/v1/tokens/revoke", post(auth::revoke_token))
         .route("/v1/org", post(org_command))

@@ -64,3 +64,50 @@ pub(super) async fn retry_peer(
         Err(ApiError(StatusCode::NOT_FOUND, format!("no peer {}", body.name)))
     }
 }
+
+/// `POST /v1/peers`: adds a peer at run time (kept across restarts) and links it.
+pub(super) async fn add_peer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<crate::config::PeerConfig>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&state, &headers)?;
+    let name = body.name.clone();
+    state.hub.peers().add(body).await.map_err(peer_error)?;
+    Ok(Json(serde_json::json!({ "added": name })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RemoveBody {
+    name: String,
+    #[serde(default)]
+    force: bool,
+}
+
+/// `POST /v1/peers/remove`: removes a peer added at run time.
+pub(super) async fn remove_peer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<RemoveBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorise(&state, &headers)?;
+    state.hub.peers().remove(&body.name, body.force).await.map_err(peer_error)?;
+    Ok(Json(serde_json::json!({ "removed": body.name })))
+}
+
+fn peer_error(error: crate::links::PeerError) -> ApiError {
+    use crate::links::PeerError;
+    let status = match &error {
+        PeerError::Invalid(_) => StatusCode::BAD_REQUEST,
+        PeerError::Unknown(_) => StatusCode::NOT_FOUND,
+        PeerError::Exists(_)
+        | PeerError::DomainTaken { .. }
+        | PeerError::Configured(_)
+        | PeerError::Queued { .. } => StatusCode::CONFLICT,
+        PeerError::Store(_) | PeerError::Tls(_) | PeerError::NotRunning => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    ApiError(status, error.to_string())
+}

@@ -21,6 +21,19 @@ pub(crate) async fn peer(config: &Config, command: PeerCommand) -> anyhow::Resul
                 );
             }
         }
+        PeerCommand::Add { name, address, pin, domains, provider } => {
+            let body = serde_json::json!({
+                "name": name, "address": address, "pin": pin, "domains": domains,
+                "provider": provider,
+            });
+            client.request("POST", "/v1/peers", Some(body)).await?;
+            println!("added {name}");
+        }
+        PeerCommand::Remove { name, force } => {
+            let body = serde_json::json!({ "name": name, "force": force });
+            client.request("POST", "/v1/peers/remove", Some(body)).await?;
+            println!("removed {name}");
+        }
         PeerCommand::Retry { name } => {
             let body = serde_json::json!({ "name": name });
             client.request("POST", "/v1/peers/retry", Some(body)).await?;
