@@ -566,3 +566,52 @@ async fn peers_added_at_run_time_link_up_survive_a_restart_and_are_removed_only_
     cli(&hub_a, &["peer", "remove", "hub-b", "--force"]);
     assert!(peers(&hub_a).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_ack_for_a_batch_never_sent_drops_the_link_and_nothing_leaves_the_queue() {
+    use switchboard_hub::net::{framed, tls};
+    use switchboard_protocol::{Frame, HubHello, RelayAck};
+    // A fake hub-b on 127.0.0.30 that answers every relay with the ack of another batch.
+    let x = tempfile::tempdir().unwrap();
+    let identity = tls::load_or_create(&x.path().join("tls")).unwrap();
+    let fake_pin = tls::pin(identity.cert.as_ref());
+    let server = quinn::ServerConfig::with_crypto(std::sync::Arc::new(
+        tls::server_crypto(&identity).unwrap(),
+    ));
+    let fake = quinn::Endpoint::server(server, "127.0.0.30:0".parse().unwrap()).unwrap();
+    let fake_addr = fake.local_addr().unwrap();
+    let a = site([127, 0, 0, 29]);
+    let mut text = config("hub-a", "a.example", &[]);
+    text.push_str(&format!(
+        "\n[[peers]]\nname = \"hub-b\"\naddress = \"{fake_addr}\"\npin = \"{fake_pin}\"\ndomains = [\"b.example\"]\n"
+    ));
+    let hub_a = start(&a, &text);
+    let answering = tokio::spawn(async move {
+        let connection = fake.accept().await.unwrap().await.unwrap();
+        let (send, recv) = connection.accept_bi().await.unwrap();
+        let mut writer = framed::FrameWriter::new(send, 16 << 20);
+        let mut reader = framed::FrameReader::new(recv, 16 << 20);
+        let _hello = reader.next().await.unwrap();
+        let hello = HubHello {
+            hub: "hub-b".into(),
+            domains: vec!["@b.example".parse().unwrap()],
+            max_batch: 64,
+        };
+        writer.send(&Frame::HubHello(hello)).await.unwrap();
+        let Some(Frame::Relay(relay)) = reader.next().await.unwrap() else { panic!() };
+        let wrong = RelayAck { batch: relay.batch + 1000, rejected: Vec::new() };
+        writer.send(&Frame::RelayAck(wrong)).await.unwrap();
+        connection.closed().await
+    });
+    until(&hub_a, 20, |p| p["state"] == "up").await;
+    let alice = hub_a.enrol("alice@a.example", "phone").await;
+    let mut client = connect(&alice).await;
+    send_accepted(&mut client, "bob@b.example", &["keep me".to_string()]).await;
+    client.close().await;
+    let closed = tokio::time::timeout(Duration::from_secs(20), answering).await.unwrap().unwrap();
+    assert!(closed.to_string().contains("expected relay-ack"), "{closed}");
+    let peer = until(&hub_a, 20, |p| p["last_error"].is_string()).await;
+    assert!(peer["last_error"].as_str().unwrap().contains("expected relay-ack"), "{peer}");
+    // The message was not taken as delivered: it still waits for hub-b.
+    assert_eq!(peers(&hub_a).await[0]["queued"], 1);
+}
