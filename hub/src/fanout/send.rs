@@ -262,7 +262,7 @@ impl Hub {
     /// The local form of `to`: `@domain` becomes the main line of the organisation that holds
     /// the domain here; `#name@domain` becomes `#name` when this hub serves the domain; any other
     /// address is itself.
-    pub fn local_form(&self, to: &Address) -> Address {
+    pub fn local_form<'a>(&self, to: &'a Address) -> std::borrow::Cow<'a, Address> {
         let local = match to.kind() {
             AddressKind::OrgLine => {
                 let snapshot = self.org.snapshot();
@@ -276,9 +276,10 @@ impl Hub {
                 }
                 _ => None,
             },
-            _ => None,
+            // The usual case, on every send: no copy.
+            _ => return std::borrow::Cow::Borrowed(to),
         };
-        local.unwrap_or_else(|| to.clone())
+        local.map_or(std::borrow::Cow::Borrowed(to), std::borrow::Cow::Owned)
     }
 
     /// Whether this hub serves `domain`: its configured domains and its organisations' domains.
