@@ -125,8 +125,21 @@ pub struct Config {
 pub struct HubSection {
     /// The name peers know this hub by.
     pub name: String,
-    /// Domains this hub serves.
+    /// Domains this hub serves; `*.example.net` serves every domain under `example.net`.
     pub domains: Vec<String>,
+}
+
+/// Whether `domain` is named by `pattern`: the same domain (case aside), or for a pattern
+/// `*.example.net`, any domain under `example.net` (not `example.net` itself).
+pub fn domain_matches(pattern: &str, domain: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => {
+            domain.len() > parent.len() + 1
+                && domain.as_bytes()[domain.len() - parent.len() - 1] == b'.'
+                && domain[domain.len() - parent.len()..].eq_ignore_ascii_case(parent)
+        }
+        None => pattern.eq_ignore_ascii_case(domain),
+    }
 }
 
 impl Default for HubSection {
@@ -145,7 +158,7 @@ pub struct PeerConfig {
     pub address: SocketAddr,
     /// Its certificate's pin (SHA-256 of the DER, hex).
     pub pin: String,
-    /// The domains it serves.
+    /// The domains it serves; `*.example.net` names every domain under `example.net`.
     pub domains: Vec<String>,
     /// Whether it is one of this operator's own hubs: groups of scope `provider` take messages
     /// from its users.
@@ -462,8 +475,37 @@ impl Config {
         if self.hub.name.trim().is_empty() || self.hub.name.len() > 253 {
             return bad("hub.name must be 1 to 253 characters");
         }
+        let valid = |domain: &str| {
+            let domain = domain.strip_prefix("*.").unwrap_or(domain);
+            switchboard_protocol::Address::parse(&format!("@{domain}")).is_ok()
+        };
+        if let Some(domain) = self.hub.domains.iter().find(|d| !valid(d)) {
+            return bad(&format!("hub.domains: {domain:?} is not a domain (nor *.domain)"));
+        }
+        let mut served: std::collections::BTreeMap<String, &str> =
+            self.hub.domains.iter().map(|d| (d.to_ascii_lowercase(), "this hub")).collect();
         let mut names = std::collections::BTreeSet::new();
         for peer in &self.peers {
+            if peer.domains.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "peers: {} serves no domain (domains = [...])",
+                    peer.name
+                )));
+            }
+            for domain in &peer.domains {
+                if !valid(domain) {
+                    return Err(ConfigError::Invalid(format!(
+                        "peers: {domain:?} of {} is not a domain (nor *.domain)",
+                        peer.name
+                    )));
+                }
+                if let Some(by) = served.insert(domain.to_ascii_lowercase(), &peer.name) {
+                    return Err(ConfigError::Invalid(format!(
+                        "peers: {domain} of {} is also served by {by}",
+                        peer.name
+                    )));
+                }
+            }
             if !names.insert(peer.name.as_str()) || peer.name == self.hub.name {
                 return Err(ConfigError::Invalid(format!(
                     "peers: {} is named twice (or is this hub's own name)",
@@ -544,5 +586,38 @@ mod tests {
             Config::parse("[log]\nformat = \"xml\"\n"),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn a_wildcard_domain_names_every_domain_under_it_and_not_itself() {
+        assert!(domain_matches("*.example.net", "acme.example.net"));
+        assert!(domain_matches("*.example.net", "a.b.EXAMPLE.net"));
+        assert!(!domain_matches("*.example.net", "example.net"));
+        assert!(!domain_matches("*.example.net", "badexample.net"));
+        assert!(!domain_matches("*.example.net", ".example.net"));
+        assert!(domain_matches("Example.net", "example.NET"));
+        assert!(!domain_matches("example.net", "a.example.net"));
+    }
+
+    #[test]
+    fn peers_must_serve_valid_domains_that_nobody_else_serves() {
+        let peer = |name: &str, domains: &str| {
+            format!(
+                "[[peers]]\nname = \"{name}\"\naddress = \"127.0.0.2:7447\"\npin = \"{}\"\ndomains = [{domains}]\n",
+                "ab".repeat(32)
+            )
+        };
+        let hub = "[hub]\nname = \"a\"\ndomains = [\"a.example\", \"*.a.example\"]\n";
+        let ok = format!("{hub}{}", peer("b", "\"b.example\", \"*.b.example\""));
+        assert!(Config::parse(&ok).is_ok());
+        for bad in [
+            format!("{hub}{}", peer("b", "")),
+            format!("{hub}{}", peer("b", "\"b example\"")),
+            format!("{hub}{}", peer("b", "\"*.a.example\"")),
+            format!("{hub}{}{}", peer("b", "\"b.example\""), peer("c", "\"B.example\"")),
+            "[hub]\ndomains = [\"not a domain\"]\n".to_string(),
+        ] {
+            assert!(matches!(Config::parse(&bad), Err(ConfigError::Invalid(_))), "{bad}");
+        }
     }
 }

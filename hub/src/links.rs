@@ -27,7 +27,7 @@ use switchboard_protocol::{
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    config::{Config, PeerConfig},
+    config::{Config, PeerConfig, domain_matches},
     fanout::{Hub, Stored, decode_entry, encode_message, receipt_request},
     net::{
         framed::{FrameReader, FrameWriter},
@@ -252,9 +252,8 @@ impl Peers {
     pub fn outbound_for(&self, to: &Address) -> Option<QueueId> {
         let domain = to.domain()?;
         let peers = self.peers.load();
-        let peer = peers
-            .iter()
-            .find(|p| p.config.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))?;
+        let peer =
+            peers.iter().find(|p| p.config.domains.iter().any(|d| domain_matches(d, domain)))?;
         peer.outbound.get().map(|out| out.queue)
     }
 
@@ -349,7 +348,7 @@ fn check_hello(peer: &PeerConfig, frame: Option<Frame>) -> Result<HubHello, Stri
     }
     for domain in &hello.domains {
         let domain = domain.domain().unwrap_or_default();
-        if !peer.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
+        if !peer.domains.iter().any(|d| domain_matches(d, domain)) {
             return Err(format!(
                 "{} claims {domain}, which the peer table does not give it",
                 peer.name
@@ -433,6 +432,7 @@ fn check_peer(config: &PeerConfig) -> Result<(), PeerError> {
         return Err(PeerError::Invalid("domains: at least one".into()));
     }
     for domain in &config.domains {
+        let domain = domain.strip_prefix("*.").unwrap_or(domain);
         if Address::parse(&format!("@{domain}")).is_err() {
             return Err(PeerError::Invalid(format!("domains: {domain:?} is not a domain")));
         }
@@ -672,7 +672,7 @@ async fn receipts_in(hub: &Hub, peer: &Peer, batch: RelayReceipts) -> Result<Rel
         let by_peer = receipt
             .by
             .domain()
-            .is_some_and(|d| peer.config.domains.iter().any(|p| p.eq_ignore_ascii_case(d)));
+            .is_some_and(|d| peer.config.domains.iter().any(|p| domain_matches(p, d)));
         if !by_peer {
             tracing::warn!(peer = %peer.config.name, by = %receipt.by, "a receipt by a user the peer does not serve");
             rejected.push(RelayRejection { index, reason: RejectReason::NOT_ALLOWED });
@@ -855,7 +855,7 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
         let from_peer = envelope
             .from
             .domain()
-            .is_some_and(|d| peer.config.domains.iter().any(|p| p.eq_ignore_ascii_case(d)));
+            .is_some_and(|d| peer.config.domains.iter().any(|p| domain_matches(p, d)));
         if !from_peer {
             tracing::warn!(peer = %peer.config.name, from = %envelope.from, "relay from a domain the peer does not serve");
             rejected.push(refuse(RejectReason::NOT_ALLOWED));

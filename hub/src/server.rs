@@ -80,12 +80,19 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr: config.admin.listen, source })?;
+    let card = admin::HubCard {
+        name: config.hub.name.clone(),
+        domains: config.hub.domains.clone(),
+        quic: quic_addr,
+        pin: tls::pin(identity.cert.as_ref()),
+        certificate: admin::hex(identity.cert.as_ref()),
+    };
     let hub = open_hub(config).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let accepting =
         tokio::spawn(net::accept_loop(hub.clone(), endpoint.clone(), shutdown_rx.clone()));
     crate::links::start(hub.clone(), endpoint.clone(), &identity, shutdown_rx.clone()).await?;
-    let admin = tokio::spawn(admin::serve(admin_listener, hub.clone(), token, shutdown_rx));
+    let admin = tokio::spawn(admin::serve(admin_listener, hub.clone(), token, card, shutdown_rx));
     tracing::info!(%quic_addr, %admin_addr, data_dir = %data_dir.display(), "hub serving");
     Ok(RunningHub {
         quic_addr,

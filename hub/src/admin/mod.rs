@@ -10,6 +10,7 @@
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /v1/health` | | `{"status":"ok"}` |
+//! | `GET /v1/hub` | | `{"name", "domains", "quic", "pin", "certificate"}`: how to reach this hub (operator only) |
 //! | `GET /v1/users` | | `[user]` (operator) |
 //! | `POST /v1/users` | `{"name"}` | `{"user", "code", "code_expires_ms"}` (201): the operator, or an onboarding admin for an agreed domain (the user joins the organisation) |
 //! | `POST /v1/users/code` | `{"name"}` | `{"user", "code", "code_expires_ms"}`: a new code, retiring the previous one |
@@ -100,6 +101,31 @@ pub fn new_code() -> String {
 pub(crate) struct AppState {
     pub(crate) hub: Arc<Hub>,
     pub(crate) token: Arc<str>,
+    pub(crate) card: Arc<HubCard>,
+}
+
+/// What `GET /v1/hub` tells about this hub: what a device or a peer needs to reach it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HubCard {
+    /// The hub's name (`[hub] name`).
+    pub name: String,
+    /// The domains it serves by configuration (its organisations' domains are served too).
+    pub domains: Vec<String>,
+    /// The address devices and peers reach it at (UDP), as it is bound.
+    pub quic: std::net::SocketAddr,
+    /// The pin of its certificate, as `hub identity` prints it.
+    pub pin: String,
+    /// Its certificate, DER in hex: what a device pins.
+    pub certificate: String,
+}
+
+/// `GET /v1/hub` (operator only).
+async fn hub_card(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<HubCard>, ApiError> {
+    auth::authorise(&state, &headers)?;
+    Ok(Json((*state.card).clone()))
 }
 
 /// Serves the admin API on `listener` until `shutdown` turns true.
@@ -107,10 +133,12 @@ pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     hub: Arc<Hub>,
     token: String,
+    card: HubCard,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
         .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/v1/hub", get(hub_card))
         .route("/v1/metrics", get(metrics))
         .route("/v1/users", get(list_users).post(add_user))
         .route("/v1/users/code", post(new_user_code))
@@ -147,7 +175,7 @@ pub(crate) async fn serve(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )
-        .with_state(AppState { hub, token: token.into() });
+        .with_state(AppState { hub, token: token.into(), card: Arc::new(card) });
     let stop = async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {

@@ -60,6 +60,11 @@ impl AdminClient {
         self.call("GET", "/v1/metrics", None).await
     }
 
+    /// How to reach the hub: its name, domains, QUIC address and certificate.
+    pub async fn hub_card(&self) -> Result<crate::admin::HubCard, AdminError> {
+        self.call("GET", "/v1/hub", None).await
+    }
+
     /// Adds a user; the answer holds its first enrolment code.
     pub async fn add_user(&self, name: &str) -> Result<UserWithCode, AdminError> {
         self.call("POST", "/v1/users", Some(serde_json::json!({ "name": name }))).await

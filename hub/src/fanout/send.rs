@@ -284,7 +284,7 @@ impl Hub {
 
     /// Whether this hub serves `domain`: its configured domains and its organisations' domains.
     pub fn serves(&self, domain: &str) -> bool {
-        self.config.hub.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+        self.config.hub.domains.iter().any(|d| crate::config::domain_matches(d, domain))
             || self.org.snapshot().domain_holder(&domain.to_ascii_lowercase()).is_some()
     }
 
