@@ -742,7 +742,11 @@ fn failure_notice_id(id: MessageId) -> MessageId {
 
 /// Takes a `switchboard-hub/1` connection: only from a peer of the table (by pin), after a
 /// matching `hub-hello`; then commits what it relays, answering each batch once it is durable.
-pub(crate) async fn accept(hub: Arc<Hub>, connection: quinn::Connection) {
+pub(crate) async fn accept(
+    hub: Arc<Hub>,
+    connection: quinn::Connection,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let peers = hub.peers().clone();
     let remote = connection.remote_address();
     let pin = connection
@@ -788,7 +792,15 @@ pub(crate) async fn accept(hub: Arc<Hub>, connection: quinn::Connection) {
     peer.update(|s| s.inbound_up = true);
     tracing::info!(peer = %peer.config.name, %remote, "hub link accepted");
     let why = loop {
-        let frame = match reader.next().await {
+        // A batch read is committed and answered before the hub stops; none is read after.
+        let next = tokio::select! {
+            next = reader.next() => next,
+            _ = shutdown.wait_for(|stopping| *stopping) => {
+                connection.close(ErrorCode::SHUTTING_DOWN.0.into(), b"the hub is stopping");
+                break "this hub is stopping".to_string();
+            }
+        };
+        let frame = match next {
             Ok(Some(frame)) => frame,
             Ok(None) => break "the peer ended the stream".to_string(),
             Err(crate::net::framed::ReadError::Decode(error)) => {

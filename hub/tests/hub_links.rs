@@ -113,18 +113,18 @@ async fn a_peer_with_a_wrong_certificate_is_refused_in_both_directions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_that_lies_about_its_name_or_domains_is_refused() {
     let (a, b) = (site([127, 0, 0, 6]), site([127, 0, 0, 7]));
-    // B says it serves a.example too: A's table gives it only b.example.
+    // B says it serves c.example too: A's table gives it only b.example.
     let hub_a = start(&a, &config("hub-a", "a.example", &[("hub-b", &b, &b.pin, "b.example")]));
     let _hub_b = start(&b, &{
         let mut text = config("hub-b", "b.example", &[("hub-a", &a, &a.pin, "a.example")]);
         text = text.replace(
             "domains = [\"b.example\"]\n\n[[peers]]",
-            "domains = [\"b.example\", \"a.example\"]\n\n[[peers]]",
+            "domains = [\"b.example\", \"c.example\"]\n\n[[peers]]",
         );
         text
     });
     let peer = until(&hub_a, 20, |p| p["last_error"].is_string()).await;
-    assert!(peer["last_error"].as_str().unwrap().contains("a.example"), "{peer}");
+    assert!(peer["last_error"].as_str().unwrap().contains("claims c.example"), "{peer}");
     assert_ne!(peer["state"], "up");
 }
 

@@ -81,30 +81,73 @@ pub(crate) struct HubFleet {
 
 impl HubFleet {
     pub(crate) async fn setup(
-        target: &HubTarget,
+        targets: &[HubTarget],
         plan: &Plan,
         options: &Options,
         shared: Arc<Shared>,
     ) -> anyhow::Result<Self> {
-        let admin = AdminClient::new(target.admin, target.token.clone());
+        anyhow::ensure!(!targets.is_empty(), "no hub to load");
+        let admins: Vec<AdminClient> =
+            targets.iter().map(|t| AdminClient::new(t.admin, t.token.clone())).collect();
         let endpoint = client_endpoint().context("client endpoint")?;
         let client_options = ClientOptions {
-            segmentation_offload: target.gso,
+            segmentation_offload: targets[0].gso,
             // Of thousands of handshakes in a burst, a few lose packets and would wait out the
             // idle timeout; trying again sooner is what a device would do.
             connect_timeout: Duration::from_secs(3),
             ..ClientOptions::default()
         };
-        let domain = format!("{}.loadgen", options.run_name);
-        let names: Vec<String> = (0..plan.users).map(|u| format!("u{u}@{domain}")).collect();
+        let domains = user_domains(targets, &admins, plan, &options.run_name).await?;
+        let names: Vec<String> = (0..plan.users)
+            .map(|u| {
+                let domain = &domains[plan.hub_of(u) as usize];
+                match targets.len() {
+                    1 => format!("u{u}@{domain}"),
+                    _ => format!("u{u}-{}@{domain}", options.run_name),
+                }
+            })
+            .collect();
         let started = Instant::now();
-        let identities = enrol(&admin, target, &names, plan.devices, "d").await?;
+        // Each hub enrols its own users; the identities are then put back in device order.
+        let mut by_hub = Vec::with_capacity(targets.len());
+        for (index, (target, admin)) in targets.iter().zip(&admins).enumerate() {
+            let mine: Vec<String> = (0..plan.users)
+                .filter(|&u| plan.hub_of(u) as usize == index)
+                .map(|u| names[u as usize].clone())
+                .collect();
+            by_hub.push(enrol(admin, target, &mine, plan.devices, "d").await?);
+        }
+        let devices = plan.devices as usize;
+        let identities: Vec<DeviceIdentity> = (0..plan.users)
+            .flat_map(|u| {
+                let (hub, nth) = (plan.hub_of(u) as usize, (u / plan.hubs) as usize);
+                by_hub[hub][nth * devices..(nth + 1) * devices].to_vec()
+            })
+            .collect();
         let mut enrol_secs = started.elapsed().as_secs_f64();
         let line = if plan.line_members > 0 {
-            Some(make_line(&admin, target, &domain, &names, plan.line_members as usize).await?)
+            // The line and its members are on the first hub; users of every hub write to it.
+            let members: Vec<String> = (0..plan.users)
+                .filter(|&u| plan.hub_of(u) == 0)
+                .map(|u| names[u as usize].clone())
+                .collect();
+            let main_line = targets.len() > 1;
+            let line = make_line(
+                &admins[0],
+                &targets[0],
+                &domains[0],
+                &members,
+                plan.line_members as usize,
+                main_line,
+            )
+            .await?;
+            Some(line)
         } else {
             None
         };
+        if targets.len() > 1 {
+            wait_for_links(targets, &admins, &domains).await?;
+        }
         let context = Arc::new(Ctx {
             shared,
             pending: Mutex::default(),
@@ -112,14 +155,19 @@ impl HubFleet {
             endpoint,
             client_options,
         });
-        let before = resident_bytes(&admin).await;
+        let before = resident_bytes(&admins).await;
         // Idle devices: enrolled under users of their own, connected, never used.
         let mut idle = Vec::new();
         if options.idle > 0 {
-            let idle_names: Vec<String> =
-                (0..options.idle).map(|i| format!("idle{i}@{domain}")).collect();
+            let mut idle_ids = Vec::new();
             let started = Instant::now();
-            let idle_ids = enrol(&admin, target, &idle_names, 1, "idle").await?;
+            for (index, (target, admin)) in targets.iter().zip(&admins).enumerate() {
+                let idle_names: Vec<String> = (0..options.idle)
+                    .filter(|i| *i as usize % targets.len() == index)
+                    .map(|i| format!("idle{i}-{}@{}", options.run_name, domains[index]))
+                    .collect();
+                idle_ids.extend(enrol(admin, target, &idle_names, 1, "idle").await?);
+            }
             enrol_secs += started.elapsed().as_secs_f64();
             idle = connect_all(&context, &idle_ids).await?;
         }
@@ -140,7 +188,7 @@ impl HubFleet {
         };
         let online: Vec<u32> = (0..plan.total()).filter(|&d| !plan.is_offline(d)).collect();
         fleet.bring_back(&online).await?;
-        if let (Some(before), Some(after)) = (before, resident_bytes(&admin).await) {
+        if let (Some(before), Some(after)) = (before, resident_bytes(&admins).await) {
             let connections = online.len() + fleet.idle.len();
             if connections > 0 {
                 fleet.bytes_per_connection =
@@ -442,22 +490,30 @@ async fn enrol(
 /// Makes an organisation owning the run's domain with every user as a member, and a
 /// department whose line the first `members` users read. The others are colleagues in no
 /// department: they may write to the line, and get their own copy as the sender.
+///
+/// With `main_line` (users of other hubs write to it, and a department line takes messages
+/// from its organisation's members only), the line is the organisation's main line, which
+/// takes messages from anyone: the first `members` users are the organisation's members,
+/// in its root unit, and the others are not in it.
 async fn make_line(
     admin: &AdminClient,
     target: &HubTarget,
     domain: &str,
     users: &[String],
     members: usize,
+    main_line: bool,
 ) -> anyhow::Result<Address> {
-    // The owner belongs to the root unit: a user of its own, not one of the line's members.
+    // The owner belongs to the root unit: a user of its own, not one of the line's members
+    // (it has no devices).
     let owner = &format!("owner@{domain}");
     let line = format!("line@{domain}");
+    let users = if main_line { &users[..members.min(users.len())] } else { users };
     let created = admin
         .org(&Command::CreateOrg {
             name: format!("loadgen {domain}"),
             owner: owner.clone(),
             domain: domain.to_string(),
-            line: format!("main@{domain}"),
+            line: if main_line { line.clone() } else { format!("main@{domain}") },
             seat_limit: Some(users.len() as u32 + 1),
         })
         .await
@@ -480,17 +536,22 @@ async fn make_line(
         }
     };
     let owner_client = as_user(owner.clone()).await?;
-    let unit = owner_client
-        .org(&Command::CreateUnit {
-            org: org.id,
-            parent: org.root,
-            name: "Line".into(),
-            line: line.clone(),
-        })
-        .await
-        .context("creating the line's unit")?;
-    let Change::UnitCreated(unit) = unit.change else {
-        anyhow::bail!("creating the unit answered {:?}", unit.change)
+    let unit = if main_line {
+        org.root
+    } else {
+        let unit = owner_client
+            .org(&Command::CreateUnit {
+                org: org.id,
+                parent: org.root,
+                name: "Line".into(),
+                line: line.clone(),
+            })
+            .await
+            .context("creating the line's unit")?;
+        let Change::UnitCreated(unit) = unit.change else {
+            anyhow::bail!("creating the unit answered {:?}", unit.change)
+        };
+        unit.id
     };
     let limit = Arc::new(Semaphore::new(PARALLEL_SETUP));
     let mut tasks = Vec::with_capacity(users.len());
@@ -505,7 +566,7 @@ async fn make_line(
             client.org(&Command::Register { org: org.id }).await?;
             owner_client.org(&Command::Approve { org: org.id, user: user.clone() }).await?;
             if index < members {
-                owner_client.org(&Command::Assign { org: org.id, user, unit: unit.id }).await?;
+                owner_client.org(&Command::Assign { org: org.id, user, unit }).await?;
             }
             anyhow::Ok(())
         }));
@@ -516,7 +577,101 @@ async fn make_line(
     Ok(Address::parse(&line)?)
 }
 
-/// The hub's resident memory, from its metrics.
-async fn resident_bytes(admin: &AdminClient) -> Option<u64> {
-    admin.metrics().await.ok().and_then(|m| m.resident_bytes)
+/// The hubs' resident memory together, from their metrics.
+async fn resident_bytes(admins: &[AdminClient]) -> Option<u64> {
+    let mut total = 0;
+    for admin in admins {
+        total += admin.metrics().await.ok().and_then(|m| m.resident_bytes)?;
+    }
+    Some(total)
+}
+
+/// The domain of each hub's users. One hub: a domain of the run's own (`RUN.loadgen`), which
+/// any hub takes. Several: each hub's first configured domain (`GET /v1/hub`), so that the
+/// others route to it; with a line, the first hub's users are in `RUN.DOMAIN`, the domain of
+/// the run's organisation, which the other hubs must route there (a peer domain
+/// `*.DOMAIN`).
+async fn user_domains(
+    targets: &[HubTarget],
+    admins: &[AdminClient],
+    plan: &Plan,
+    run_name: &str,
+) -> anyhow::Result<Vec<String>> {
+    if targets.len() == 1 {
+        return Ok(vec![format!("{run_name}.loadgen")]);
+    }
+    let mut domains = Vec::with_capacity(targets.len());
+    for (target, admin) in targets.iter().zip(admins) {
+        let card = admin
+            .hub_card()
+            .await
+            .with_context(|| format!("asking the hub at {} who it is", target.admin))?;
+        let domain = card.domains.iter().find(|d| !d.starts_with("*.")).with_context(|| {
+            format!(
+                "the hub {} ({}) serves no domain of its own ([hub] domains): across hubs, \
+                 each hub's users are in its first domain",
+                card.name, target.admin
+            )
+        })?;
+        domains.push(domain.clone());
+    }
+    if plan.line_members > 0 {
+        domains[0] = format!("{run_name}.{}", domains[0]);
+    }
+    Ok(domains)
+}
+
+/// Waits until every hub has a link up to a peer serving each other hub's users' domain; a
+/// missing route or a link that stays down is an error that names it.
+async fn wait_for_links(
+    targets: &[HubTarget],
+    admins: &[AdminClient],
+    domains: &[String],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let route = |peers: &serde_json::Value, domain: &str| {
+        peers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|peer| {
+                peer["domains"].as_array().into_iter().flatten().any(|d| {
+                    d.as_str().is_some_and(|d| switchboard_hub::config::domain_matches(d, domain))
+                })
+            })
+            .cloned()
+    };
+    // Every route first (a missing one is not waited for), then every link up.
+    for wait in [false, true] {
+        for (index, admin) in admins.iter().enumerate() {
+            for (other, domain) in domains.iter().enumerate() {
+                if other == index {
+                    continue;
+                }
+                loop {
+                    let peers = admin.request("GET", "/v1/peers", None).await?;
+                    let Some(route) = route(&peers, domain) else {
+                        anyhow::bail!(
+                            "the hub at {} has no peer serving {domain} (the users of the hub at {})",
+                            targets[index].admin,
+                            targets[other].admin
+                        );
+                    };
+                    if !wait || route["state"] == "up" {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        anyhow::bail!(
+                            "the link from the hub at {} to {} is not up: {}",
+                            targets[index].admin,
+                            route["name"],
+                            route["last_error"]
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -31,16 +31,17 @@ struct Cli {
     /// What to load: a Switchboard hub, or NATS JetStream (the same workload, to compare).
     #[arg(long, value_enum, default_value_t = TargetKind::Hub)]
     target: TargetKind,
-    /// The hub's QUIC address.
-    #[arg(long, default_value = "127.0.0.1:7447")]
-    hub: std::net::SocketAddr,
-    /// The hub's admin API address.
-    #[arg(long, default_value = "127.0.0.1:7448")]
-    admin: std::net::SocketAddr,
+    /// The hub's QUIC address; several, comma-separated, to spread the users over linked
+    /// hubs (user u on the u-th mod n) and send across them.
+    #[arg(long, alias = "hubs", value_delimiter = ',', default_value = "127.0.0.1:7447")]
+    hub: Vec<std::net::SocketAddr>,
+    /// The hub's admin API address; with several hubs, one per hub, in the same order.
+    #[arg(long, alias = "admins", value_delimiter = ',', default_value = "127.0.0.1:7448")]
+    admin: Vec<std::net::SocketAddr>,
     /// The hub's data directory, to read its admin token and certificate (default: the hub's
-    /// default data directory).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// default data directory); with several hubs, one per hub, in the same order.
+    #[arg(long, alias = "data-dirs", value_delimiter = ',')]
+    data_dir: Vec<PathBuf>,
     /// The NATS server, with --target nats.
     #[arg(long, default_value = "127.0.0.1:4222")]
     nats: String,
@@ -247,21 +248,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
     }
     let settings = Settings::of(cli.preset).apply(&cli);
     let target = match cli.target {
-        TargetKind::Hub => {
-            let data_dir =
-                cli.data_dir.clone().unwrap_or_else(switchboard_hub::config::default_data_dir);
-            let token = std::fs::read_to_string(data_dir.join("admin.token"))
-                .with_context(|| format!("the hub's admin token in {}", data_dir.display()))?;
-            let cert = std::fs::read(data_dir.join("tls/cert.der"))
-                .with_context(|| format!("the hub's certificate in {}", data_dir.display()))?;
-            Target::Hub(HubTarget {
-                hub: cli.hub,
-                admin: cli.admin,
-                token: token.trim().to_string(),
-                cert,
-                gso: !cli.no_gso,
-            })
-        }
+        TargetKind::Hub => Target::Hubs(hub_targets(&cli)?),
         TargetKind::Nats => {
             Target::Nats(NatsTarget { url: cli.nats.clone(), label: cli.nats_label.clone() })
         }
@@ -315,13 +302,46 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
     Ok(report.verdict.is_clean())
 }
 
+/// The hubs of `--hub`, `--admin` and `--data-dir`, zipped in order.
+fn hub_targets(cli: &Cli) -> anyhow::Result<Vec<HubTarget>> {
+    let n = cli.hub.len();
+    let data_dirs = match cli.data_dir.len() {
+        0 if n == 1 => vec![switchboard_hub::config::default_data_dir()],
+        len if len == n => cli.data_dir.clone(),
+        len => anyhow::bail!("{n} hubs but {len} data directories: one per hub, in order"),
+    };
+    anyhow::ensure!(
+        cli.admin.len() == n,
+        "{n} hubs but {} admin addresses: one per hub, in order",
+        cli.admin.len()
+    );
+    let mut targets = Vec::with_capacity(n);
+    for ((&hub, &admin), data_dir) in cli.hub.iter().zip(&cli.admin).zip(&data_dirs) {
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .with_context(|| format!("the hub's admin token in {}", data_dir.display()))?;
+        let cert = std::fs::read(data_dir.join("tls/cert.der"))
+            .with_context(|| format!("the hub's certificate in {}", data_dir.display()))?;
+        targets.push(HubTarget {
+            hub,
+            admin,
+            token: token.trim().to_string(),
+            cert,
+            gso: !cli.no_gso,
+        });
+    }
+    Ok(targets)
+}
+
 fn run_name() -> String {
     format!("run{:08x}", rand::random::<u32>())
 }
 
 fn describe_target(options: &Options) -> String {
     match &options.target {
-        Target::Hub(hub) => format!("hub {}", hub.hub),
+        Target::Hubs(hubs) => {
+            let addresses: Vec<String> = hubs.iter().map(|h| h.hub.to_string()).collect();
+            format!("hub {}", addresses.join(", "))
+        }
         Target::Nats(nats) => format!("NATS {} ({})", nats.url, nats.label),
     }
 }
@@ -479,6 +499,12 @@ fn print_report(report: &Report) {
     }
     latency("send -> accepted", &report.accept_latency);
     latency("send -> delivered", &report.deliver_latency);
+    if let Some(same) = &report.deliver_latency_same_hub {
+        latency("  on the sender's hub", same);
+    }
+    if let Some(across) = &report.deliver_latency_cross_hub {
+        latency("  on another hub", across);
+    }
     if let Some(lateness) = &report.pacer_lateness {
         latency("pacer lateness", lateness);
     }

@@ -78,7 +78,7 @@ impl NatsFleet {
         for device in 0..plan.total() {
             let user = plan.user_of(device);
             let mut subjects = vec![format!("{subject_prefix}.u{user}")];
-            if user < plan.line_members {
+            if plan.is_member(user) {
                 subjects.push(format!("{subject_prefix}.line"));
             }
             let (stream, permit) = (stream.clone(), limit.clone().acquire_owned().await?);

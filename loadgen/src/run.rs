@@ -25,8 +25,9 @@ use crate::{
 /// Where the load goes.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// A Switchboard hub over QUIC.
-    Hub(HubTarget),
+    /// Switchboard hubs over QUIC: one, or several linked as peers, the users spread over
+    /// them in turn (user `u` on hub `u mod n`).
+    Hubs(Vec<HubTarget>),
     /// NATS JetStream, the same workload for comparison.
     Nats(NatsTarget),
 }
@@ -36,8 +37,8 @@ pub enum Target {
 pub enum Workload {
     /// From a random device to a random other user.
     OneToOne,
-    /// From a random device to one shared line whose members are the first `members` users;
-    /// every online device of every member receives it.
+    /// From a random device to one shared line whose members are the first `members` users
+    /// of the first hub; every online device of every member receives it.
     Line {
         /// Users reading the line.
         members: u32,
@@ -194,6 +195,17 @@ pub struct Report {
     pub accept_latency: Latency,
     /// Intended send time to delivery on each online recipient device, measured window.
     pub deliver_latency: Latency,
+    /// Hubs the users were spread over.
+    #[serde(default = "one")]
+    pub hubs: u32,
+    /// Across hubs: send -> delivered for deliveries on the sender's own hub (the sender's
+    /// other devices, recipients of the same hub), measured window.
+    #[serde(default)]
+    pub deliver_latency_same_hub: Option<Latency>,
+    /// Across hubs: send -> delivered for deliveries on another hub than the sender's (one
+    /// relay between hubs), measured window.
+    #[serde(default)]
+    pub deliver_latency_cross_hub: Option<Latency>,
     /// How long after its intended send time the load generator handed each message to its
     /// device, measured window: load-generator delay, counted in the latencies above (absent
     /// in reports from before it was measured).
@@ -203,9 +215,18 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// The counters and histograms every target reports into.
 pub(crate) struct Shared {
     pub(crate) start: Instant,
+    /// Who is on which hub, to tell deliveries across hubs from the others.
+    plan: Plan,
+    /// Send -> delivered on the sender's hub and on another, with several hubs.
+    deliver_same_hub: Mutex<Histogram<u64>>,
+    deliver_cross_hub: Mutex<Histogram<u64>>,
     checker: Mutex<Checker>,
     accept_latency: Mutex<Histogram<u64>>,
     deliver_latency: Mutex<Histogram<u64>>,
@@ -233,9 +254,12 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Shared {
-    fn new() -> Self {
+    fn new(plan: Plan) -> Self {
         Self {
             start: Instant::now(),
+            plan,
+            deliver_same_hub: Mutex::new(histogram()),
+            deliver_cross_hub: Mutex::new(histogram()),
             checker: Mutex::default(),
             accept_latency: Mutex::new(histogram()),
             deliver_latency: Mutex::new(histogram()),
@@ -299,8 +323,15 @@ impl Shared {
         self.delivered.fetch_add(1, Ordering::Relaxed);
         if self.measured(stamp.intended_ns) {
             self.delivered_measured.fetch_add(1, Ordering::Relaxed);
-            let micros = now_ns.saturating_sub(stamp.intended_ns) / 1000;
-            let _ = self.deliver_latency.lock().expect("histogram lock").record(micros.max(1));
+            let micros = (now_ns.saturating_sub(stamp.intended_ns) / 1000).max(1);
+            let _ = self.deliver_latency.lock().expect("histogram lock").record(micros);
+            if self.plan.hubs > 1 {
+                let (from, to) = (self.plan.user_of(stamp.sender), self.plan.user_of(device));
+                let across = self.plan.hub_of(from) != self.plan.hub_of(to);
+                let histogram =
+                    if across { &self.deliver_cross_hub } else { &self.deliver_same_hub };
+                let _ = histogram.lock().expect("histogram lock").record(micros);
+            }
         }
         self.checker.lock().expect("checker lock").received(device, stamp);
     }
@@ -318,75 +349,92 @@ pub(crate) struct Job {
 
 /// The devices of one target, set up and connected.
 enum Fleet {
-    Hub(HubFleet),
+    Hubs(HubFleet),
     Nats(NatsFleet),
 }
 
 impl Fleet {
     fn is_online(&self, device: u32) -> bool {
         match self {
-            Self::Hub(fleet) => fleet.is_online(device),
+            Self::Hubs(fleet) => fleet.is_online(device),
             Self::Nats(fleet) => fleet.is_online(device),
         }
     }
 
     fn submit(&self, sender: u32, job: Job) {
         match self {
-            Self::Hub(fleet) => fleet.submit(sender, job),
+            Self::Hubs(fleet) => fleet.submit(sender, job),
             Self::Nats(fleet) => fleet.submit(sender, job),
         }
     }
 
     async fn churn_one(&mut self, device: u32) -> anyhow::Result<()> {
         match self {
-            Self::Hub(fleet) => fleet.reconnect(device).await,
+            Self::Hubs(fleet) => fleet.reconnect(device).await,
             Self::Nats(fleet) => fleet.reconnect(device).await,
         }
     }
 
     async fn bring_back(&mut self, devices: &[u32]) -> anyhow::Result<()> {
         match self {
-            Self::Hub(fleet) => fleet.bring_back(devices).await,
+            Self::Hubs(fleet) => fleet.bring_back(devices).await,
             Self::Nats(fleet) => fleet.bring_back(devices).await,
         }
     }
 
     async fn bytes_per_connection(&self) -> Option<f64> {
         match self {
-            Self::Hub(fleet) => fleet.bytes_per_connection().await,
+            Self::Hubs(fleet) => fleet.bytes_per_connection().await,
             Self::Nats(_) => None,
         }
     }
 
     async fn shutdown(self) {
         match self {
-            Self::Hub(fleet) => fleet.shutdown().await,
+            Self::Hubs(fleet) => fleet.shutdown().await,
             Self::Nats(fleet) => fleet.shutdown().await,
         }
     }
 }
 
-/// The plan every target follows: who is offline, who reads the line.
+/// The plan every target follows: who is on which hub, who is offline, who reads the line.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
     pub(crate) users: u32,
     pub(crate) devices: u32,
-    /// Users reading the line (the first `line_members` users), 0 without a line.
+    /// Hubs the users are spread over, in turn.
+    pub(crate) hubs: u32,
+    /// Users reading the line (the first `line_members` users of the first hub), 0 without
+    /// a line.
     pub(crate) line_members: u32,
     offline_every: u32,
 }
 
 impl Plan {
     fn new(options: &Options) -> Self {
+        let hubs = match &options.target {
+            Target::Hubs(hubs) => (hubs.len() as u32).max(1),
+            Target::Nats(_) => 1,
+        };
         let line_members = match options.workload {
             Workload::OneToOne => 0,
             Workload::Line { members } | Workload::Mix { members, .. } => {
-                members.min(options.users)
+                members.min(options.users.div_ceil(hubs))
             }
         };
         let offline_every =
             if options.offline > 0.0 { (1.0 / options.offline).round() as u32 } else { 0 };
-        Self { users: options.users, devices: options.devices, line_members, offline_every }
+        Self { users: options.users, devices: options.devices, hubs, line_members, offline_every }
+    }
+
+    /// The hub (index) of `user`.
+    pub(crate) fn hub_of(&self, user: u32) -> u32 {
+        user % self.hubs
+    }
+
+    /// Whether `user` reads the line.
+    pub(crate) fn is_member(&self, user: u32) -> bool {
+        self.hub_of(user) == 0 && user / self.hubs < self.line_members
     }
 
     /// Devices in all.
@@ -413,11 +461,11 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let plan = Plan::new(&options);
     anyhow::ensure!(options.users >= 1 && options.devices >= 1, "at least one user and device");
     anyhow::ensure!(options.rate > 0.0, "the rate must be positive");
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(plan.clone()));
     let setup_start = Instant::now();
     let mut fleet = match &options.target {
-        Target::Hub(target) => {
-            Fleet::Hub(HubFleet::setup(target, &plan, &options, shared.clone()).await?)
+        Target::Hubs(targets) => {
+            Fleet::Hubs(HubFleet::setup(targets, &plan, &options, shared.clone()).await?)
         }
         Target::Nats(target) => {
             Fleet::Nats(NatsFleet::setup(target, &plan, &options, shared.clone()).await?)
@@ -426,7 +474,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let setup_secs = setup_start.elapsed().as_secs_f64();
     let bytes_per_connection = fleet.bytes_per_connection().await;
     let enrol_secs = match &fleet {
-        Fleet::Hub(fleet) => Some(fleet.enrol_secs()),
+        Fleet::Hubs(fleet) => Some(fleet.enrol_secs()),
         Fleet::Nats(_) => None,
     };
 
@@ -450,13 +498,15 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let churn_gap = (options.churn > 0.0).then(|| Duration::from_secs_f64(1.0 / options.churn));
     let mut next_churn = churn_gap.map(|gap| send_start + gap);
     let outsiders: Vec<u32> =
-        senders.iter().copied().filter(|&d| plan.user_of(d) >= plan.line_members).collect();
+        senders.iter().copied().filter(|&d| !plan.is_member(plan.user_of(d))).collect();
     anyhow::ensure!(
         plan.line_members == 0 || !outsiders.is_empty(),
         "a line workload needs online users outside the line to send (users > members)"
     );
     // NATS has no idea of a sender's other devices; the hub copies every message there.
-    let copies_to_sender = matches!(options.target, Target::Hub(_));
+    let copies_to_sender = matches!(options.target, Target::Hubs(_));
+    let line_devices: Vec<u32> =
+        (0..plan.users).filter(|&u| plan.is_member(u)).flat_map(|u| plan.devices_of(u)).collect();
     let line_fraction = match options.workload {
         Workload::OneToOne => 0.0,
         Workload::Line { .. } => 1.0,
@@ -517,7 +567,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             };
             let mut expected: Vec<u32> = match to_user {
                 Some(user) => plan.devices_of(user).collect(),
-                None => (0..plan.line_members).flat_map(|u| plan.devices_of(u)).collect(),
+                None => line_devices.clone(),
             };
             if copies_to_sender && to_user != Some(from_user) {
                 // The hub keeps a copy in the sender's own queue: all of the sender's devices
@@ -565,7 +615,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let accepted_measured = shared.accepted_measured.load(Ordering::Relaxed);
     let report = Report {
         target: match &options.target {
-            Target::Hub(_) => "switchboard".into(),
+            Target::Hubs(_) => "switchboard".into(),
             Target::Nats(target) => format!("nats ({})", target.label),
         },
         workload: describe(&options, &plan),
@@ -586,6 +636,11 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         reconnects: shared.reconnects.load(Ordering::Relaxed),
         accept_latency: Latency::from(&*shared.accept_latency.lock().expect("histogram lock")),
         deliver_latency: Latency::from(&*shared.deliver_latency.lock().expect("histogram lock")),
+        hubs: plan.hubs,
+        deliver_latency_same_hub: (plan.hubs > 1)
+            .then(|| Latency::from(&*shared.deliver_same_hub.lock().expect("histogram lock"))),
+        deliver_latency_cross_hub: (plan.hubs > 1)
+            .then(|| Latency::from(&*shared.deliver_cross_hub.lock().expect("histogram lock"))),
         pacer_lateness: Some(Latency::from(&lateness)),
         verdict: shared.checker.lock().expect("checker lock").verdict(),
     };
@@ -612,8 +667,12 @@ fn describe(options: &Options, plan: &Plan) -> String {
         BodySize::Fixed(n) => format!("{n} B"),
         BodySize::Uniform(a, b) => format!("{a}-{b} B"),
     };
+    let hubs = match plan.hubs {
+        1 => String::new(),
+        n => format!(" over {n} hubs"),
+    };
     format!(
-        "{kind}, {} users x {} devices, {arrivals} arrivals, {body} bodies, {:.0}% offline, churn {}/s",
+        "{kind}, {} users x {} devices{hubs}, {arrivals} arrivals, {body} bodies, {:.0}% offline, churn {}/s",
         plan.users,
         plan.devices,
         options.offline * 100.0,

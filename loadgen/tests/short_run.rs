@@ -18,13 +18,13 @@ async fn run_against_a_hub(workload: Workload, tune: impl FnOnce(&mut Options)) 
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let hub = server::start(config).await.unwrap();
     let mut options = Options {
-        target: Target::Hub(HubTarget {
+        target: Target::Hubs(vec![HubTarget {
             hub: hub.quic_addr,
             admin: hub.admin_addr,
             token: std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().into(),
             cert: hub.cert.clone(),
             gso: true,
-        }),
+        }]),
         workload,
         users: 100,
         devices: 3,
@@ -85,4 +85,107 @@ async fn a_line_workload_reaches_every_members_devices_once() {
     // A line message reaches 90 member devices (and 3 of the sender's): far more deliveries
     // than accepted messages.
     assert!(report.delivered > report.accepted * 20, "{report:?}");
+}
+
+/// Three hubs on 127.0.0.41, .42 and .43, each serving `hN.example` and every domain under it
+/// (the run's organisation is in `across.h0.example`), each the others' peer (`routes` false:
+/// the last hub has no peer table).
+async fn three_linked_hubs(
+    dirs: &[tempfile::TempDir],
+    routes: bool,
+) -> Vec<(server::RunningHub, HubTarget)> {
+    use switchboard_hub::{config::PeerConfig, net::tls};
+    let ports: Vec<SocketAddr> = (0..3)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::new(127, 0, 0, 41 + i as u8);
+            std::net::UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap()
+        })
+        .collect();
+    let pins: Vec<String> = dirs
+        .iter()
+        .map(|d| tls::pin(tls::load_or_create(&d.path().join("tls")).unwrap().cert.as_ref()))
+        .collect();
+    let domains = |i: usize| vec![format!("h{i}.example"), format!("*.h{i}.example")];
+    let mut hubs = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+        config.quic.listen = ports[i];
+        config.admin.listen = SocketAddr::new(ports[i].ip(), 0);
+        config.hub.name = format!("hub-{i}");
+        config.hub.domains = domains(i);
+        if routes || i < 2 {
+            config.peers = (0..3)
+                .filter(|&j| j != i)
+                .map(|j| PeerConfig {
+                    name: format!("hub-{j}"),
+                    address: ports[j],
+                    pin: pins[j].clone(),
+                    domains: domains(j),
+                    provider: false,
+                })
+                .collect();
+        }
+        let hub = server::start(config).await.unwrap();
+        let target = HubTarget {
+            hub: hub.quic_addr,
+            admin: hub.admin_addr,
+            token: std::fs::read_to_string(dir.path().join("admin.token")).unwrap().trim().into(),
+            cert: hub.cert.clone(),
+            gso: true,
+        };
+        hubs.push((hub, target));
+    }
+    hubs
+}
+
+fn options_across(targets: Vec<HubTarget>) -> Options {
+    Options {
+        target: Target::Hubs(targets),
+        workload: Workload::Mix { members: 15, line_fraction: 0.3 },
+        users: 60,
+        devices: 2,
+        rate: 300.0,
+        arrivals: Arrivals::Poisson,
+        warmup: Duration::from_millis(200),
+        duration: Duration::from_secs(3),
+        body: BodySize::Fixed(256),
+        offline: 0.2,
+        churn: 2.0,
+        idle: 0,
+        run_name: "across".into(),
+        progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_across_three_hubs_loses_duplicates_and_reorders_nothing() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hubs = three_linked_hubs(&dirs, true).await;
+    let targets = hubs.iter().map(|(_, t)| t.clone()).collect();
+    let report = run(options_across(targets)).await.unwrap();
+    for (hub, _) in hubs {
+        hub.shutdown().await;
+    }
+    assert_eq!(report.hubs, 3, "{report:?}");
+    assert!(report.accepted > 600, "{report:?}");
+    assert_eq!(report.rejected + report.failed, 0, "{report:?}");
+    assert!(report.verdict.is_clean(), "{:?}", report.verdict);
+    // Two users in three are on another hub than a sender: most deliveries crossed a link,
+    // and every measured delivery is counted on one side or the other.
+    let same = report.deliver_latency_same_hub.as_ref().expect("same-hub latency");
+    let across = report.deliver_latency_cross_hub.as_ref().expect("cross-hub latency");
+    assert!(across.count > same.count / 2, "{report:?}");
+    assert_eq!(same.count + across.count, report.deliver_latency.count, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_across_hubs_without_a_route_stops_before_sending_and_names_it() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hubs = three_linked_hubs(&dirs, false).await;
+    let targets = hubs.iter().map(|(_, t)| t.clone()).collect();
+    let error = run(options_across(targets)).await.unwrap_err().to_string();
+    for (hub, _) in hubs {
+        hub.shutdown().await;
+    }
+    assert!(error.contains("has no peer serving") && error.contains("127.0.0.43"), "{error}");
 }

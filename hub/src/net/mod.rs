@@ -93,7 +93,7 @@ pub(crate) async fn accept_loop(
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(connection) if alpn(&connection).as_deref() == Some(tls::HUB_ALPN) => {
-                    crate::links::accept(hub.clone(), connection).await;
+                    crate::links::accept(hub.clone(), connection, shutdown).await;
                 }
                 Ok(connection) => {
                     let end = session::run(hub.clone(), connection, id, shutdown).await;
