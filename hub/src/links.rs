@@ -590,9 +590,15 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
         let mut last = 0;
         let mut envelopes = Vec::new();
         let mut receipts = Vec::new();
+        let now = system_clock_ms();
         for entry in &entries {
             match decode_entry(&entry.payload) {
-                Ok(Stored::Message(envelope)) if receipts.is_empty() => envelopes.push(envelope),
+                Ok(Stored::Message(mut envelope)) if receipts.is_empty() => {
+                    // The time to live counts across hops: the peer gets what remains of it.
+                    let left = entry.expires_ms.saturating_sub(now).div_ceil(1000).max(1);
+                    envelope.ttl_secs = u32::try_from(left).unwrap_or(u32::MAX);
+                    envelopes.push(envelope);
+                }
                 Ok(Stored::Receipt(receipt)) if envelopes.is_empty() => receipts.push(receipt),
                 Ok(_) => break,
                 Err(error) => tracing::error!(peer = %peer.config.name, %error, "unreadable entry"),

@@ -229,6 +229,42 @@ async fn what_a_hub_accepted_reaches_the_other_hub_once_in_order_across_its_sigk
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_held_for_a_hub_that_was_down_keeps_only_what_remains_of_its_ttl() {
+    use switchboard_hub::client::Event;
+    let mut pair = linked([127, 0, 0, 33], [127, 0, 0, 34]).await;
+    let alice = connect(&pair.alice).await;
+    pair.hub_b.kill();
+    let mut envelope = alice.envelope(
+        &"bob@b.example".parse().unwrap(),
+        bytes::Bytes::from_static(b"later"),
+        switchboard_protocol::Flags::NONE,
+    );
+    envelope.ttl_secs = 600;
+    alice.send(envelope).await.unwrap();
+    let mut alice = alice;
+    loop {
+        match next(&mut alice, 10).await {
+            Event::Accepted(_) => break,
+            Event::Rejected(rejected) => panic!("{rejected:?}"),
+            _ => {}
+        }
+    }
+    // Held on A for at least 3 s while B is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pair.hub_b.restart();
+    let mut bob = connect(&pair.bob).await;
+    let delivered = loop {
+        if let Event::Deliver(deliver) = next(&mut bob, 30).await {
+            break deliver.envelope;
+        }
+    };
+    assert_eq!(&delivered.body[..], b"later");
+    assert!((500..=597).contains(&delivered.ttl_secs), "ttl {}", delivered.ttl_secs);
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_the_other_hub_refuses_comes_back_to_the_sender_as_a_notice() {
     use switchboard_hub::client::Event;
     let pair = linked([127, 0, 0, 14], [127, 0, 0, 15]).await;
