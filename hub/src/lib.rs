@@ -23,6 +23,7 @@ pub mod fanout;
 pub mod links;
 pub mod net;
 pub mod org;
+pub mod personal;
 pub mod server;
 pub mod session;
 pub mod store;

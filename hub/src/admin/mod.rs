@@ -34,6 +34,8 @@
 //! | `GET /v1/contacts` | | `{"contacts", "colleagues"}` of the token's user |
 //! | `POST /v1/contacts` | `{"address", "categories"}` | the contact |
 //! | `POST /v1/contacts/remove` | `{"address"}` | the removed contact |
+//! | `GET /v1/home?user=NAME` | | the user's home record (the user, the operator) |
+//! | `POST /v1/home` | `{"user", "hub", "address", "pin", "epoch", "device", "signed_ms", "signature"}` | the record, taken when signed by one of the user's unrevoked devices with the next epoch; 400 `malformed`, 404 `unknown-user`/`unknown-device`, 403 `revoked-device`/`bad-signature`, 409 `stale-epoch` (the user, the operator) |
 //! | `GET /v1/peers` | | `[{"name", "address", "domains", "state", "since_ms", "attempts", "last_error", "next_attempt_ms", "inbound_up", "queued"}]` (operator only) |
 //! | `POST /v1/peers` | `{"name", "address", "pin", "domains", "provider"?}` | adds a peer at run time, kept across restarts (operator only) |
 //! | `POST /v1/peers/remove` | `{"name", "force"?}` | removes a peer added at run time; refused while messages wait for it unless `force` (operator only) |
@@ -50,6 +52,7 @@ mod contacts;
 mod devices;
 mod domains;
 mod error;
+mod home;
 mod metrics;
 mod org;
 mod peers;
@@ -150,6 +153,7 @@ pub(crate) async fn serve(
         )
         .route("/v1/devices/revoke", post(revoke_device))
         .route("/v1/tokens", get(auth::list_tokens).post(auth::new_token))
+        .route("/v1/home", get(home::get_home).post(home::set_home))
         .route("/v1/peers", get(peers::list_peers).post(peers::add_peer))
         .route("/v1/peers/remove", post(peers::remove_peer))
         .route("/v1/peers/retry", post(peers::retry_peer))

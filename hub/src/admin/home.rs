@@ -1,0 +1,75 @@
+//! Home records of private users (see [`crate::personal`]): `GET /v1/home?user=NAME` and
+//! `POST /v1/home` with a record signed by one of the user's devices.
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+};
+use serde::Deserialize;
+
+use crate::{
+    admin::{ApiError, AppState, auth::actor},
+    org::Actor,
+    personal::{HomeError, HomeRecord, SetHomeError},
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HomeQuery {
+    user: String,
+}
+
+/// Refuses unless `actor` is the operator or `user` themself.
+fn require_self_or_operator(actor: &Actor, user: &str) -> Result<(), ApiError> {
+    match actor {
+        Actor::Operator => Ok(()),
+        Actor::User(name) if name == user => Ok(()),
+        _ => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("only {user} and the operator read or change {user}'s home"),
+        )),
+    }
+}
+
+/// `GET /v1/home?user=NAME`: the user's home record (the operator, or the user).
+pub(super) async fn get_home(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HomeQuery>,
+) -> Result<Json<HomeRecord>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    require_self_or_operator(&actor, &query.user)?;
+    match state.hub.home_of(&query.user).await? {
+        Some(record) => Ok(Json(record)),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("{} has no home record", query.user))),
+    }
+}
+
+/// `POST /v1/home`: a new home record, signed by one of the user's devices, with the next
+/// epoch (the operator, or the user).
+pub(super) async fn set_home(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(record): Json<HomeRecord>,
+) -> Result<Json<HomeRecord>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    require_self_or_operator(&actor, &record.user)?;
+    let (user, device) = (record.user.clone(), record.device.clone());
+    match state.hub.set_home(record).await {
+        Ok(record) => Ok(Json(record)),
+        Err(SetHomeError::Store(error)) => Err(error.into()),
+        Err(SetHomeError::Refused(error)) => {
+            tracing::warn!(%user, %device, kind = error.kind(), %error, "home record refused");
+            let status = match error {
+                HomeError::Field(_) => StatusCode::BAD_REQUEST,
+                HomeError::UnknownUser(_) | HomeError::UnknownDevice { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                HomeError::Revoked(_) | HomeError::BadSignature(_) => StatusCode::FORBIDDEN,
+                HomeError::StaleEpoch { .. } => StatusCode::CONFLICT,
+            };
+            Err(ApiError(status, format!("{}: {error}", error.kind())))
+        }
+    }
+}
