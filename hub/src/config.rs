@@ -164,6 +164,11 @@ pub struct PeerConfig {
     /// from its users.
     #[serde(default)]
     pub provider: bool,
+    /// Whether it forwards messages and receipts of other hubs' users to this hub: the
+    /// registration hub of a personal hub's user (see docs/architecture.md, "Personal hubs").
+    /// Its relays may carry any `from`.
+    #[serde(default)]
+    pub forwards: bool,
 }
 
 /// `[org]`

@@ -14,6 +14,7 @@
 //! durable; the sender drops a batch from its queue only after that answer.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
@@ -189,6 +190,9 @@ struct Running {
 /// The store record of the peers added at run time.
 const ADDED_PEERS: &str = "peers:added";
 
+/// The store blob of the users whose home hub is a peer (user -> peer name).
+const HOMES: &str = "peers:homes";
+
 impl Peer {
     fn update(&self, change: impl FnOnce(&mut PeerStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -205,6 +209,8 @@ pub struct Peers {
     running: OnceLock<Running>,
     /// Held while the table changes.
     changing: tokio::sync::Mutex<()>,
+    /// Users of this hub whose home hub is a peer: their messages and receipts go there.
+    homes: arc_swap::ArcSwap<HashMap<String, String>>,
 }
 
 impl Peers {
@@ -217,7 +223,83 @@ impl Peers {
             domains: config.hub.domains.clone(),
             running: OnceLock::new(),
             changing: tokio::sync::Mutex::new(()),
+            homes: arc_swap::ArcSwap::from_pointee(HashMap::new()),
         }
+    }
+
+    /// The outbound queue of the home hub of `to`, when `to` is a user of this hub whose home
+    /// hub is a peer (this hub is their registration hub).
+    pub fn home_for(&self, to: &str) -> Option<QueueId> {
+        let homes = self.homes.load();
+        if homes.is_empty() {
+            return None;
+        }
+        let name = homes.get(to)?;
+        let peers = self.peers.load();
+        peers.iter().find(|p| &p.config.name == name)?.outbound.get().map(|out| out.queue)
+    }
+
+    /// Whether the peer `peer` is the home hub of the account of `address`.
+    fn is_home_of(&self, peer: &str, address: &Address) -> bool {
+        let homes = self.homes.load();
+        !homes.is_empty()
+            && address.account().is_some_and(|a| homes.get(a.as_str()).is_some_and(|p| p == peer))
+    }
+
+    /// Makes the hub `hub` at `address` with certificate `pin` the home hub of `user`: a peer
+    /// of that name is added (or, if it moved, its address and pin changed; its outbound queue
+    /// stays), and `user`'s messages and receipts go to it from now on. Kept in the store.
+    pub async fn set_home(
+        &self,
+        user: &str,
+        hub_name: &str,
+        address: std::net::SocketAddr,
+        pin: &str,
+    ) -> Result<(), PeerError> {
+        let running = self.running.get().ok_or(PeerError::NotRunning)?;
+        let hub = running.hub.upgrade().ok_or(PeerError::NotRunning)?;
+        if hub_name == self.name {
+            return Err(PeerError::Invalid("the home hub is this hub itself".into()));
+        }
+        let _changing = self.changing.lock().await;
+        let peers = self.list();
+        let existing = peers.iter().find(|p| p.config.name == hub_name).cloned();
+        let same = existing.as_ref().is_some_and(|p| p.pin == pin && p.config.address == address);
+        if let Some(peer) = &existing
+            && peer.configured
+            && !same
+        {
+            return Err(PeerError::Configured(hub_name.into()));
+        }
+        if !same {
+            let config = PeerConfig {
+                name: hub_name.to_string(),
+                address,
+                pin: pin.to_string(),
+                domains: existing.as_ref().map(|p| p.config.domains.clone()).unwrap_or_default(),
+                provider: false,
+                forwards: false,
+            };
+            let peer = make_peer(&config, false);
+            let _ = peer.outbound.set(hub.store().outbound(hub_name).await?);
+            let mut next: Vec<_> =
+                peers.iter().filter(|p| p.config.name != hub_name).cloned().collect();
+            next.push(peer.clone());
+            save_added(&hub, &next).await?;
+            self.peers.store(Arc::new(next));
+            if let Some(old) = existing {
+                let _ = old.stop.send(true);
+            }
+            spawn_connector(&hub, running, peer)?;
+            tracing::info!(peer = %hub_name, %address, "home hub peer set");
+        }
+        let mut homes = (**self.homes.load()).clone();
+        homes.insert(user.to_string(), hub_name.to_string());
+        let bytes = serde_json::to_vec(&homes)
+            .map_err(|e| StoreError::Encode { what: "the home hubs", why: e.to_string() })?;
+        hub.store().put_blob(HOMES, bytes).await?;
+        self.homes.store(Arc::new(homes));
+        Ok(())
     }
 
     fn list(&self) -> Arc<Vec<Arc<Peer>>> {
@@ -248,12 +330,31 @@ impl Peers {
         }
     }
 
-    /// The outbound queue for the hub that serves `to`'s domain, if a peer does.
+    /// The outbound queue for the hub that serves `to`'s domain, if a peer does; else that of
+    /// the first peer that forwards (a personal hub's registration hub: its default route).
     pub fn outbound_for(&self, to: &Address) -> Option<QueueId> {
         let domain = to.domain()?;
         let peers = self.peers.load();
-        let peer =
-            peers.iter().find(|p| p.config.domains.iter().any(|d| domain_matches(d, domain)))?;
+        let peer = peers
+            .iter()
+            .find(|p| p.config.domains.iter().any(|d| domain_matches(d, domain)))
+            .or_else(|| peers.iter().find(|p| p.config.forwards))?;
+        peer.outbound.get().map(|out| out.queue)
+    }
+
+    /// For a relay from `from_peer`, the outbound queue of the peer serving `to`, when this hub
+    /// forwards for `from_peer`: it is the home hub of one of this hub's users (this hub is
+    /// their registration hub, their way to every other hub). Never back to `from_peer`.
+    fn forward_for(&self, from_peer: &str, to: &Address) -> Option<QueueId> {
+        let homes = self.homes.load();
+        if !homes.values().any(|p| p == from_peer) {
+            return None;
+        }
+        let domain = to.domain()?;
+        let peers = self.peers.load();
+        let peer = peers.iter().find(|p| {
+            p.config.name != from_peer && p.config.domains.iter().any(|d| domain_matches(d, domain))
+        })?;
         peer.outbound.get().map(|out| out.queue)
     }
 
@@ -374,6 +475,14 @@ pub(crate) async fn start(
             .map_err(|e| StartError::from(StoreError::Corrupt(format!("the added peers: {e}"))))?,
         None => Vec::new(),
     };
+    let homes: HashMap<String, String> =
+        match hub.store().blocking(|store| store.blob(HOMES)).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                StartError::from(StoreError::Corrupt(format!("the home hubs: {e}")))
+            })?,
+            None => HashMap::new(),
+        };
+    peers.homes.store(Arc::new(homes));
     let mut list = (*peers.list()).clone();
     for config in added {
         if !list.iter().any(|p| p.config.name == config.name) {
@@ -643,8 +752,14 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
                     reason = %rejection.reason,
                     "the peer refused a relayed message"
                 );
-                // Never a silent drop: the sender's devices are told.
-                if let Some(queue) = hub.directory().queue(from.as_str()) {
+                // Never a silent drop: the sender's devices are told, where they are (here, at
+                // their home hub, or for a message this hub forwarded, at the sender's hub).
+                let queue = hub
+                    .peers()
+                    .home_for(from.as_str())
+                    .or_else(|| hub.directory().queue(from.as_str()))
+                    .or_else(|| hub.peers().outbound_for(from));
+                if let Some(queue) = queue {
                     let body = serde_json::json!({
                         "notice": "delivery_failed",
                         "id": id.to_string(),
@@ -675,16 +790,21 @@ async fn receipts_in(hub: &Hub, peer: &Peer, batch: RelayReceipts) -> Result<Rel
     let mut pending = Vec::new();
     for (index, receipt) in batch.receipts.into_iter().enumerate() {
         let index = u16::try_from(index).unwrap_or(u16::MAX);
-        let by_peer = receipt
-            .by
-            .domain()
-            .is_some_and(|d| peer.config.domains.iter().any(|p| domain_matches(p, d)));
+        let by_peer = peer.config.forwards
+            || receipt
+                .by
+                .domain()
+                .is_some_and(|d| peer.config.domains.iter().any(|p| domain_matches(p, d)))
+            || hub.peers().is_home_of(&peer.config.name, &receipt.by);
         if !by_peer {
             tracing::warn!(peer = %peer.config.name, by = %receipt.by, "a receipt by a user the peer does not serve");
             rejected.push(RelayRejection { index, reason: RejectReason::NOT_ALLOWED });
             continue;
         }
-        let queue = match hub.directory().resolve(&receipt.message_from) {
+        let home = hub.peers().home_for(receipt.message_from.as_str());
+        let local = || hub.directory().resolve(&receipt.message_from);
+        let forward = || hub.peers().forward_for(&peer.config.name, &receipt.message_from);
+        let queue = match home.map_or_else(local, Ok).or_else(|e| forward().ok_or(e)) {
             Ok(queue) => queue,
             Err(error) => {
                 rejected.push(RelayRejection { index, reason: error.code() });
@@ -870,22 +990,29 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
     for (index, envelope) in relay.envelopes.into_iter().enumerate() {
         let index = u16::try_from(index).unwrap_or(u16::MAX);
         let refuse = |reason| RelayRejection { index, reason };
-        let from_peer = envelope
-            .from
-            .domain()
-            .is_some_and(|d| peer.config.domains.iter().any(|p| domain_matches(p, d)));
+        let from_peer = peer.config.forwards
+            || envelope
+                .from
+                .domain()
+                .is_some_and(|d| peer.config.domains.iter().any(|p| domain_matches(p, d)))
+            || hub.peers().is_home_of(&peer.config.name, &envelope.from);
         if !from_peer {
             tracing::warn!(peer = %peer.config.name, from = %envelope.from, "relay from a domain the peer does not serve");
             rejected.push(refuse(RejectReason::NOT_ALLOWED));
             continue;
         }
         let target = hub.local_form(&envelope.to);
-        let queue = match hub.directory().resolve(&target) {
+        // A user whose home hub is another: this hub is their registration hub and forwards.
+        let home = hub.peers().home_for(target.as_str());
+        let queue = match home.map_or_else(|| hub.directory().resolve(&target), Ok) {
             Ok(queue) => queue,
-            Err(error) => {
-                rejected.push(refuse(error.code()));
-                continue;
-            }
+            Err(error) => match hub.peers().forward_for(&peer.config.name, &target) {
+                Some(queue) => queue,
+                None => {
+                    rejected.push(refuse(error.code()));
+                    continue;
+                }
+            },
         };
         let from = envelope.from.as_str();
         if snapshot.check_send_at(from, from, target.as_str(), false, now).is_err()

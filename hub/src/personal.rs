@@ -21,6 +21,7 @@ use switchboard_protocol::{Address, MessageId};
 
 use crate::{
     fanout::Hub,
+    links::PeerError,
     store::{StoreError, system_clock_ms},
 };
 
@@ -202,6 +203,16 @@ impl Hub {
         if record.epoch != next {
             return Err(HomeError::StaleEpoch { given: record.epoch, next }.into());
         }
+        // From now on the user's messages and receipts go to the home hub; then the record.
+        // A crash between the two leaves the old epoch stored, so the device's retry of the
+        // same record is taken.
+        self.peers()
+            .set_home(&record.user, &record.hub, record.address, &record.pin)
+            .await
+            .map_err(|error| match error {
+                PeerError::Store(error) => SetHomeError::Store(error),
+                other => SetHomeError::Refused(HomeError::Field(format!("hub: {other}"))),
+            })?;
         let bytes = serde_json::to_vec(&record).expect("a home record serialises");
         self.store().put_blob(&blob_name(&record.user), bytes).await?;
         tracing::info!(

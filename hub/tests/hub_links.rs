@@ -4,28 +4,11 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 use switchboard_hub::client::DeviceIdentity;
-
-/// A hub's place: its data directory, its addresses, its pin.
-struct Site {
-    dir: tempfile::TempDir,
-    quic: SocketAddr,
-    admin: SocketAddr,
-    pin: String,
-}
-
-fn site(ip: [u8; 4]) -> Site {
-    let dir = tempfile::tempdir().unwrap();
-    let quic = free_udp_port(ip);
-    let admin =
-        std::net::TcpListener::bind(SocketAddr::from((ip, 0))).unwrap().local_addr().unwrap();
-    let pin = hub_pin(dir.path());
-    Site { dir, quic, admin, pin }
-}
 
 /// The configuration of hub `name` serving `domain`, with `peers` (name, site, pin, domain).
 fn config(name: &str, domain: &str, peers: &[(&str, &Site, &str, &str)]) -> String {

@@ -117,3 +117,134 @@ async fn home_records_replayed_forged_or_signed_by_another_are_refused_and_chang
     assert_eq!(serde_json::from_value::<HomeRecord>(stored).unwrap(), first);
     assert_eq!(post(&operator, &signed(&desk, 2)).await, "ok 2");
 }
+
+/// `identity`'s device enrolled on `home` too (the same key), and an identity that connects
+/// there.
+async fn at_home(home: &HubProcess, identity: &DeviceIdentity) -> DeviceIdentity {
+    use switchboard_hub::admin::{DeviceKey, hex};
+    let key = DeviceKey {
+        name: identity.address.as_str().to_string(),
+        public_key: hex(&identity.public_key()),
+    };
+    let answer = home.admin_client().register_devices(&[key], true).await.unwrap();
+    assert!(answer.results.iter().all(|r| r.error.is_none()), "{:?}", answer.results);
+    DeviceIdentity { hub: home.quic, hub_cert: home.cert.clone(), ..identity.clone() }
+}
+
+/// A record making `site` (the hub `name`) the home hub of `identity`'s user, signed by it.
+fn home_at(identity: &DeviceIdentity, name: &str, site: &Site, epoch: u64) -> HomeRecord {
+    let mut record = signed(identity, epoch);
+    record.hub = name.to_string();
+    record.address = site.quic;
+    record.pin = site.pin.clone();
+    record.sign(identity.secret_key.as_slice().try_into().unwrap());
+    record
+}
+
+fn texts(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix} {i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registration_hub() {
+    // P: the provider's registration hub for home.example. A and E: alice's and bob's desktops,
+    // their home hubs. X: an organisation's exchange server for x.example.
+    let (p, a, e, x) =
+        (site([127, 0, 0, 1]), site([127, 0, 0, 2]), site([127, 0, 0, 3]), site([127, 0, 0, 4]));
+    let peer = |name: &str, site: &Site, domain: &str, extra: &str| {
+        format!(
+            "\n[[peers]]\nname = \"{name}\"\naddress = \"{}\"\npin = \"{}\"\ndomains = [\"{domain}\"]\n{extra}",
+            site.quic, site.pin
+        )
+    };
+    let provider = format!(
+        "[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\n{}",
+        peer("exchange", &x, "x.example", "")
+    );
+    let desktop = |name: &str| {
+        format!(
+            "[hub]\nname = \"{name}\"\n{}",
+            peer("provider", &p, "home.example", "forwards = true\n")
+        )
+    };
+    let exchange = format!(
+        "[hub]\nname = \"exchange\"\ndomains = [\"x.example\"]\n{}",
+        peer("provider", &p, "home.example", "")
+    );
+    let hub_p = HubProcess::start_at(p.dir.path(), &provider, p.quic, p.admin);
+    let hub_a = HubProcess::start_at(a.dir.path(), &desktop("alice-desk"), a.quic, a.admin);
+    let mut hub_e = HubProcess::start_at(e.dir.path(), &desktop("bob-desk"), e.quic, e.admin);
+    let hub_x = HubProcess::start_at(x.dir.path(), &exchange, x.quic, x.admin);
+
+    // Accounts and device keys on the registration hub; each device also on its home hub.
+    let desk = hub_p.enrol("alice@home.example", "desk").await;
+    let laptop = hub_p.enrol("alice@home.example", "laptop").await;
+    let phone = hub_p.enrol("bob@home.example", "phone").await;
+    let tablet = hub_p.enrol("bob@home.example", "tablet").await;
+    let pc = hub_p.enrol("bob@home.example", "pc").await;
+    let (desk, laptop) = (at_home(&hub_a, &desk).await, at_home(&hub_a, &laptop).await);
+    let (phone, tablet) = (at_home(&hub_e, &phone).await, at_home(&hub_e, &tablet).await);
+    let pc = at_home(&hub_e, &pc).await;
+    let operator = hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    assert_eq!(post(&operator, &home_at(&phone, "bob-desk", &e, 1)).await, "ok 1");
+
+    // Alice's laptop to bob: laptop -> A -> P -> E -> bob's online devices, the pc later.
+    let bob: switchboard_protocol::Address = "bob@home.example".parse().unwrap();
+    let (mut laptop_c, mut phone_c, mut tablet_c) =
+        (connect(&laptop).await, connect(&phone).await, connect(&tablet).await);
+    let to_bob = texts("to bob", 10);
+    send_all(&mut laptop_c, &bob, &to_bob).await;
+    assert_eq!(receive(&mut phone_c, 10).await, to_bob);
+    assert_eq!(receive(&mut tablet_c, 10).await, to_bob);
+    let mut pc_c = connect(&pc).await;
+    assert_eq!(receive(&mut pc_c, 10).await, to_bob);
+    pc_c.close().await;
+
+    // A member of the exchange to alice: X -> P -> A -> every device of alice.
+    let carol = hub_x.enrol("carol@x.example", "pc").await;
+    let mut carol_c = connect(&carol).await;
+    let to_alice = texts("to alice", 5);
+    send_all(&mut carol_c, &"alice@home.example".parse().unwrap(), &to_alice).await;
+    let mut desk_c = connect(&desk).await;
+    // The desk sees alice's own side of her messages to bob first, then carol's.
+    let seen = receive(&mut desk_c, 15).await;
+    assert_eq!(seen[..10], to_bob[..]);
+    assert_eq!(seen[10..], to_alice[..]);
+    // And alice's answer reaches carol: A -> P (alice's way out) -> X.
+    let reply = texts("to carol", 3);
+    send_all(&mut desk_c, &"carol@x.example".parse().unwrap(), &reply).await;
+    // (Carol's own side of her messages to alice may come first on her device.)
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(
+            receive(&mut carol_c, 1).await.into_iter().filter(|t| t.starts_with("to carol")),
+        );
+    }
+    assert_eq!(got, reply);
+
+    // Bob's desktop dies: what alice sends waits at P and reaches bob when it is back.
+    phone_c.close().await;
+    tablet_c.close().await;
+    hub_e.kill();
+    let while_down = texts("while bob's desk is down", 20);
+    send_all(&mut laptop_c, &bob, &while_down).await;
+    // All 20 wait in P's queue for bob's desktop (its mailbox) until the desktop is back.
+    loop {
+        let peers = operator.request("GET", "/v1/peers", None).await.unwrap();
+        let bob_desk = peers.as_array().unwrap().iter().find(|p| p["name"] == "bob-desk").cloned();
+        if bob_desk.is_some_and(|p| p["queued"].as_u64() == Some(20)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    hub_e.restart();
+    let mut phone_c = connect(&phone).await;
+    assert_eq!(receive(&mut phone_c, 20).await, while_down);
+    let extra = tokio::time::timeout(std::time::Duration::from_secs(2), phone_c.next_event()).await;
+    assert!(extra.is_err(), "a duplicate: {extra:?}");
+    for client in [laptop_c, phone_c, desk_c, carol_c] {
+        client.close().await;
+    }
+    drop((hub_a, hub_x));
+}

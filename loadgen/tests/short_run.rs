@@ -122,6 +122,7 @@ async fn three_linked_hubs(
                     pin: pins[j].clone(),
                     domains: domains(j),
                     provider: false,
+                    forwards: false,
                 })
                 .collect();
         }

@@ -180,7 +180,8 @@ impl Hub {
         line: Option<Address>,
     ) -> Result<(), ReceiptError> {
         // A receipt for a user of another hub travels back through that hub's outbound queue.
-        let queue = match self.directory.resolve(&receipt.message_from) {
+        let home = self.peers().home_for(receipt.message_from.as_str());
+        let queue = match home.map_or_else(|| self.directory.resolve(&receipt.message_from), Ok) {
             Ok(queue) => queue,
             Err(refusal) => self.peers().outbound_for(&receipt.message_from).ok_or(refusal)?,
         };

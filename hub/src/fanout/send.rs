@@ -198,11 +198,15 @@ impl Hub {
             return Err(SendError::TooLarge { size: envelope.body.len(), limit });
         }
         // A recipient of another hub goes to that hub's outbound queue; its hub decides.
-        let recipient = match self.directory.resolve(&target) {
-            Ok(queue) => queue,
-            Err(refusal) => match self.peers.outbound_for(&envelope.to) {
-                Some(queue) => queue,
-                None => return Err(refusal),
+        // A user whose home hub is another (this hub their registration hub) is there.
+        let recipient = match self.peers.home_for(target.as_str()) {
+            Some(queue) => queue,
+            None => match self.directory.resolve(&target) {
+                Ok(queue) => queue,
+                Err(refusal) => match self.peers.outbound_for(&envelope.to) {
+                    Some(queue) => queue,
+                    None => return Err(refusal),
+                },
             },
         };
         let delivery = &self.config.delivery;

@@ -272,3 +272,21 @@ fn settle(waiting: &mut std::collections::HashSet<switchboard_protocol::MessageI
         _ => {}
     }
 }
+
+/// A hub's place: its data directory, its addresses on one loopback address, its pin.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub quic: SocketAddr,
+    pub admin: SocketAddr,
+    pub pin: String,
+}
+
+/// A place for a hub on `ip`, its certificate made (so its pin is known before it starts).
+pub fn site(ip: [u8; 4]) -> Site {
+    let dir = tempfile::tempdir().unwrap();
+    let quic = free_udp_port(ip);
+    let admin =
+        std::net::TcpListener::bind(SocketAddr::from((ip, 0))).unwrap().local_addr().unwrap();
+    let pin = hub_pin(dir.path());
+    Site { dir, quic, admin, pin }
+}
