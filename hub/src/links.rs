@@ -271,6 +271,17 @@ impl Peers {
         {
             return Err(PeerError::Configured(hub_name.into()));
         }
+        // A hub name another user's home already uses, at another address or with another
+        // pin, would move that user's messages too: refused.
+        let homes_now = self.homes.load();
+        let shared_with = homes_now.iter().find(|(u, p)| *p == hub_name && u.as_str() != user);
+        if let Some((other, _)) = shared_with
+            && !same
+        {
+            return Err(PeerError::Invalid(format!(
+                "the hub name {hub_name} is the home of {other} at another address or pin"
+            )));
+        }
         if !same {
             let config = PeerConfig {
                 name: hub_name.to_string(),

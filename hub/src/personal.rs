@@ -183,7 +183,8 @@ impl Hub {
     /// Takes a new home record for one of this hub's users: its fields well formed, signed by
     /// one of the user's unrevoked devices, its epoch exactly one above the stored record's.
     /// Durable when this answers; every device of the user is then told by a `home_changed`
-    /// notice.
+    /// notice, written where the devices were (the old home hub, or this hub) and where they
+    /// will be (the new home hub).
     pub async fn set_home(&self, record: HomeRecord) -> Result<HomeRecord, SetHomeError> {
         record.check_fields()?;
         let Some(queue) = self.directory().queue(&record.user) else {
@@ -203,6 +204,8 @@ impl Hub {
         if record.epoch != next {
             return Err(HomeError::StaleEpoch { given: record.epoch, next }.into());
         }
+        // Where the user's devices are now (the old home hub, or this hub): they are told there.
+        let before = self.peers().home_for(&record.user).unwrap_or(queue);
         // From now on the user's messages and receipts go to the home hub; then the record.
         // A crash between the two leaves the old epoch stored, so the device's retry of the
         // same record is taken.
@@ -229,7 +232,11 @@ impl Hub {
             "device": record.device,
         });
         let id = MessageId::from_parts(system_clock_ms(), rand::random());
-        self.write_notice(queue, id, account.clone(), account, body).await?;
+        self.write_notice(before, id, account.clone(), account.clone(), body.clone()).await?;
+        let after = self.peers().home_for(&record.user).unwrap_or(queue);
+        if after != before {
+            self.write_notice(after, id, account.clone(), account, body).await?;
+        }
         Ok(record)
     }
 }

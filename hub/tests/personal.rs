@@ -141,6 +141,34 @@ fn home_at(identity: &DeviceIdentity, name: &str, site: &Site, epoch: u64) -> Ho
     record
 }
 
+/// Receives until `count` messages arrived (acknowledging everything); answers them and the
+/// notices that came with them.
+async fn messages_and_notices(
+    client: &mut switchboard_hub::client::Client,
+    count: usize,
+) -> (Vec<String>, Vec<Value>) {
+    let (mut texts, mut notices) = (Vec::new(), Vec::new());
+    while texts.len() < count {
+        match next(client, 20).await {
+            Event::Deliver(deliver) => {
+                let body = deliver.envelope.body.to_vec();
+                if deliver.envelope.flags.contains(Flags::NOTICE) {
+                    notices.push(serde_json::from_slice(&body).unwrap());
+                } else {
+                    texts.push(String::from_utf8(body).unwrap());
+                }
+                client.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+            }
+            Event::Receipt(receipt) => {
+                client.ack(receipt.queue, receipt.seq, vec![]).await.unwrap()
+            }
+            Event::Closed { code, reason } => panic!("closed: {code}: {reason}"),
+            _ => {}
+        }
+    }
+    (texts, notices)
+}
+
 fn texts(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix} {i}")).collect()
 }
@@ -187,6 +215,9 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
     let pc = at_home(&hub_e, &pc).await;
     let operator = hub_p.admin_client();
     assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    // Bob cannot take alice's home hub's name for his own hub: her messages would go there.
+    let hijack = post(&operator, &home_at(&phone, "alice-desk", &e, 1)).await;
+    assert!(hijack.starts_with("400: malformed") && hijack.contains("home of alice"), "{hijack}");
     assert_eq!(post(&operator, &home_at(&phone, "bob-desk", &e, 1)).await, "ok 1");
 
     // Alice's laptop to bob: laptop -> A -> P -> E -> bob's online devices, the pc later.
@@ -195,10 +226,16 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
         (connect(&laptop).await, connect(&phone).await, connect(&tablet).await);
     let to_bob = texts("to bob", 10);
     send_all(&mut laptop_c, &bob, &to_bob).await;
-    assert_eq!(receive(&mut phone_c, 10).await, to_bob);
-    assert_eq!(receive(&mut tablet_c, 10).await, to_bob);
+    // Each of bob's devices is told of his new home first (the notice reached E through P).
+    for client in [&mut phone_c, &mut tablet_c] {
+        let (got, notices) = messages_and_notices(client, 10).await;
+        assert_eq!(got, to_bob);
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert_eq!(notices[0]["notice"], "home_changed");
+        assert_eq!(notices[0]["hub"], "bob-desk");
+    }
     let mut pc_c = connect(&pc).await;
-    assert_eq!(receive(&mut pc_c, 10).await, to_bob);
+    assert_eq!(messages_and_notices(&mut pc_c, 10).await.0, to_bob);
     pc_c.close().await;
 
     // A member of the exchange to alice: X -> P -> A -> every device of alice.
@@ -208,9 +245,11 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
     send_all(&mut carol_c, &"alice@home.example".parse().unwrap(), &to_alice).await;
     let mut desk_c = connect(&desk).await;
     // The desk sees alice's own side of her messages to bob first, then carol's.
-    let seen = receive(&mut desk_c, 15).await;
+    let (seen, notices) = messages_and_notices(&mut desk_c, 15).await;
     assert_eq!(seen[..10], to_bob[..]);
     assert_eq!(seen[10..], to_alice[..]);
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["hub"], "alice-desk");
     // And alice's answer reaches carol: A -> P (alice's way out) -> X.
     let reply = texts("to carol", 3);
     send_all(&mut desk_c, &"carol@x.example".parse().unwrap(), &reply).await;
@@ -240,7 +279,7 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
     }
     hub_e.restart();
     let mut phone_c = connect(&phone).await;
-    assert_eq!(receive(&mut phone_c, 20).await, while_down);
+    assert_eq!(messages_and_notices(&mut phone_c, 20).await.0, while_down);
     let extra = tokio::time::timeout(std::time::Duration::from_secs(2), phone_c.next_event()).await;
     assert!(extra.is_err(), "a duplicate: {extra:?}");
     for client in [laptop_c, phone_c, desk_c, carol_c] {
