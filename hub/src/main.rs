@@ -79,6 +79,10 @@ enum Command {
     /// Peer hubs and their links (talks to the running hub's admin API).
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// A private user's home hub, kept by their registration hub (talks to that hub's admin
+    /// API with the user's token).
+    #[command(subcommand)]
+    Personal(PersonalCommand),
     /// The address book of the token's user: contacts with categories, and colleagues.
     Contacts {
         /// The user's token (from `hub org token`).
@@ -181,6 +185,39 @@ enum PeerCommand {
     Retry {
         /// The peer's name.
         name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PersonalCommand {
+    /// Make this hub the home hub of a device's user: signs a home record with the device's
+    /// key (its identity file, from `hub enrol` at the registration hub) naming this hub's name,
+    /// address and certificate, with the next epoch, and gives it to the registration hub.
+    Home {
+        /// The registration hub's admin API address.
+        #[arg(long)]
+        registration: std::net::SocketAddr,
+        /// The user's token at the registration hub.
+        #[arg(long)]
+        token: String,
+        /// The signing device's identity file (default: the usual identity file).
+        #[arg(long)]
+        identity: Option<std::path::PathBuf>,
+        /// The address other hubs reach this hub at (default: the configuration's
+        /// `quic.listen`).
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+    },
+    /// Print a user's home record at their registration hub.
+    Show {
+        /// The user, `local@domain`.
+        user: String,
+        /// The registration hub's admin API address.
+        #[arg(long)]
+        registration: std::net::SocketAddr,
+        /// The user's token there.
+        #[arg(long)]
+        token: String,
     },
 }
 
@@ -560,6 +597,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Peer(command)) => runtime.block_on(cli::peers::peer(&config, command)),
+        Some(Command::Personal(command)) => {
+            runtime.block_on(cli::personal::personal(&config, command))
+        }
         Some(Command::Contacts { token, command }) => {
             runtime.block_on(cli::contacts::contacts(&config, token, command))
         }

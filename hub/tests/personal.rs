@@ -210,11 +210,53 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
     let phone = hub_p.enrol("bob@home.example", "phone").await;
     let tablet = hub_p.enrol("bob@home.example", "tablet").await;
     let pc = hub_p.enrol("bob@home.example", "pc").await;
+    // The desk's identity as enrolled at P: what `hub personal home` signs with.
+    let desk_file = a.dir.path().join("desk-identity.toml");
+    desk.save(&desk_file).unwrap();
     let (desk, laptop) = (at_home(&hub_a, &desk).await, at_home(&hub_a, &laptop).await);
     let (phone, tablet) = (at_home(&hub_e, &phone).await, at_home(&hub_e, &tablet).await);
     let pc = at_home(&hub_e, &pc).await;
     let operator = hub_p.admin_client();
-    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    // Alice makes her desktop her home hub with one command, run on the desktop.
+    let token = hub_p.token("alice@home.example").await;
+    let (config, data_dir) = (a.dir.path().join("hub.toml"), a.dir.path());
+    let registration = p.admin.to_string();
+    let hub_cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args(["--config", config.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let made = hub_cli(&[
+        "personal",
+        "home",
+        "--registration",
+        &registration,
+        "--token",
+        &token,
+        "--identity",
+        desk_file.to_str().unwrap(),
+        "--address",
+        &a.quic.to_string(),
+    ]);
+    assert!(made.contains("alice@home.example now lives at alice-desk"), "{made}");
+    let shown = hub_cli(&[
+        "personal",
+        "show",
+        "alice@home.example",
+        "--registration",
+        &registration,
+        "--token",
+        &token,
+    ]);
+    assert!(
+        shown.contains(&format!("home hub alice-desk at {} (pin {})", a.quic, a.pin)),
+        "{shown}"
+    );
+    assert!(shown.contains("epoch 1, signed by alice@home.example/desk"), "{shown}");
     // Bob cannot take alice's home hub's name for his own hub: her messages would go there.
     let hijack = post(&operator, &home_at(&phone, "alice-desk", &e, 1)).await;
     assert!(hijack.starts_with("400: malformed") && hijack.contains("home of alice"), "{hijack}");

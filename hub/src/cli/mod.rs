@@ -8,6 +8,7 @@ pub(crate) mod devices;
 pub(crate) mod messages;
 pub(crate) mod org;
 pub(crate) mod peers;
+pub(crate) mod personal;
 pub(crate) mod serve;
 pub(crate) mod users;
 
