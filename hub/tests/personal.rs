@@ -199,7 +199,7 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
         "[hub]\nname = \"exchange\"\ndomains = [\"x.example\"]\n{}",
         peer("provider", &p, "home.example", "")
     );
-    let hub_p = HubProcess::start_at(p.dir.path(), &provider, p.quic, p.admin);
+    let mut hub_p = HubProcess::start_at(p.dir.path(), &provider, p.quic, p.admin);
     let hub_a = HubProcess::start_at(a.dir.path(), &desktop("alice-desk"), a.quic, a.admin);
     let mut hub_e = HubProcess::start_at(e.dir.path(), &desktop("bob-desk"), e.quic, e.admin);
     let hub_x = HubProcess::start_at(x.dir.path(), &exchange, x.quic, x.admin);
@@ -322,6 +322,15 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
     hub_e.restart();
     let mut phone_c = connect(&phone).await;
     assert_eq!(messages_and_notices(&mut phone_c, 20).await.0, while_down);
+
+    // The registration hub itself is killed with messages on their way through it, and comes
+    // back knowing where its users live: each message arrives once, in order.
+    let through_p = texts("through a crash of the provider", 40);
+    send_all(&mut laptop_c, &bob, &through_p[..20]).await;
+    hub_p.kill();
+    send_all(&mut laptop_c, &bob, &through_p[20..]).await;
+    hub_p.restart();
+    assert_eq!(messages_and_notices(&mut phone_c, 40).await.0, through_p);
     let extra = tokio::time::timeout(std::time::Duration::from_secs(2), phone_c.next_event()).await;
     assert!(extra.is_err(), "a duplicate: {extra:?}");
     for client in [laptop_c, phone_c, desk_c, carol_c] {
