@@ -246,9 +246,12 @@ impl Peers {
             && address.account().is_some_and(|a| homes.get(a.as_str()).is_some_and(|p| p == peer))
     }
 
-    /// Makes the hub `hub` at `address` with certificate `pin` the home hub of `user`: a peer
-    /// of that name is added (or, if it moved, its address and pin changed; its outbound queue
-    /// stays), and `user`'s messages and receipts go to it from now on. Kept in the store.
+    /// Makes the hub `hub_name` at `address` with certificate `pin` the home hub of `user`:
+    /// a peer of that name takes the place of the user's previous home hub (if any), and the
+    /// user's messages and receipts go to it from now on. What waits for the user is one queue,
+    /// their mailbox (`mailbox:<user>`), which the link to whichever hub is their home relays
+    /// from where the previous link stopped. A personal hub is the home of one user. Kept in
+    /// the store.
     pub async fn set_home(
         &self,
         user: &str,
@@ -263,48 +266,54 @@ impl Peers {
         }
         let _changing = self.changing.lock().await;
         let peers = self.list();
-        let existing = peers.iter().find(|p| p.config.name == hub_name).cloned();
-        let same = existing.as_ref().is_some_and(|p| p.pin == pin && p.config.address == address);
-        if let Some(peer) = &existing
-            && peer.configured
-            && !same
-        {
-            return Err(PeerError::Configured(hub_name.into()));
-        }
-        // A hub name another user's home already uses, at another address or with another
-        // pin, would move that user's messages too: refused.
-        let homes_now = self.homes.load();
-        let shared_with = homes_now.iter().find(|(u, p)| *p == hub_name && u.as_str() != user);
-        if let Some((other, _)) = shared_with
-            && !same
-        {
+        let homes_now = self.homes.load_full();
+        if let Some((other, _)) = homes_now.iter().find(|(u, h)| *h == hub_name && *u != user) {
             return Err(PeerError::Invalid(format!(
-                "the hub name {hub_name} is the home of {other} at another address or pin"
+                "the hub name {hub_name} is the home hub of {other} already"
             )));
         }
+        let is_home = |name: &str| homes_now.values().any(|h| h == name);
+        if peers.iter().any(|p| p.config.name == hub_name && (p.configured || !is_home(hub_name))) {
+            return Err(PeerError::Exists(hub_name.into()));
+        }
+        let old = homes_now
+            .get(user)
+            .and_then(|name| peers.iter().find(|p| &p.config.name == name))
+            .cloned();
+        let same = old.as_ref().is_some_and(|p| {
+            p.config.name == hub_name && p.pin == pin && p.config.address == address
+        });
         if !same {
             let config = PeerConfig {
                 name: hub_name.to_string(),
                 address,
                 pin: pin.to_string(),
-                domains: existing.as_ref().map(|p| p.config.domains.clone()).unwrap_or_default(),
+                domains: Vec::new(),
                 provider: false,
                 forwards: false,
             };
             let peer = make_peer(&config, false);
-            let _ = peer.outbound.set(hub.store().outbound(hub_name).await?);
-            let mut next: Vec<_> =
-                peers.iter().filter(|p| p.config.name != hub_name).cloned().collect();
+            let _ = peer.outbound.set(hub.store().mailbox(user).await?);
+            let replaced = old.as_ref().map(|o| o.config.name.clone());
+            let mut next: Vec<_> = peers
+                .iter()
+                .filter(|p| Some(&p.config.name) != replaced.as_ref())
+                .cloned()
+                .collect();
             next.push(peer.clone());
             save_added(&hub, &next).await?;
             self.peers.store(Arc::new(next));
-            if let Some(old) = existing {
+            if let Some(old) = old {
                 let _ = old.stop.send(true);
+                if let Some(inbound) = old.inbound.lock().unwrap_or_else(|e| e.into_inner()).take()
+                {
+                    inbound.close(ErrorCode::UNKNOWN_HUB.0.into(), b"no longer a home hub here");
+                }
             }
             spawn_connector(&hub, running, peer)?;
-            tracing::info!(peer = %hub_name, %address, "home hub peer set");
+            tracing::info!(%user, peer = %hub_name, %address, "home hub set");
         }
-        let mut homes = (**self.homes.load()).clone();
+        let mut homes = (*homes_now).clone();
         homes.insert(user.to_string(), hub_name.to_string());
         let bytes = serde_json::to_vec(&homes)
             .map_err(|e| StoreError::Encode { what: "the home hubs", why: e.to_string() })?;
@@ -501,7 +510,17 @@ pub(crate) async fn start(
         }
     }
     for peer in &list {
-        let outbound = hub.store().outbound(&peer.config.name).await?;
+        // A home hub's link relays its user's mailbox; any other peer's, its own queue.
+        let home_of = peers
+            .homes
+            .load()
+            .iter()
+            .find(|(_, h)| **h == peer.config.name)
+            .map(|(u, _)| u.clone());
+        let outbound = match home_of {
+            Some(user) => hub.store().mailbox(&user).await?,
+            None => hub.store().outbound(&peer.config.name).await?,
+        };
         let _ = peer.outbound.set(outbound);
     }
     peers.peers.store(Arc::new(list.clone()));

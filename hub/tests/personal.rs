@@ -259,7 +259,10 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
     assert!(shown.contains("epoch 1, signed by alice@home.example/desk"), "{shown}");
     // Bob cannot take alice's home hub's name for his own hub: her messages would go there.
     let hijack = post(&operator, &home_at(&phone, "alice-desk", &e, 1)).await;
-    assert!(hijack.starts_with("400: malformed") && hijack.contains("home of alice"), "{hijack}");
+    assert!(
+        hijack.starts_with("400: malformed") && hijack.contains("home hub of alice"),
+        "{hijack}"
+    );
     assert_eq!(post(&operator, &home_at(&phone, "bob-desk", &e, 1)).await, "ok 1");
 
     // Alice's laptop to bob: laptop -> A -> P -> E -> bob's online devices, the pc later.
@@ -337,4 +340,70 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
         client.close().await;
     }
     drop((hub_a, hub_x));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
+    let (p, e, e2) = (site([127, 0, 0, 5]), site([127, 0, 0, 6]), site([127, 0, 0, 7]));
+    let provider = "[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\n";
+    let desktop = |name: &str| {
+        format!(
+            "[hub]\nname = \"{name}\"\n\n[[peers]]\nname = \"provider\"\naddress = \"{}\"\npin = \"{}\"\ndomains = [\"home.example\"]\nforwards = true\n",
+            p.quic, p.pin
+        )
+    };
+    let hub_p = HubProcess::start_at(p.dir.path(), provider, p.quic, p.admin);
+    let mut hub_e = HubProcess::start_at(e.dir.path(), &desktop("bob-desk"), e.quic, e.admin);
+    let hub_e2 = HubProcess::start_at(e2.dir.path(), &desktop("bob-desk-2"), e2.quic, e2.admin);
+    // Dora has no home hub of her own: the provider serves her directly.
+    let dora = hub_p.enrol("dora@home.example", "phone").await;
+    let phone = hub_p.enrol("bob@home.example", "phone").await;
+    let (phone_e, phone_e2) = (at_home(&hub_e, &phone).await, at_home(&hub_e2, &phone).await);
+    let operator = hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&phone, "bob-desk", &e, 1)).await, "ok 1");
+    let bob: switchboard_protocol::Address = "bob@home.example".parse().unwrap();
+    let mut dora_c = connect(&dora).await;
+    let first = texts("first", 5);
+    send_all(&mut dora_c, &bob, &first).await;
+    let mut phone_c = connect(&phone_e).await;
+    assert_eq!(messages_and_notices(&mut phone_c, 5).await.0, first);
+    phone_c.close().await;
+
+    // The old desktop is gone; what dora sends waits in bob's mailbox at the provider.
+    hub_e.kill();
+    let waiting = texts("waiting", 10);
+    send_all(&mut dora_c, &bob, &waiting).await;
+    let queued_for = |name: &'static str| {
+        let operator = operator.clone();
+        async move {
+            let peers = operator.request("GET", "/v1/peers", None).await.unwrap();
+            let peer = peers.as_array().unwrap().iter().find(|p| p["name"] == name).cloned();
+            peer.and_then(|p| p["queued"].as_u64())
+        }
+    };
+    while queued_for("bob-desk").await != Some(10) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Bob makes his new desktop his home: the mailbox goes there, in order, once.
+    assert_eq!(post(&operator, &home_at(&phone, "bob-desk-2", &e2, 2)).await, "ok 2");
+    assert_eq!(queued_for("bob-desk").await, None, "the old home hub is no peer any more");
+    let mut phone_c = connect(&phone_e2).await;
+    let (got, _) = messages_and_notices(&mut phone_c, 10).await;
+    assert_eq!(got, waiting);
+    // The change itself follows what waited, in the same mailbox.
+    let notice = loop {
+        if let Event::Deliver(deliver) = next(&mut phone_c, 10).await {
+            assert!(deliver.envelope.flags.contains(Flags::NOTICE));
+            phone_c.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+            break serde_json::from_slice::<Value>(&deliver.envelope.body).unwrap();
+        }
+    };
+    assert_eq!((notice["hub"].as_str(), notice["epoch"].as_u64()), (Some("bob-desk-2"), Some(2)));
+    let extra = tokio::time::timeout(std::time::Duration::from_secs(2), phone_c.next_event()).await;
+    assert!(extra.is_err(), "a duplicate: {extra:?}");
+    let shown = operator.request("GET", "/v1/home?user=bob@home.example", None).await.unwrap();
+    assert_eq!(shown["hub"], "bob-desk-2");
+    phone_c.close().await;
+    dora_c.close().await;
+    drop(hub_e2);
 }

@@ -406,6 +406,18 @@ impl Store {
         Ok(Outbound { queue, link })
     }
 
+    /// The mailbox of `user`, a user of this hub whose home hub is another: the queue of what
+    /// waits to be relayed to their home hub (`mailbox:<user>`), with the one reader standing
+    /// for the link to whichever hub is their home.
+    pub async fn mailbox(&self, user: &str) -> Result<Outbound, StoreError> {
+        let queue = self.create_queue(&format!("mailbox:{user}")).await?;
+        let link = match self.readers(queue)?.first() {
+            Some(&link) => link,
+            None => self.add_device(queue).await?,
+        };
+        Ok(Outbound { queue, link })
+    }
+
     /// Appends one message to `queue`. Resolves once it is durable. The same (sender, id) within
     /// the dedupe window appends nothing and answers the first copy's sequence.
     pub fn enqueue(&self, queue: QueueId, request: EnqueueRequest) -> Pending<Enqueued> {
