@@ -521,7 +521,8 @@ enum DeviceCommand {
         user: Option<String>,
     },
     /// Register devices whose ed25519 public keys are known, without enrolment codes. FILE
-    /// has one device per line: `user@domain/device <64 hex digits>` (`-` reads stdin).
+    /// has one device per line: `user@domain/device <64 hex digits> [kind]` (`-` reads
+    /// stdin; kind: desktop, laptop, mobile or server).
     Register {
         /// The file of devices and keys.
         file: PathBuf,
@@ -533,6 +534,15 @@ enum DeviceCommand {
     Revoke {
         /// The device's address, `user@domain/device`.
         name: String,
+    },
+    /// Say what kind of machine a device is (a private user's first desktop is their
+    /// preferred device).
+    Kind {
+        /// The device's address, `user@domain/device`.
+        name: String,
+        /// Its kind.
+        #[arg(value_enum)]
+        kind: switchboard_hub::store::DeviceKind,
     },
 }
 

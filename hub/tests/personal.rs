@@ -125,6 +125,7 @@ async fn at_home(home: &HubProcess, identity: &DeviceIdentity) -> DeviceIdentity
     let key = DeviceKey {
         name: identity.address.as_str().to_string(),
         public_key: hex(&identity.public_key()),
+        kind: None,
     };
     let answer = home.admin_client().register_devices(&[key], true).await.unwrap();
     assert!(answer.results.iter().all(|r| r.error.is_none()), "{:?}", answer.results);
@@ -257,6 +258,10 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
         "{shown}"
     );
     assert!(shown.contains("epoch 1, signed by alice@home.example/desk"), "{shown}");
+    assert!(
+        shown.contains("preferred device: alice@home.example/desk (unspecified, home record)"),
+        "{shown}"
+    );
     // Bob cannot take alice's home hub's name for his own hub: her messages would go there.
     let hijack = post(&operator, &home_at(&phone, "alice-desk", &e, 1)).await;
     assert!(
@@ -406,4 +411,68 @@ async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     phone_c.close().await;
     dora_c.close().await;
     drop(hub_e2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_desktop_is_the_preferred_device_until_a_home_record_names_another() {
+    use switchboard_hub::admin::{DeviceKey, hex};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let operator = hub.admin_client();
+    let laptop = hub.enrol("alice@home.example", "laptop").await;
+    let desk1 = hub.enrol("alice@home.example", "desk1").await;
+    let alice = hub.as_user("alice@home.example").await;
+    let kind = |client: &switchboard_hub::client::admin::AdminClient, name: &str, kind: &str| {
+        let (client, body) = (client.clone(), serde_json::json!({ "name": name, "kind": kind }));
+        async move { client.request("POST", "/v1/devices/kind", Some(body)).await }
+    };
+    let preferred = || async {
+        let path = "/v1/devices/preferred?user=alice@home.example";
+        let answer = alice.request("GET", path, None).await.unwrap();
+        (answer["device"]["name"].as_str().map(str::to_string), answer["why"].clone())
+    };
+    assert_eq!(preferred().await.0, None, "no desktop yet");
+    // The operator and alice herself say what her machines are; bob may not.
+    kind(&operator, "alice@home.example/laptop", "laptop").await.unwrap();
+    kind(&alice, "alice@home.example/desk1", "desktop").await.unwrap();
+    let bob = hub.as_user("bob@home.example").await;
+    let refused = kind(&bob, "alice@home.example/laptop", "desktop").await.unwrap_err();
+    assert!(refused.to_string().starts_with("403"), "{refused}");
+    let unknown = kind(&operator, "alice@home.example/laptop", "toaster").await.unwrap_err();
+    assert!(unknown.to_string().starts_with('4'), "{unknown}");
+    // A second desktop registered with its kind, after the first.
+    let desk2 = DeviceIdentity::generate(
+        "alice@home.example/desk2".parse().unwrap(),
+        hub.quic,
+        hub.cert.clone(),
+    )
+    .unwrap();
+    let key = DeviceKey {
+        name: "alice@home.example/desk2".into(),
+        public_key: hex(&desk2.public_key()),
+        kind: Some(switchboard_hub::store::DeviceKind::Desktop),
+    };
+    let answer = operator.register_devices(&[key], false).await.unwrap();
+    assert_eq!(
+        answer.results[0].device.as_ref().unwrap().kind,
+        switchboard_hub::store::DeviceKind::Desktop
+    );
+    let listed = operator.devices(Some("alice@home.example")).await.unwrap();
+    let kinds: Vec<_> = listed.iter().map(|d| (d.name.as_str(), d.kind)).collect();
+    assert!(
+        kinds.contains(&("alice@home.example/laptop", switchboard_hub::store::DeviceKind::Laptop)),
+        "{kinds:?}"
+    );
+
+    // The first desktop, while no record names another; a revoked one no longer counts.
+    assert_eq!(
+        preferred().await,
+        (Some("alice@home.example/desk1".into()), "first desktop".into())
+    );
+    operator.revoke("alice@home.example/desk1").await.unwrap();
+    assert_eq!(preferred().await.0.as_deref(), Some("alice@home.example/desk2"));
+    // The device that signs her home record is her preferred device from then on.
+    assert_eq!(post(&alice, &signed(&laptop, 1)).await, "ok 1");
+    assert_eq!(preferred().await, (Some("alice@home.example/laptop".into()), "home record".into()));
+    drop(desk1);
 }

@@ -19,6 +19,7 @@ fn key_of(identity: &DeviceIdentity) -> DeviceKey {
     DeviceKey {
         name: identity.address.as_str().to_string(),
         public_key: hex(&identity.public_key()),
+        kind: None,
     }
 }
 
@@ -36,9 +37,17 @@ async fn devices_registered_in_bulk_connect_without_codes_and_bad_entries_fail_a
         key_of(&bob),
         key_of(&carol),
         key_of(&bob_again),
-        DeviceKey { name: "bob@example.org".into(), public_key: hex(&bob.public_key()) },
-        DeviceKey { name: "bob@example.org/tablet".into(), public_key: "zz".repeat(32) },
-        DeviceKey { name: "bob@example.org/watch".into(), public_key: "ab".into() },
+        DeviceKey {
+            name: "bob@example.org".into(),
+            public_key: hex(&bob.public_key()),
+            kind: None,
+        },
+        DeviceKey {
+            name: "bob@example.org/tablet".into(),
+            public_key: "zz".repeat(32),
+            kind: None,
+        },
+        DeviceKey { name: "bob@example.org/watch".into(), public_key: "ab".into(), kind: None },
     ];
     let answer = admin.register_devices(&entries, true).await.unwrap();
     let statuses: Vec<Option<u16>> = answer.results.iter().map(|r| r.status).collect();

@@ -465,6 +465,7 @@ async fn enrol(
             .map(|identity| DeviceKey {
                 name: identity.address.as_str().to_string(),
                 public_key: hex(&identity.public_key()),
+                kind: None,
             })
             .collect();
         let admin = admin.clone();

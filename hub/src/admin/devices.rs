@@ -1,4 +1,5 @@
-//! Devices: listing, bulk registration from known public keys, revocation (operator only).
+//! Devices: listing, bulk registration from known public keys, revocation (operator only);
+//! their kinds, and a user's preferred device.
 
 use axum::{
     Json,
@@ -15,7 +16,7 @@ use crate::{
         provisioning::Provisioning,
         users::{NameBody, account_name},
     },
-    store::DeviceRecord,
+    store::{DeviceKind, DeviceRecord},
 };
 
 #[derive(Deserialize)]
@@ -47,6 +48,9 @@ pub struct DeviceKey {
     pub name: String,
     /// The device's ed25519 public key, 64 hex digits.
     pub public_key: String,
+    /// What kind of machine it is (unspecified when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<DeviceKind>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +122,11 @@ pub(super) async fn register_devices(
         match outcome {
             Ok(record) => {
                 registered += 1;
-                results[index].device = Some(record);
+                let kind = body.devices[index].kind.filter(|k| *k != record.kind);
+                results[index].device = Some(match kind {
+                    Some(kind) => state.hub.store().set_device_kind(&record.name, kind).await?,
+                    None => record,
+                });
             }
             Err(error) => {
                 let ApiError(status, text) = ApiError::from(error);
@@ -149,6 +157,80 @@ pub(super) fn parse_device_key(device: &DeviceKey) -> Result<(Address, [u8; 32])
         return Err(bad("public_key is not a valid ed25519 key".into()));
     }
     Ok((address, key))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KindBody {
+    name: String,
+    kind: DeviceKind,
+}
+
+/// `POST /v1/devices/kind`: what kind of machine a device is (the operator, or the device's
+/// own user).
+pub(super) async fn set_device_kind(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<KindBody>,
+) -> Result<Json<DeviceRecord>, ApiError> {
+    let actor = super::auth::actor(&state, &headers).await?;
+    let address = match Address::parse(&body.name) {
+        Ok(address) if address.kind() == AddressKind::Device => address,
+        _ => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{} is not a device address (local@domain/device)", body.name),
+            ));
+        }
+    };
+    let own = matches!(&actor, crate::org::Actor::User(user)
+        if address.account().is_some_and(|a| a.as_str() == user));
+    if !matches!(actor, crate::org::Actor::Operator) && !own {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "only the operator and the device's user say what kind of machine it is".into(),
+        ));
+    }
+    let record = state.hub.store().set_device_kind(address.as_str(), body.kind).await?;
+    Ok(Json(record))
+}
+
+/// `GET /v1/devices/preferred?user=NAME`: the user's preferred device (the user, the
+/// operator): the device that signed their home record, or before they have one, their first
+/// enrolled desktop that is not revoked.
+pub(super) async fn preferred_device(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<DeviceQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let actor = super::auth::actor(&state, &headers).await?;
+    let Some(user) = query.user else {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "user: required".into()));
+    };
+    let user = account_name(&user)?;
+    if !matches!(&actor, crate::org::Actor::Operator)
+        && !matches!(&actor, crate::org::Actor::User(u) if *u == user)
+    {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("only {user} and the operator")));
+    }
+    let home = state.hub.home_of(&user).await?;
+    let lookup = user.clone();
+    let devices =
+        state.hub.store().blocking(move |store| store.device_records(Some(&lookup))).await?;
+    let (device, why) = match home {
+        Some(record) => (devices.into_iter().find(|d| d.name == record.device), "home record"),
+        None => {
+            let first = devices
+                .into_iter()
+                .filter(|d| d.kind == DeviceKind::Desktop && !d.revoked)
+                .min_by(|a, b| (a.enrolled_ms, &a.name).cmp(&(b.enrolled_ms, &b.name)));
+            (first, "first desktop")
+        }
+    };
+    Ok(Json(match device {
+        Some(device) => serde_json::json!({ "user": user, "device": device, "why": why }),
+        None => serde_json::json!({ "user": user, "device": null, "why": "no desktop yet" }),
+    }))
 }
 
 pub(super) async fn revoke_device(

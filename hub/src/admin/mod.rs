@@ -17,6 +17,8 @@
 //! | `GET /v1/devices[?user=NAME]` | | `[device]` |
 //! | `POST /v1/devices` | `{"devices": [{"name", "public_key"}], "add_users"?}` | `{"registered", "results": [{"name", "device"} or {"name", "error", "status"}]}`: devices whose keys the operator knows, no codes, at most 10,000 per call |
 //! | `POST /v1/devices/revoke` | `{"name"}` | `device` |
+//! | `POST /v1/devices/kind` | `{"name", "kind"}` | `device`: `kind` is `desktop`, `laptop`, `mobile`, `server` or `unspecified` (the operator, the device's user) |
+//! | `GET /v1/devices/preferred?user=NAME` | | `{"user", "device", "why"}`: the device that signed the user's home record, else their first enrolled desktop (the user, the operator) |
 //! | `GET /v1/tokens[?user=NAME]` | | `[{"id", "user", "created_ms", "expires_ms"?, "label"?}]` the caller may see |
 //! | `POST /v1/tokens` | `{"user", "expires_ms"?, "label"?}` | the record and `"token"`: for an existing, active user |
 //! | `POST /v1/tokens/revoke` | `{"id"}` | the record |
@@ -152,6 +154,8 @@ pub(crate) async fn serve(
                 .layer(axum::extract::DefaultBodyLimit::max(REGISTER_BODY_LIMIT)),
         )
         .route("/v1/devices/revoke", post(revoke_device))
+        .route("/v1/devices/kind", post(devices::set_device_kind))
+        .route("/v1/devices/preferred", get(devices::preferred_device))
         .route("/v1/tokens", get(auth::list_tokens).post(auth::new_token))
         .route("/v1/home", get(home::get_home).post(home::set_home))
         .route("/v1/peers", get(peers::list_peers).post(peers::add_peer))

@@ -1,4 +1,4 @@
-//! `hub device`: list, register in bulk from public keys, revoke.
+//! `hub device`: list, register in bulk from public keys, revoke, say their kind.
 
 use anyhow::{Context, bail};
 use switchboard_hub::{admin, config::Config};
@@ -15,9 +15,11 @@ pub(crate) async fn device(config: &Config, command: DeviceCommand) -> anyhow::R
         DeviceCommand::List { user } => {
             for device in admin.devices(user.as_deref()).await? {
                 let state = if device.revoked { "revoked" } else { "active" };
+                let kind = serde_json::to_value(device.kind).unwrap_or_default();
                 println!(
-                    "{}\t{state}\tkey {}…\tenrolled {}",
+                    "{}\t{state}\t{}\tkey {}…\tenrolled {}",
                     device.name,
+                    kind.as_str().unwrap_or("?"),
                     admin::hex(&device.public_key[..8]),
                     format_ms(device.enrolled_ms)
                 );
@@ -35,10 +37,17 @@ pub(crate) async fn device(config: &Config, command: DeviceCommand) -> anyhow::R
                 if line.is_empty() || line.starts_with('#') {
                     continue;
                 }
-                let Some((name, key)) = line.split_once(char::is_whitespace) else {
-                    bail!("line {}: expected `user@domain/device <public key>`", number + 1);
+                let mut fields = line.split_whitespace();
+                let (Some(name), Some(key)) = (fields.next(), fields.next()) else {
+                    bail!("line {}: expected `user@domain/device <public key> [kind]`", number + 1);
                 };
-                devices.push(admin::DeviceKey { name: name.into(), public_key: key.trim().into() });
+                let kind = match fields.next() {
+                    Some(kind) => Some(serde_json::from_value(serde_json::json!(kind)).map_err(
+                        |_| anyhow::anyhow!("line {}: {kind} is no kind of device (desktop, laptop, mobile, server)", number + 1),
+                    )?),
+                    None => None,
+                };
+                devices.push(admin::DeviceKey { name: name.into(), public_key: key.into(), kind });
             }
             let (mut registered, mut refused) = (0, 0);
             for chunk in devices.chunks(admin::MAX_REGISTER) {
@@ -57,6 +66,11 @@ pub(crate) async fn device(config: &Config, command: DeviceCommand) -> anyhow::R
         DeviceCommand::Revoke { name } => {
             let device = admin.revoke(&name).await?;
             println!("revoked {}", device.name);
+        }
+        DeviceCommand::Kind { name, kind } => {
+            let body = serde_json::json!({ "name": name, "kind": kind });
+            let device = admin.request("POST", "/v1/devices/kind", Some(body)).await?;
+            println!("{} is a {}", device["name"].as_str().unwrap_or("?"), device["kind"]);
         }
     }
     Ok(())

@@ -49,6 +49,16 @@ pub(crate) async fn personal(config: &Config, command: PersonalCommand) -> anyho
         }
         PersonalCommand::Show { user, registration, token } => {
             let client = AdminClient::new(registration, token);
+            let path = format!("/v1/devices/preferred?user={user}");
+            let preferred = client.request("GET", &path, None).await?;
+            match preferred["device"]["name"].as_str() {
+                Some(device) => println!(
+                    "preferred device: {device} ({}, {})",
+                    preferred["device"]["kind"].as_str().unwrap_or("?"),
+                    preferred["why"].as_str().unwrap_or("?")
+                ),
+                None => println!("preferred device: none (no desktop enrolled yet)"),
+            }
             match current(&client, &user).await? {
                 Some(record) => println!(
                     "{}: home hub {} at {} (pin {}), epoch {}, signed by {} at {}",

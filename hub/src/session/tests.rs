@@ -103,6 +103,7 @@ impl World {
                 public_key: key.verifying_key().to_bytes(),
                 revoked: false,
                 enrolled_ms: 0,
+                kind: Default::default(),
             },
         );
         self.subscriptions.insert(device, vec![(account, 0, Vec::new())]);
@@ -167,6 +168,7 @@ impl World {
                             public_key: enrolment.public_key,
                             revoked: false,
                             enrolled_ms: self.clock.unix_ms,
+                            kind: Default::default(),
                         };
                         self.subscriptions
                             .insert(DeviceId(900), vec![(enrolment.account, 0, vec![])]);

@@ -5,8 +5,8 @@
 use bytes::Bytes;
 
 use crate::store::{
-    Cursor, DeviceId, DeviceRecord, Entry, QueueId, QueueStats, StoreError, UserRecord, UserStatus,
-    decode_u64,
+    Cursor, DeviceId, DeviceKind, DeviceRecord, Entry, QueueId, QueueStats, StoreError, UserRecord,
+    UserStatus, decode_u64,
 };
 
 pub(crate) const ENTRY: u8 = 0x01;
@@ -311,13 +311,20 @@ pub(crate) fn encode_device(device: &DeviceRecord) -> Vec<u8> {
     value.extend_from_slice(&device.public_key);
     value.push(u8::from(device.revoked));
     value.extend_from_slice(&device.enrolled_ms.to_be_bytes());
+    value.push(device.kind.to_byte());
     value
 }
 
 pub(crate) fn decode_device(name: String, value: &[u8]) -> Result<DeviceRecord, StoreError> {
-    if value.len() != 57 || value[48] > 1 {
+    // 57 bytes before device kinds existed, 58 since (the kind last).
+    let kind = match value.len() {
+        57 => Some(DeviceKind::Unspecified),
+        58 => DeviceKind::from_byte(value[57]),
+        _ => None,
+    };
+    let Some(kind) = kind.filter(|_| value[48] <= 1) else {
         return Err(StoreError::Corrupt(format!("device record of {} bytes", value.len())));
-    }
+    };
     let mut public_key = [0u8; 32];
     public_key.copy_from_slice(&value[16..48]);
     Ok(DeviceRecord {
@@ -327,6 +334,7 @@ pub(crate) fn decode_device(name: String, value: &[u8]) -> Result<DeviceRecord, 
         public_key,
         revoked: value[48] == 1,
         enrolled_ms: be_u64(&value[49..57]),
+        kind,
     })
 }
 
@@ -375,8 +383,16 @@ mod tests {
             public_key: [7; 32],
             revoked: true,
             enrolled_ms: 5,
+            kind: DeviceKind::Laptop,
         };
         assert_eq!(decode_device(device.name.clone(), &encode_device(&device)).unwrap(), device);
+        // A record from before device kinds: 57 bytes, its kind unspecified.
+        let old = &encode_device(&device)[..57];
+        let read = decode_device(device.name.clone(), old).unwrap();
+        assert_eq!(read, DeviceRecord { kind: DeviceKind::Unspecified, ..device.clone() });
+        let mut unknown = encode_device(&device);
+        unknown[57] = 9;
+        assert!(matches!(decode_device(String::new(), &unknown), Err(StoreError::Corrupt(_))));
         assert!(matches!(decode_user(String::new(), &[0; 16]), Err(StoreError::Corrupt(_))));
         assert!(matches!(decode_device(String::new(), &[0; 56]), Err(StoreError::Corrupt(_))));
     }

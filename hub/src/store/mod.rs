@@ -49,7 +49,7 @@ use rocksdb::{DB, Direction, IteratorMode, ReadOptions};
 use tokio::sync::oneshot;
 
 pub use error::StoreError;
-pub use registry::{DeviceRecord, UserRecord, UserStatus};
+pub use registry::{DeviceKind, DeviceRecord, UserRecord, UserStatus};
 // `TokenRecord` is defined below, beside the token keys.
 use writer::{Command, ShardWriter};
 
@@ -698,6 +698,18 @@ impl Store {
             self.remove_device(record.device).await?;
         }
         Ok(record)
+    }
+
+    /// Records what kind of machine the device `name` is.
+    pub async fn set_device_kind(
+        &self,
+        name: &str,
+        kind: DeviceKind,
+    ) -> Result<DeviceRecord, StoreError> {
+        let record =
+            self.device_record(name)?.ok_or_else(|| StoreError::UnknownDeviceName(name.into()))?;
+        let shard = self.shard_of(record.account);
+        self.submit(shard, |done| Command::SetDeviceKind { name: name.into(), kind, done }).await
     }
 
     /// Closes the account `name`: the user is marked deactivated and every message waiting in

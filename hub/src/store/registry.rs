@@ -34,6 +34,57 @@ pub struct UserRecord {
     pub created_ms: u64,
 }
 
+/// What kind of machine a device is; a private user's first desktop is their preferred device
+/// (see [`crate::personal`]).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// Not said (devices enrolled before kinds existed, or whose owner did not say).
+    #[default]
+    Unspecified,
+    /// A desktop computer: always on, a steady connection; can be a home hub.
+    Desktop,
+    /// A laptop.
+    Laptop,
+    /// A phone or tablet.
+    Mobile,
+    /// A server.
+    Server,
+}
+
+impl DeviceKind {
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            Self::Unspecified => 0,
+            Self::Desktop => 1,
+            Self::Laptop => 2,
+            Self::Mobile => 3,
+            Self::Server => 4,
+        }
+    }
+
+    pub(crate) fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0 => Self::Unspecified,
+            1 => Self::Desktop,
+            2 => Self::Laptop,
+            3 => Self::Mobile,
+            4 => Self::Server,
+            _ => return None,
+        })
+    }
+}
+
 /// An enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceRecord {
@@ -49,4 +100,7 @@ pub struct DeviceRecord {
     pub revoked: bool,
     /// When the device enrolled, Unix milliseconds.
     pub enrolled_ms: u64,
+    /// What kind of machine it is.
+    #[serde(default)]
+    pub kind: DeviceKind,
 }

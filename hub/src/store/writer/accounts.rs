@@ -94,12 +94,31 @@ impl ShardWriter {
             public_key,
             revoked: false,
             enrolled_ms: now,
+            kind: Default::default(),
         };
         if let Some(code) = code {
             batch.delete(code.clone());
             staged.records.insert(code, None);
         }
         put_record(batch, staged, key, codec::encode_device(&record));
+        Ok(record)
+    }
+
+    pub(super) fn set_kind(
+        &mut self,
+        name: &str,
+        kind: crate::store::DeviceKind,
+        batch: &mut Batch,
+        staged: &mut Staged,
+    ) -> Result<DeviceRecord, StoreError> {
+        let key = codec::device_key(name);
+        let value =
+            self.record(staged, &key)?.ok_or_else(|| StoreError::UnknownDeviceName(name.into()))?;
+        let mut record = codec::decode_device(name.into(), &value)?;
+        if record.kind != kind {
+            record.kind = kind;
+            put_record(batch, staged, key, codec::encode_device(&record));
+        }
         Ok(record)
     }
 

@@ -122,6 +122,11 @@ pub(crate) enum Command {
         name: Box<str>,
         done: Done<DeviceRecord>,
     },
+    SetDeviceKind {
+        name: Box<str>,
+        kind: crate::store::DeviceKind,
+        done: Done<DeviceRecord>,
+    },
 }
 
 /// How long a writer waits for work before it sweeps.
@@ -401,6 +406,9 @@ impl ShardWriter {
                 reply(done, self.enrol(account, name, public_key, code, batch, staged))
             }
             Command::Revoke { name, done } => reply(done, self.revoke(&name, batch, staged)),
+            Command::SetDeviceKind { name, kind, done } => {
+                reply(done, self.set_kind(&name, kind, batch, staged))
+            }
             Command::SetUserStatus { name, status, done } => {
                 let key = codec::user_key(&name);
                 let result = match self.record(staged, &key) {
