@@ -174,6 +174,14 @@ pub enum PeerError {
     /// TLS could not be set up for the peer.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The peer is a user's home hub, which only the user's next home record changes.
+    #[error("{name} is the home hub of {user}; only a new home record of theirs changes that")]
+    HomeHub {
+        /// The peer.
+        name: String,
+        /// Its user.
+        user: String,
+    },
     /// The hub is not running its links (yet, or any more).
     #[error("the hub's links are not running")]
     NotRunning,
@@ -420,6 +428,10 @@ impl Peers {
             .ok_or_else(|| PeerError::Unknown(name.into()))?;
         if peer.configured {
             return Err(PeerError::Configured(name.into()));
+        }
+        // A home hub holds its user's mailbox: only the user's next home record moves it.
+        if let Some((user, _)) = self.homes.load().iter().find(|(_, h)| h.as_str() == name) {
+            return Err(PeerError::HomeHub { name: name.into(), user: user.clone() });
         }
         if let Some(out) = peer.outbound.get().copied() {
             let store = hub.store().clone();

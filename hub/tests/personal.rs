@@ -389,6 +389,10 @@ async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     while queued_for("bob-desk").await != Some(10) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    // The operator cannot drop the old home hub, and with it bob's mailbox.
+    let body = serde_json::json!({ "name": "bob-desk", "force": true });
+    let refused = operator.request("POST", "/v1/peers/remove", Some(body)).await.unwrap_err();
+    assert!(refused.to_string().starts_with("409: bob-desk is the home hub of bob"), "{refused}");
     // Bob makes his new desktop his home: the mailbox goes there, in order, once.
     assert_eq!(post(&operator, &home_at(&phone, "bob-desk-2", &e2, 2)).await, "ok 2");
     assert_eq!(queued_for("bob-desk").await, None, "the old home hub is no peer any more");

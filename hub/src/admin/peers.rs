@@ -104,7 +104,8 @@ fn peer_error(error: crate::links::PeerError) -> ApiError {
         PeerError::Exists(_)
         | PeerError::DomainTaken { .. }
         | PeerError::Configured(_)
-        | PeerError::Queued { .. } => StatusCode::CONFLICT,
+        | PeerError::Queued { .. }
+        | PeerError::HomeHub { .. } => StatusCode::CONFLICT,
         PeerError::Store(_) | PeerError::Tls(_) | PeerError::NotRunning => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
