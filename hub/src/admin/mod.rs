@@ -40,7 +40,7 @@
 //! | `POST /v1/home` | `{"user", "hub", "address", "pin", "epoch", "device", "signed_ms", "signature"}` | the record, taken when signed by one of the user's unrevoked devices with the next epoch; 400 `malformed`, 404 `unknown-user`/`unknown-device`, 403 `revoked-device`/`bad-signature`, 409 `stale-epoch` (the user, the operator) |
 //! | `GET /v1/peers` | | `[{"name", "address", "domains", "state", "since_ms", "attempts", "last_error", "next_attempt_ms", "inbound_up", "queued"}]` (operator only) |
 //! | `POST /v1/peers` | `{"name", "address", "pin", "domains", "provider"?}` | adds a peer at run time, kept across restarts (operator only) |
-//! | `POST /v1/peers/remove` | `{"name", "force"?}` | removes a peer added at run time; refused while messages wait for it unless `force` (operator only) |
+//! | `POST /v1/peers/remove` | `{"name", "force"?}` | removes a peer added at run time; refused while messages wait for it unless `force`, and for a user's home hub (operator only) |
 //! | `POST /v1/peers/retry` | `{"name"}` | ends the link's backoff now (operator only) |
 //! | `GET /v1/metrics` | | `{"connections", "resident_bytes", "store": {...}}` (operator only) |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
