@@ -113,6 +113,15 @@ struct Peer {
     stop: watch::Sender<bool>,
 }
 
+/// A former home hub: its link is taken, nothing is sent to it (it has no connector).
+fn make_former(config: &PeerConfig) -> Arc<Peer> {
+    let peer = make_peer(config, false);
+    peer.update(|s| {
+        s.last_error = Some("a former home hub: its link is taken, it is sent nothing".into())
+    });
+    peer
+}
+
 fn make_peer(config: &PeerConfig, configured: bool) -> Arc<Peer> {
     Arc::new(Peer {
         config: config.clone(),
@@ -182,6 +191,16 @@ pub enum PeerError {
         /// Its user.
         user: String,
     },
+    /// The peer was a user's home hub and may still relay what it accepted from them.
+    #[error(
+        "{name} was the home hub of {user} and may still relay their messages; remove with force"
+    )]
+    FormerHome {
+        /// The peer.
+        name: String,
+        /// Its user.
+        user: String,
+    },
     /// The hub is not running its links (yet, or any more).
     #[error("the hub's links are not running")]
     NotRunning,
@@ -201,6 +220,10 @@ const ADDED_PEERS: &str = "peers:added";
 /// The store blob of the users whose home hub is a peer (user -> peer name).
 const HOMES: &str = "peers:homes";
 
+/// The store blob of the former home hubs (peer name -> user): they may still relay what they
+/// accepted from their user before the move, and are sent nothing.
+const FORMERS: &str = "peers:formers";
+
 impl Peer {
     fn update(&self, change: impl FnOnce(&mut PeerStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -219,6 +242,9 @@ pub struct Peers {
     changing: tokio::sync::Mutex<()>,
     /// Users of this hub whose home hub is a peer: their messages and receipts go there.
     homes: arc_swap::ArcSwap<HashMap<String, String>>,
+    /// Former home hubs (name -> user): linked to still, relaying what their user sent before
+    /// moving, sent nothing.
+    formers: arc_swap::ArcSwap<HashMap<String, String>>,
 }
 
 impl Peers {
@@ -232,6 +258,7 @@ impl Peers {
             running: OnceLock::new(),
             changing: tokio::sync::Mutex::new(()),
             homes: arc_swap::ArcSwap::from_pointee(HashMap::new()),
+            formers: arc_swap::ArcSwap::from_pointee(HashMap::new()),
         }
     }
 
@@ -247,11 +274,16 @@ impl Peers {
         peers.iter().find(|p| &p.config.name == name)?.outbound.get().map(|out| out.queue)
     }
 
-    /// Whether the peer `peer` is the home hub of the account of `address`.
+    /// Whether the peer `peer` is, or was, the home hub of the account of `address`: its
+    /// relays may carry that user's messages and receipts.
     fn is_home_of(&self, peer: &str, address: &Address) -> bool {
+        let Some(account) = address.account() else { return false };
         let homes = self.homes.load();
-        !homes.is_empty()
-            && address.account().is_some_and(|a| homes.get(a.as_str()).is_some_and(|p| p == peer))
+        if !homes.is_empty() && homes.get(account.as_str()).is_some_and(|p| p == peer) {
+            return true;
+        }
+        let formers = self.formers.load();
+        !formers.is_empty() && formers.get(peer).is_some_and(|user| user == account.as_str())
     }
 
     /// Makes the hub `hub_name` at `address` with certificate `pin` the home hub of `user`:
@@ -280,7 +312,14 @@ impl Peers {
                 "the hub name {hub_name} is the home hub of {other} already"
             )));
         }
-        let is_home = |name: &str| homes_now.values().any(|h| h == name);
+        let formers_now = self.formers.load_full();
+        if let Some(other) = formers_now.get(hub_name).filter(|u| *u != user) {
+            return Err(PeerError::Invalid(format!(
+                "the hub name {hub_name} was the home hub of {other}"
+            )));
+        }
+        let is_home =
+            |name: &str| homes_now.values().any(|h| h == name) || formers_now.contains_key(name);
         if peers.iter().any(|p| p.config.name == hub_name && (p.configured || !is_home(hub_name))) {
             return Err(PeerError::Exists(hub_name.into()));
         }
@@ -302,30 +341,41 @@ impl Peers {
             };
             let peer = make_peer(&config, false);
             let _ = peer.outbound.set(hub.store().mailbox(user).await?);
-            let replaced = old.as_ref().map(|o| o.config.name.clone());
+            // The previous home hub, under another name, stays a peer as a former home: its
+            // link is still taken, to relay what it accepted from the user before the move,
+            // and nothing is sent to it. The same name is simply replaced.
+            let former = old
+                .as_ref()
+                .filter(|o| o.config.name != hub_name)
+                .map(|o| (o.config.name.clone(), make_former(&o.config)));
             let mut next: Vec<_> = peers
                 .iter()
-                .filter(|p| Some(&p.config.name) != replaced.as_ref())
-                .cloned()
+                .filter(|p| p.config.name != hub_name)
+                .map(|p| match &former {
+                    Some((name, stand_in)) if &p.config.name == name => stand_in.clone(),
+                    _ => p.clone(),
+                })
                 .collect();
             next.push(peer.clone());
+            let mut formers = (*formers_now).clone();
+            formers.remove(hub_name);
+            if let Some((name, _)) = &former {
+                formers.insert(name.clone(), user.to_string());
+            }
+            put_json(&hub, FORMERS, &formers).await?;
             save_added(&hub, &next).await?;
             self.peers.store(Arc::new(next));
+            self.formers.store(Arc::new(formers));
             if let Some(old) = old {
+                // Its connector stops; its own link to this hub, if up, goes on.
                 let _ = old.stop.send(true);
-                if let Some(inbound) = old.inbound.lock().unwrap_or_else(|e| e.into_inner()).take()
-                {
-                    inbound.close(ErrorCode::UNKNOWN_HUB.0.into(), b"no longer a home hub here");
-                }
             }
             spawn_connector(&hub, running, peer)?;
             tracing::info!(%user, peer = %hub_name, %address, "home hub set");
         }
         let mut homes = (*homes_now).clone();
         homes.insert(user.to_string(), hub_name.to_string());
-        let bytes = serde_json::to_vec(&homes)
-            .map_err(|e| StoreError::Encode { what: "the home hubs", why: e.to_string() })?;
-        hub.store().put_blob(HOMES, bytes).await?;
+        put_json(&hub, HOMES, &homes).await?;
         self.homes.store(Arc::new(homes));
         Ok(())
     }
@@ -433,6 +483,17 @@ impl Peers {
         if let Some((user, _)) = self.homes.load().iter().find(|(_, h)| h.as_str() == name) {
             return Err(PeerError::HomeHub { name: name.into(), user: user.clone() });
         }
+        // A former home hub may still have its user's messages to relay: only with force.
+        let formers = self.formers.load_full();
+        if let Some(user) = formers.get(name) {
+            if !force {
+                return Err(PeerError::FormerHome { name: name.into(), user: user.clone() });
+            }
+            let mut rest = (*formers).clone();
+            rest.remove(name);
+            put_json(&hub, FORMERS, &rest).await?;
+            self.formers.store(Arc::new(rest));
+        }
         if let Some(out) = peer.outbound.get().copied() {
             let store = hub.store().clone();
             let count = hub
@@ -507,21 +568,22 @@ pub(crate) async fn start(
             .map_err(|e| StartError::from(StoreError::Corrupt(format!("the added peers: {e}"))))?,
         None => Vec::new(),
     };
-    let homes: HashMap<String, String> =
-        match hub.store().blocking(|store| store.blob(HOMES)).await? {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                StartError::from(StoreError::Corrupt(format!("the home hubs: {e}")))
-            })?,
-            None => HashMap::new(),
-        };
-    peers.homes.store(Arc::new(homes));
+    peers.homes.store(Arc::new(get_json(&hub, HOMES).await?));
+    peers.formers.store(Arc::new(get_json(&hub, FORMERS).await?));
     let mut list = (*peers.list()).clone();
+    let formers = peers.formers.load_full();
     for config in added {
         if !list.iter().any(|p| p.config.name == config.name) {
-            list.push(make_peer(&config, false));
+            list.push(match formers.contains_key(&config.name) {
+                true => make_former(&config),
+                false => make_peer(&config, false),
+            });
         }
     }
     for peer in &list {
+        if formers.contains_key(&peer.config.name) {
+            continue; // a former home hub is sent nothing
+        }
         // A home hub's link relays its user's mailbox; any other peer's, its own queue.
         let home_of = peers
             .homes
@@ -540,7 +602,7 @@ pub(crate) async fn start(
         Arc::new(Identity { cert: identity.cert.clone(), key: identity.key.clone_key() });
     let running = Running { hub: Arc::downgrade(&hub), endpoint, identity, shutdown };
     let running = peers.running.get_or_init(|| running);
-    for peer in list {
+    for peer in list.into_iter().filter(|p| !formers.contains_key(&p.config.name)) {
         spawn_connector(&hub, running, peer)?;
     }
     Ok(())
@@ -589,6 +651,26 @@ fn check_peer(config: &PeerConfig) -> Result<(), PeerError> {
         }
     }
     Ok(())
+}
+
+/// Keeps a map of the peer table's as a store blob.
+async fn put_json(
+    hub: &Hub,
+    name: &'static str,
+    map: &HashMap<String, String>,
+) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(map)
+        .map_err(|e| StoreError::Encode { what: name, why: e.to_string() })?;
+    hub.store().put_blob(name, bytes).await
+}
+
+/// Reads a map of the peer table's from its store blob.
+async fn get_json(hub: &Hub, name: &'static str) -> Result<HashMap<String, String>, StoreError> {
+    match hub.store().blocking(move |store| store.blob(name)).await? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("the peer table's {name}: {e}"))),
+        None => Ok(HashMap::new()),
+    }
 }
 
 /// Keeps the record of the peers added at run time.

@@ -395,7 +395,8 @@ async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     assert!(refused.to_string().starts_with("409: bob-desk is the home hub of bob"), "{refused}");
     // Bob makes his new desktop his home: the mailbox goes there, in order, once.
     assert_eq!(post(&operator, &home_at(&phone, "bob-desk-2", &e2, 2)).await, "ok 2");
-    assert_eq!(queued_for("bob-desk").await, None, "the old home hub is no peer any more");
+    // The old desktop stays a peer (a former home hub, sent nothing), its queue empty.
+    assert_eq!(queued_for("bob-desk").await, Some(0));
     let mut phone_c = connect(&phone_e2).await;
     let (got, _) = messages_and_notices(&mut phone_c, 10).await;
     assert_eq!(got, waiting);
@@ -479,4 +480,65 @@ async fn the_first_desktop_is_the_preferred_device_until_a_home_record_names_ano
     assert_eq!(post(&alice, &signed(&laptop, 1)).await, "ok 1");
     assert_eq!(preferred().await, (Some("alice@home.example/laptop".into()), "home record".into()));
     drop(desk1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_old_home_hub_accepted_before_a_move_still_reaches_its_recipients() {
+    let (p, a, a2) = (site([127, 0, 0, 8]), site([127, 0, 0, 9]), site([127, 0, 0, 10]));
+    let provider = "[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\n";
+    let desktop = |name: &str| {
+        format!(
+            "[hub]\nname = \"{name}\"\n\n[[peers]]\nname = \"provider\"\naddress = \"{}\"\npin = \"{}\"\ndomains = [\"home.example\"]\nforwards = true\n",
+            p.quic, p.pin
+        )
+    };
+    let mut hub_p = HubProcess::start_at(p.dir.path(), provider, p.quic, p.admin);
+    let hub_a = HubProcess::start_at(a.dir.path(), &desktop("alice-desk"), a.quic, a.admin);
+    let hub_a2 = HubProcess::start_at(a2.dir.path(), &desktop("alice-desk-2"), a2.quic, a2.admin);
+    let bob = hub_p.enrol("bob@home.example", "phone").await;
+    let desk = hub_p.enrol("alice@home.example", "desk").await;
+    let (desk_a, _desk_a2) = (at_home(&hub_a, &desk).await, at_home(&hub_a2, &desk).await);
+    let operator = hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    // A's own link to the provider, as A sees it.
+    let provider_link = || async {
+        let peers = hub_a.admin_client().request("GET", "/v1/peers", None).await.unwrap();
+        peers.as_array().unwrap()[0].clone()
+    };
+    while provider_link().await["state"] != "up" {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The provider goes down; alice's desktop accepts what she sends and holds it.
+    hub_p.kill();
+    let mut alice = connect(&desk_a).await;
+    let held = texts("held by the old home", 10);
+    send_all(&mut alice, &"bob@home.example".parse().unwrap(), &held).await;
+    // A backs off for a while before it tries the provider again.
+    loop {
+        let link = provider_link().await;
+        let due = link["next_attempt_ms"].as_u64().unwrap_or(0);
+        if link["state"] == "backoff" && due > switchboard_hub::store::system_clock_ms() + 3_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The provider is back, and alice moves to her second desktop before A links again.
+    hub_p.restart();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk-2", &a2, 2)).await, "ok 2");
+    assert_ne!(provider_link().await["state"], "up", "A linked before the move");
+    // A, now a former home hub, still delivers what it accepted: once, in order.
+    let mut bob_c = connect(&bob).await;
+    assert_eq!(messages_and_notices(&mut bob_c, 10).await.0, held);
+    let extra = tokio::time::timeout(std::time::Duration::from_secs(2), bob_c.next_event()).await;
+    assert!(extra.is_err(), "a duplicate: {extra:?}");
+    // The provider sends the former home nothing, and keeps it unless told with force.
+    let peers = operator.request("GET", "/v1/peers", None).await.unwrap();
+    let former = peers.as_array().unwrap().iter().find(|p| p["name"] == "alice-desk").unwrap();
+    assert!(former["last_error"].as_str().unwrap().contains("former home hub"), "{former}");
+    let body = serde_json::json!({ "name": "alice-desk" });
+    let kept = operator.request("POST", "/v1/peers/remove", Some(body)).await.unwrap_err();
+    assert!(kept.to_string().starts_with("409: alice-desk was the home hub of alice"), "{kept}");
+    alice.close().await;
+    bob_c.close().await;
 }

@@ -105,7 +105,8 @@ fn peer_error(error: crate::links::PeerError) -> ApiError {
         | PeerError::DomainTaken { .. }
         | PeerError::Configured(_)
         | PeerError::Queued { .. }
-        | PeerError::HomeHub { .. } => StatusCode::CONFLICT,
+        | PeerError::HomeHub { .. }
+        | PeerError::FormerHome { .. } => StatusCode::CONFLICT,
         PeerError::Store(_) | PeerError::Tls(_) | PeerError::NotRunning => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
