@@ -127,6 +127,9 @@ pub struct HubSection {
     pub name: String,
     /// Domains this hub serves; `*.example.net` serves every domain under `example.net`.
     pub domains: Vec<String>,
+    /// As a registration hub: how long a user's new home hub waits for what the old one holds
+    /// before it is sent the mailbox anyway (the old hub's part then follows when it comes).
+    pub handoff_wait_secs: u64,
 }
 
 /// Whether `domain` is named by `pattern`: the same domain (case aside), or for a pattern
@@ -144,7 +147,7 @@ pub fn domain_matches(pattern: &str, domain: &str) -> bool {
 
 impl Default for HubSection {
     fn default() -> Self {
-        Self { name: "localhost".into(), domains: Vec::new() }
+        Self { name: "localhost".into(), domains: Vec::new(), handoff_wait_secs: 3600 }
     }
 }
 

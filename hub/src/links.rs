@@ -20,10 +20,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchboard_protocol::{
-    Address, ErrorCode, Frame, HubHello, MessageId, RejectReason, Relay, RelayAck, RelayReceipts,
-    RelayRejection,
+    Address, Envelope, ErrorCode, Flags, Frame, HubHello, MessageId, RejectReason, Relay, RelayAck,
+    RelayReceipts, RelayRejection,
 };
 use tokio::sync::{Notify, watch};
 
@@ -35,6 +35,7 @@ use crate::{
         tls::{self, Identity},
     },
     org::{OrgState, Scope},
+    personal::HomeRecord,
     server::StartError,
     store::{EnqueueRequest, Outbound, QueueId, StoreError, system_clock_ms},
 };
@@ -111,6 +112,16 @@ struct Peer {
     configured: bool,
     /// Set when the peer is removed: its connector stops.
     stop: watch::Sender<bool>,
+    /// A former home hub during a hand-off: its link relays the mailbox up to this sequence
+    /// (the `home_changed` notice) and then stops (`u64::MAX`: no limit).
+    until: std::sync::atomic::AtomicU64,
+    /// A new home hub during a hand-off: the queue of what the old home hub handed over,
+    /// relayed before the mailbox.
+    handoff: OnceLock<Outbound>,
+    /// While the old home hub's part is not complete, the mailbox is held back.
+    held: std::sync::atomic::AtomicBool,
+    /// Raised when `held` turns false.
+    released: Notify,
 }
 
 /// A former home hub: its link is taken, nothing is sent to it (it has no connector).
@@ -143,6 +154,10 @@ fn make_peer(config: &PeerConfig, configured: bool) -> Arc<Peer> {
         inbound: Mutex::new(None),
         configured,
         stop: watch::channel(false).0,
+        until: std::sync::atomic::AtomicU64::new(u64::MAX),
+        handoff: OnceLock::new(),
+        held: std::sync::atomic::AtomicBool::new(false),
+        released: Notify::new(),
     })
 }
 
@@ -176,6 +191,12 @@ pub enum PeerError {
         name: String,
         /// How many.
         count: u64,
+    },
+    /// A hand-off of the user from `from` is in progress: only a move back to `from` is taken.
+    #[error("the hand-off from {from} is not complete")]
+    Moving {
+        /// The home hub the user is moving away from.
+        from: String,
     },
     /// The store failed.
     #[error(transparent)]
@@ -224,6 +245,32 @@ const HOMES: &str = "peers:homes";
 /// accepted from their user before the move, and are sent nothing.
 const FORMERS: &str = "peers:formers";
 
+/// The store blob of the hand-offs in progress on a registration hub (user -> move).
+const MOVES: &str = "peers:moves";
+
+/// The store blob of the users who moved away from this hub as their home (user -> moved).
+const MOVED: &str = "peers:moved";
+
+/// A hand-off in progress on a registration hub: the user's former home hub relays the mailbox
+/// up to the `home_changed` notice at `through`, then hands over what it holds; the new home
+/// hub gets that first, then the mailbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Move {
+    from: String,
+    through: u64,
+    /// When the move was recorded, Unix milliseconds: the mailbox is held back from the new
+    /// home hub for at most `[hub] handoff_wait_secs` after it.
+    started_ms: u64,
+}
+
+/// A user who moved away from this hub as their home: the record that moved them, and the
+/// sequence of its notice in their queue here (what is handed over ends there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Moved {
+    record: HomeRecord,
+    through: u64,
+}
+
 impl Peer {
     fn update(&self, change: impl FnOnce(&mut PeerStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
@@ -245,6 +292,10 @@ pub struct Peers {
     /// Former home hubs (name -> user): linked to still, relaying what their user sent before
     /// moving, sent nothing.
     formers: arc_swap::ArcSwap<HashMap<String, String>>,
+    /// Hand-offs in progress here, as a registration hub.
+    moves: arc_swap::ArcSwap<HashMap<String, Move>>,
+    /// Users who moved away from this hub as their home.
+    moved: arc_swap::ArcSwap<HashMap<String, Moved>>,
 }
 
 impl Peers {
@@ -259,7 +310,92 @@ impl Peers {
             changing: tokio::sync::Mutex::new(()),
             homes: arc_swap::ArcSwap::from_pointee(HashMap::new()),
             formers: arc_swap::ArcSwap::from_pointee(HashMap::new()),
+            moves: arc_swap::ArcSwap::from_pointee(HashMap::new()),
+            moved: arc_swap::ArcSwap::from_pointee(HashMap::new()),
         }
+    }
+
+    /// The new home hub of `user`, if they moved away from this hub as their home: their sends
+    /// here are refused from then on.
+    pub fn moved_to(&self, user: &str) -> Option<String> {
+        let moved = self.moved.load();
+        if moved.is_empty() {
+            return None;
+        }
+        moved.get(user).map(|m| m.record.hub.clone())
+    }
+
+    /// Checks that `hub_name` may become `user`'s home hub (the name checks of
+    /// [`Peers::set_home`], made again there under its lock).
+    pub fn check_home(&self, user: &str, hub_name: &str) -> Result<(), PeerError> {
+        if hub_name == self.name {
+            return Err(PeerError::Invalid("the home hub is this hub itself".into()));
+        }
+        let homes = self.homes.load();
+        if let Some((other, _)) = homes.iter().find(|(u, h)| *h == hub_name && *u != user) {
+            return Err(PeerError::Invalid(format!(
+                "the hub name {hub_name} is the home hub of {other} already"
+            )));
+        }
+        let formers = self.formers.load();
+        if let Some(other) = formers.get(hub_name).filter(|u| *u != user) {
+            return Err(PeerError::Invalid(format!(
+                "the hub name {hub_name} was the home hub of {other}"
+            )));
+        }
+        let is_home = homes.values().any(|h| h == hub_name) || formers.contains_key(hub_name);
+        let taken =
+            self.list().iter().any(|p| p.config.name == hub_name && (p.configured || !is_home));
+        if taken {
+            return Err(PeerError::Exists(hub_name.into()));
+        }
+        // During a hand-off the user may only go back to the hub they are moving away from
+        // (which ends the move): a third hub would leave what the second one took behind.
+        if let Some(from) = self.moves.load().get(user).map(|m| &m.from).filter(|f| *f != hub_name)
+        {
+            return Err(PeerError::Moving { from: from.clone() });
+        }
+        Ok(())
+    }
+
+    /// Whether a hand-off of `user` is in progress here (as their registration hub).
+    pub fn is_moving(&self, user: &str) -> bool {
+        let moves = self.moves.load();
+        !moves.is_empty() && moves.contains_key(user)
+    }
+
+    /// The hand-off queue of `user` when `from_peer` is the former home hub handing them over.
+    fn handoff_from(&self, from_peer: &str, user: &str) -> Option<QueueId> {
+        let moves = self.moves.load();
+        moves.get(user).filter(|m| m.from == from_peer)?;
+        let home = self.homes.load().get(user).cloned()?;
+        let peers = self.peers.load();
+        peers.iter().find(|p| p.config.name == home)?.handoff.get().map(|h| h.queue)
+    }
+
+    /// The new home hub of `user` gets the mailbox from now on (the old home hub's part is
+    /// complete, or was waited for long enough).
+    fn release(&self, user: &str) {
+        let home = self.homes.load().get(user).cloned();
+        let peers = self.list();
+        if let Some(peer) = home.and_then(|h| peers.iter().find(|p| p.config.name == h)) {
+            peer.held.store(false, std::sync::atomic::Ordering::Release);
+            peer.released.notify_one();
+        }
+    }
+
+    /// The former home hub handed `user` over completely: the new home hub gets the mailbox.
+    async fn finish_move(&self, hub: &Hub, user: &str) -> Result<(), StoreError> {
+        let _changing = self.changing.lock().await;
+        let mut moves = (**self.moves.load()).clone();
+        if moves.remove(user).is_none() {
+            return Ok(());
+        }
+        put_json(hub, MOVES, &moves).await?;
+        self.moves.store(Arc::new(moves));
+        self.release(user);
+        tracing::info!(%user, "hand-off complete");
+        Ok(())
     }
 
     /// The outbound queue of the home hub of `to`, when `to` is a user of this hub whose home
@@ -298,6 +434,7 @@ impl Peers {
         hub_name: &str,
         address: std::net::SocketAddr,
         pin: &str,
+        handoff_through: Option<u64>,
     ) -> Result<(), PeerError> {
         let running = self.running.get().ok_or(PeerError::NotRunning)?;
         let hub = running.hub.upgrade().ok_or(PeerError::NotRunning)?;
@@ -305,24 +442,24 @@ impl Peers {
             return Err(PeerError::Invalid("the home hub is this hub itself".into()));
         }
         let _changing = self.changing.lock().await;
+        self.check_home(user, hub_name)?;
         let peers = self.list();
         let homes_now = self.homes.load_full();
-        if let Some((other, _)) = homes_now.iter().find(|(u, h)| *h == hub_name && *u != user) {
-            return Err(PeerError::Invalid(format!(
-                "the hub name {hub_name} is the home hub of {other} already"
-            )));
-        }
         let formers_now = self.formers.load_full();
-        if let Some(other) = formers_now.get(hub_name).filter(|u| *u != user) {
-            return Err(PeerError::Invalid(format!(
-                "the hub name {hub_name} was the home hub of {other}"
-            )));
+        // Back to the hub the user was moving away from: the move ends. What that hub handed
+        // over is still there (it holds its queue until its devices take it), so the copies
+        // handed over are dropped, and nothing is handed over by the hub left (the mailbox was
+        // held back from it; it has copies at most).
+        let aborting = self.moves.load().get(user).is_some_and(|m| m.from == hub_name);
+        if aborting {
+            let mut moves = (**self.moves.load()).clone();
+            moves.remove(user);
+            put_json(&hub, MOVES, &moves).await?;
+            self.moves.store(Arc::new(moves));
+            drain(&hub, hub.store().handoff_queue(user).await?).await?;
+            tracing::info!(%user, back_to = %hub_name, "hand-off ended: the user went back");
         }
-        let is_home =
-            |name: &str| homes_now.values().any(|h| h == name) || formers_now.contains_key(name);
-        if peers.iter().any(|p| p.config.name == hub_name && (p.configured || !is_home(hub_name))) {
-            return Err(PeerError::Exists(hub_name.into()));
-        }
+        let handoff_through = handoff_through.filter(|_| !aborting);
         let old = homes_now
             .get(user)
             .and_then(|name| peers.iter().find(|p| &p.config.name == name))
@@ -348,6 +485,16 @@ impl Peers {
                 .as_ref()
                 .filter(|o| o.config.name != hub_name)
                 .map(|o| (o.config.name.clone(), make_former(&o.config)));
+            // A hand-off: the former home relays the mailbox up to the notice and then hands
+            // over what it holds; the new home gets that first and the mailbox after.
+            let handing = former.as_ref().zip(handoff_through);
+            if let Some(((_, stand_in), through)) = handing {
+                let _ = stand_in.outbound.set(hub.store().mailbox(user).await?);
+                stand_in.until.store(through, std::sync::atomic::Ordering::Release);
+                stand_in.update(|s| s.last_error = None);
+                let _ = peer.handoff.set(hub.store().handoff_queue(user).await?);
+                peer.held.store(true, std::sync::atomic::Ordering::Release);
+            }
             let mut next: Vec<_> = peers
                 .iter()
                 .filter(|p| p.config.name != hub_name)
@@ -363,12 +510,28 @@ impl Peers {
                 formers.insert(name.clone(), user.to_string());
             }
             put_json(&hub, FORMERS, &formers).await?;
+            if let Some(((name, _), through)) = handing {
+                let mut moves = (**self.moves.load()).clone();
+                let started_ms = system_clock_ms();
+                moves.insert(user.to_string(), Move { from: name.clone(), through, started_ms });
+                put_json(&hub, MOVES, &moves).await?;
+                self.moves.store(Arc::new(moves));
+                tokio::spawn(release_later(hub.clone(), user.to_string(), started_ms));
+            }
             save_added(&hub, &next).await?;
             self.peers.store(Arc::new(next));
             self.formers.store(Arc::new(formers));
             if let Some(old) = old {
                 // Its connector stops; its own link to this hub, if up, goes on.
                 let _ = old.stop.send(true);
+            }
+            // A former home of the same name (a move back) is replaced: its connector, if it
+            // had one for a hand-off, stops too.
+            for replaced in peers.iter().filter(|p| p.config.name == hub_name) {
+                let _ = replaced.stop.send(true);
+            }
+            if let Some(((_, stand_in), _)) = handing {
+                spawn_connector(&hub, running, stand_in.clone())?;
             }
             spawn_connector(&hub, running, peer)?;
             tracing::info!(%user, peer = %hub_name, %address, "home hub set");
@@ -570,6 +733,8 @@ pub(crate) async fn start(
     };
     peers.homes.store(Arc::new(get_json(&hub, HOMES).await?));
     peers.formers.store(Arc::new(get_json(&hub, FORMERS).await?));
+    peers.moves.store(Arc::new(get_json(&hub, MOVES).await?));
+    peers.moved.store(Arc::new(get_json(&hub, MOVED).await?));
     let mut list = (*peers.list()).clone();
     let formers = peers.formers.load_full();
     for config in added {
@@ -580,7 +745,23 @@ pub(crate) async fn start(
             });
         }
     }
+    let moves = peers.moves.load_full();
+    let homes = peers.homes.load_full();
     for peer in &list {
+        // A hand-off in progress: the former home relays the mailbox up to the notice; the new
+        // home holds the mailbox back until the former home's part is complete.
+        if let Some((user, mv)) = moves.iter().find(|(_, m)| m.from == peer.config.name) {
+            let _ = peer.outbound.set(hub.store().mailbox(user).await?);
+            peer.until.store(mv.through, std::sync::atomic::Ordering::Release);
+            continue;
+        }
+        let moving_to =
+            homes.iter().find(|(u, h)| **h == peer.config.name && moves.contains_key(*u));
+        if let Some((user, _)) = moving_to {
+            let _ = peer.handoff.set(hub.store().handoff_queue(user).await?);
+            peer.held.store(true, std::sync::atomic::Ordering::Release);
+            tokio::spawn(release_later(hub.clone(), user.clone(), moves[user].started_ms));
+        }
         if formers.contains_key(&peer.config.name) {
             continue; // a former home hub is sent nothing
         }
@@ -602,8 +783,217 @@ pub(crate) async fn start(
         Arc::new(Identity { cert: identity.cert.clone(), key: identity.key.clone_key() });
     let running = Running { hub: Arc::downgrade(&hub), endpoint, identity, shutdown };
     let running = peers.running.get_or_init(|| running);
-    for peer in list.into_iter().filter(|p| !formers.contains_key(&p.config.name)) {
+    let moving = |p: &Arc<Peer>| moves.values().any(|m| m.from == p.config.name);
+    for peer in list.into_iter().filter(|p| !formers.contains_key(&p.config.name) || moving(p)) {
         spawn_connector(&hub, running, peer)?;
+    }
+    // Users who moved away from this hub: what is handed over is sent again (the registration
+    // hub drops what it holds already), in case the last run stopped half-way.
+    for (user, moved) in peers.moved.load().iter() {
+        tokio::spawn(hand_over(hub.clone(), user.clone(), moved.record.clone(), moved.through));
+    }
+    Ok(())
+}
+
+/// Releases the mailbox of `user` to their new home hub once `[hub] handoff_wait_secs` passed
+/// since the move started at `started_ms`, if the old home hub's part has not come by then.
+/// What it holds still goes to the new home hub when it comes, after what the mailbox gave.
+async fn release_later(hub: Arc<Hub>, user: String, started_ms: u64) {
+    let wait_ms = hub.config().hub.handoff_wait_secs.saturating_mul(1000);
+    let due = started_ms.saturating_add(wait_ms);
+    tokio::time::sleep(Duration::from_millis(due.saturating_sub(system_clock_ms()))).await;
+    let peers = hub.peers();
+    if peers.moves.load().get(&user).is_some_and(|m| m.started_ms == started_ms) {
+        tracing::warn!(%user, waited_secs = wait_ms / 1000, "the old home hub's part of the hand-off has not come; the new home hub gets the mailbox now");
+        peers.release(&user);
+    }
+}
+
+/// The id of the marker that ends a hand-off of `user` at `epoch`: the same each time, so a
+/// hand-off sent again marks its end once.
+fn handoff_done_id(user: &str, record: &HomeRecord) -> MessageId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"handoff_done")
+        .chain_update(user.as_bytes())
+        .chain_update(record.epoch.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    MessageId::from_parts(record.signed_ms, u128::from_be_bytes(bytes))
+}
+
+/// On the user's former home hub: hands over to the registration hub every entry of the user's
+/// queue that some device has not acknowledged, up to the `home_changed` notice at `through`,
+/// then a marker that the hand-off is complete. The user's sends here are refused from the
+/// moment the move is recorded; their devices find the `home_changed` notice in their queue
+/// here. Sent again whole after a restart; the registration hub keeps each entry once.
+async fn hand_over(hub: Arc<Hub>, user: String, record: HomeRecord, through: u64) {
+    if let Err(why) = hand_over_once(&hub, &user, &record, through).await {
+        tracing::error!(%user, %why, "the hand-off could not be sent; it is tried again at the next start");
+    }
+}
+
+async fn hand_over_once(
+    hub: &Arc<Hub>,
+    user: &str,
+    record: &HomeRecord,
+    through: u64,
+) -> Result<(), String> {
+    let account = Address::parse(user).map_err(|e| e.to_string())?;
+    let queue = hub.directory().queue(user).ok_or("no such user here")?;
+    let route = hub.peers().outbound_for(&account).ok_or("no route to the registration hub")?;
+    let lookup = user.to_string();
+    let devices = hub
+        .store()
+        .blocking(move |store| store.device_records(Some(&lookup)))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ids: Vec<_> = devices.iter().filter(|d| !d.revoked).map(|d| d.device).collect();
+    let from = hub
+        .store()
+        .blocking(move |store| {
+            let mut low = through;
+            for device in ids {
+                if let Ok(cursor) = store.cursor(queue, device) {
+                    low = low.min(cursor.acked);
+                }
+            }
+            Ok(low)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut after = from;
+    let mut handed = 0usize;
+    while after < through {
+        let entries = hub
+            .store()
+            .blocking(move |store| store.read_after(queue, after, 256))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = entries.last().map(|e| e.seq) else { break };
+        // Committed in queue order (the store keeps the order enqueues are made in).
+        let mut pending = Vec::new();
+        for entry in entries.into_iter().filter(|e| e.seq <= through) {
+            // Receipts are not handed over: the devices have the messages they are about.
+            let Ok(Stored::Message(mut envelope)) = decode_entry(&entry.payload) else { continue };
+            envelope.flags = envelope.flags | Flags::HANDOFF;
+            let left = entry.expires_ms.saturating_sub(system_clock_ms()).div_ceil(1000);
+            if left == 0 {
+                continue;
+            }
+            envelope.ttl_secs = u32::try_from(left).unwrap_or(u32::MAX);
+            let request = EnqueueRequest {
+                id: envelope.id.0,
+                // A scope of its own: the user's own messages are in the route's dedupe already.
+                sender: Bytes::from(format!("handoff:{}", envelope.from)),
+                expires_ms: entry.expires_ms,
+                payload: encode_message(&envelope),
+            };
+            pending.push(hub.store().enqueue(route, request));
+        }
+        for commit in pending {
+            commit.await.map_err(|e| e.to_string())?;
+            handed += 1;
+        }
+        after = last;
+    }
+    let done = Envelope {
+        id: handoff_done_id(user, record),
+        from: account.clone(),
+        to: account,
+        created_ms: system_clock_ms(),
+        ttl_secs: hub.config().delivery.max_ttl_secs,
+        flags: Flags::NOTICE | Flags::HANDOFF,
+        body: Bytes::from(
+            serde_json::json!({ "notice": "handoff_done", "epoch": record.epoch }).to_string(),
+        ),
+    };
+    let request = EnqueueRequest {
+        id: done.id.0,
+        sender: Bytes::from(format!("handoff:{user}")),
+        expires_ms: system_clock_ms().saturating_add(u64::from(done.ttl_secs) * 1000),
+        payload: encode_message(&done),
+    };
+    hub.store().enqueue(route, request).await.map_err(|e| e.to_string())?;
+    hub.notifier().wake(route);
+    tracing::info!(%user, handed, to = %record.hub, "hand-off sent to the registration hub");
+    Ok(())
+}
+
+/// On a home hub, a `home_changed` notice relayed in from the registration hub of one of its
+/// users: the record it carries when it moves the user to another hub, or back here, newer
+/// than the last move seen. The record was checked by the registration hub; it is checked again
+/// here when the signing device is enrolled here too (a record that does not verify is
+/// ignored, and logged).
+async fn move_notice(hub: &Hub, envelope: &Envelope) -> Option<HomeRecord> {
+    if envelope.from != envelope.to {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_slice(&envelope.body).ok()?;
+    if body["notice"] != "home_changed" {
+        return None;
+    }
+    let record: HomeRecord = serde_json::from_value(body["record"].clone()).ok()?;
+    let user = envelope.to.as_str();
+    if record.user != user || hub.directory().queue(user).is_none() {
+        return None;
+    }
+    let last = hub.peers().moved.load().get(user).map(|m| m.record.epoch);
+    let here = record.hub == hub.peers().name;
+    if last.is_some_and(|epoch| epoch >= record.epoch) || (here && last.is_none()) {
+        return None;
+    }
+    let lookup = user.to_string();
+    let devices =
+        hub.store().blocking(move |store| store.device_records(Some(&lookup))).await.ok()?;
+    match devices.iter().find(|d| d.name == record.device && !d.revoked) {
+        Some(device) => {
+            if let Err(error) = record.verify(&device.public_key) {
+                tracing::warn!(%user, %error, "a home_changed notice whose record does not verify");
+                return None;
+            }
+        }
+        None => tracing::info!(
+            %user, device = %record.device,
+            "a home_changed notice signed by a device not enrolled here; taken on the registration hub's check"
+        ),
+    }
+    Some(record)
+}
+
+/// A notice naming this hub again after the user moved away: they are back, and their sends
+/// are taken again.
+async fn moving_back_in(hub: &Hub, user: &str, record: HomeRecord) -> Result<(), StoreError> {
+    let peers = hub.peers();
+    let _changing = peers.changing.lock().await;
+    let mut moved = (**peers.moved.load()).clone();
+    if moved.remove(user).is_none() {
+        return Ok(());
+    }
+    put_json(hub, MOVED, &moved).await?;
+    peers.moved.store(Arc::new(moved));
+    tracing::info!(%user, epoch = record.epoch, "the user is back on this home hub");
+    Ok(())
+}
+
+/// Records that `user` moved away from this hub (their sends are refused from now on) and
+/// starts the hand-off of what is held for them, up to the notice at `through`.
+async fn begin_moving_out(
+    hub: &Hub,
+    user: &str,
+    record: HomeRecord,
+    through: u64,
+) -> Result<(), StoreError> {
+    let peers = hub.peers();
+    let _changing = peers.changing.lock().await;
+    let mut moved = (**peers.moved.load()).clone();
+    moved.insert(user.to_string(), Moved { record: record.clone(), through });
+    put_json(hub, MOVED, &moved).await?;
+    peers.moved.store(Arc::new(moved));
+    tracing::info!(%user, to = %record.hub, epoch = record.epoch, "the user moved to another home hub");
+    if let Some(hub) = peers.running.get().and_then(|r| r.hub.upgrade()) {
+        tokio::spawn(hand_over(hub, user.to_string(), record, through));
     }
     Ok(())
 }
@@ -653,23 +1043,34 @@ fn check_peer(config: &PeerConfig) -> Result<(), PeerError> {
     Ok(())
 }
 
+/// Drops everything in `outbound` (acknowledges it up to its last entry).
+async fn drain(hub: &Hub, outbound: Outbound) -> Result<(), StoreError> {
+    loop {
+        let entries = hub
+            .store()
+            .blocking(move |store| store.read(outbound.queue, outbound.link, 1024))
+            .await?;
+        let Some(last) = entries.last() else { return Ok(()) };
+        hub.store().ack(outbound.queue, outbound.link, last.seq, Vec::new()).await?;
+    }
+}
+
 /// Keeps a map of the peer table's as a store blob.
-async fn put_json(
-    hub: &Hub,
-    name: &'static str,
-    map: &HashMap<String, String>,
-) -> Result<(), StoreError> {
+async fn put_json<T: Serialize>(hub: &Hub, name: &'static str, map: &T) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(map)
         .map_err(|e| StoreError::Encode { what: name, why: e.to_string() })?;
     hub.store().put_blob(name, bytes).await
 }
 
 /// Reads a map of the peer table's from its store blob.
-async fn get_json(hub: &Hub, name: &'static str) -> Result<HashMap<String, String>, StoreError> {
+async fn get_json<T: serde::de::DeserializeOwned + Default>(
+    hub: &Hub,
+    name: &'static str,
+) -> Result<T, StoreError> {
     match hub.store().blocking(move |store| store.blob(name)).await? {
         Some(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::Corrupt(format!("the peer table's {name}: {e}"))),
-        None => Ok(HashMap::new()),
+        None => Ok(T::default()),
     }
 }
 
@@ -723,6 +1124,10 @@ async fn connector(
                 connection.close(ErrorCode::NORMAL.0.into(), why.as_bytes());
                 tracing::warn!(peer = %peer.config.name, %why, "hub link down");
                 peer.update(|s| s.last_error = Some(why));
+                if *stopped.borrow() {
+                    // A former home hub whose part of a hand-off is relayed: no more attempts.
+                    return;
+                }
             }
             Err(why) => {
                 tracing::warn!(peer = %peer.config.name, %why, "hub link attempt failed");
@@ -798,22 +1203,59 @@ async fn link_once(
 /// the queue only after the peer's `relay-ack`, which it sends once the batch is durable there.
 /// Answers why the link ended.
 async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
-    let Some(&outbound) = peer.outbound.get() else { return "no outbound queue".into() };
-    let watch = hub.notifier().watch(&[outbound.queue]);
+    let Some(&mailbox) = peer.outbound.get() else { return "no outbound queue".into() };
+    let handoff = peer.handoff.get().copied();
+    let mut watched = vec![mailbox.queue];
+    watched.extend(handoff.map(|h| h.queue));
+    let watch = hub.notifier().watch(&watched);
     let mut batch = 0u64;
     loop {
         let max = link.max_batch as usize;
-        let read =
-            hub.store().blocking(move |store| store.read(outbound.queue, outbound.link, max)).await;
-        let entries = match read {
-            Ok(entries) => entries,
-            Err(error) => return format!("reading the outbound queue: {error}"),
+        let read = |source: Outbound| {
+            hub.store().blocking(move |store| store.read(source.queue, source.link, max))
         };
+        // A new home hub gets what the old one handed over first; the mailbox only after the
+        // old one's part is complete.
+        let mut outbound = mailbox;
+        let mut entries = Vec::new();
+        if let Some(handoff) = handoff {
+            entries = match read(handoff).await {
+                Ok(entries) => entries,
+                Err(error) => return format!("reading the hand-off queue: {error}"),
+            };
+            outbound = handoff;
+        }
+        let held = peer.held.load(std::sync::atomic::Ordering::Acquire);
+        if entries.is_empty() && !held {
+            outbound = mailbox;
+            entries = match read(mailbox).await {
+                Ok(entries) => entries,
+                Err(error) => return format!("reading the outbound queue: {error}"),
+            };
+        }
+        // A former home hub in a hand-off: the mailbox up to the notice, then the link ends.
+        let until = peer.until.load(std::sync::atomic::Ordering::Acquire);
+        if until != u64::MAX {
+            entries.retain(|e| e.seq <= until);
+            if entries.is_empty() {
+                let done = hub
+                    .store()
+                    .blocking(move |store| store.cursor(mailbox.queue, mailbox.link))
+                    .await;
+                if done.is_ok_and(|cursor| cursor.acked >= until) {
+                    let _ = peer.stop.send(true);
+                    return "a former home hub: the mailbox up to the move is relayed to it; \
+                            it is sent nothing more"
+                        .into();
+                }
+            }
+        }
         if entries.is_empty() {
             tokio::select! {
                 () = watch.woken() => {
                     watch.take_changed();
                 }
+                () = peer.released.notified(), if held => {}
                 error = link.connection.closed() => return error.to_string(),
             }
             continue;
@@ -855,15 +1297,17 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
         if !envelopes.is_empty() {
             let sent = envelopes.len();
             // What a refusal needs to reach the sender: who sent what to whom.
-            let heads: Vec<(Address, Address, MessageId)> =
-                envelopes.iter().map(|e| (e.from.clone(), e.to.clone(), e.id)).collect();
+            let heads: Vec<(Address, Address, MessageId, bool)> = envelopes
+                .iter()
+                .map(|e| (e.from.clone(), e.to.clone(), e.id, e.flags.contains(Flags::HANDOFF)))
+                .collect();
             let frame = Frame::Relay(Relay { batch, envelopes });
             let ack = match send_and_wait(&mut link, frame, batch).await {
                 Ok(ack) => ack,
                 Err(why) => return why,
             };
             for rejection in &ack.rejected {
-                let Some((from, to, id)) = heads.get(usize::from(rejection.index)) else {
+                let Some((from, to, id, handed)) = heads.get(usize::from(rejection.index)) else {
                     return format!(
                         "relay-ack {batch} refuses position {} of {sent}",
                         rejection.index
@@ -876,6 +1320,12 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
                     reason = %rejection.reason,
                     "the peer refused a relayed message"
                 );
+                if *handed {
+                    // A hand-off the registration hub refused: the message was delivered here
+                    // and stays in the user's queue here; its sender is not told.
+                    tracing::error!(peer = %peer.config.name, %to, "the registration hub refused a hand-off");
+                    continue;
+                }
                 // Never a silent drop: the sender's devices are told, where they are (here, at
                 // their home hub, or for a message this hub forwarded, at the sender's hub).
                 let queue = hub
@@ -1111,9 +1561,42 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
     let now = system_clock_ms();
     let mut rejected = Vec::new();
     let mut pending = Vec::new();
-    for (index, envelope) in relay.envelopes.into_iter().enumerate() {
+    // A user's former home hub handing them over ends with a marker: the move completes once
+    // everything before it is durable here.
+    let mut completes = None;
+    // A home hub (this one) learning that its user moved: after the notice is durable here.
+    let mut moves = Vec::new();
+    for (index, mut envelope) in relay.envelopes.into_iter().enumerate() {
         let index = u16::try_from(index).unwrap_or(u16::MAX);
         let refuse = |reason| RelayRejection { index, reason };
+        if envelope.flags.contains(Flags::HANDOFF) {
+            let user = envelope.to.as_str().to_string();
+            let Some(queue) = hub.peers().handoff_from(&peer.config.name, &user) else {
+                // Sent again after the move completed (the former hub restarted), or not for a
+                // user of this hub moving away from that peer.
+                if hub.peers().is_home_of(&peer.config.name, &envelope.to) {
+                    tracing::debug!(peer = %peer.config.name, %user, "a hand-off sent again after it completed; dropped");
+                } else {
+                    tracing::warn!(peer = %peer.config.name, %user, "a hand-off for a user not moving away from that peer; refused");
+                    rejected.push(refuse(RejectReason::NOT_ALLOWED));
+                }
+                continue;
+            };
+            if envelope.flags.contains(Flags::NOTICE) && envelope.from == envelope.to {
+                completes = Some(user);
+                continue;
+            }
+            envelope.flags = envelope.flags.without(Flags::HANDOFF);
+            let request = EnqueueRequest {
+                id: envelope.id.0,
+                // A scope of its own: what the sender sent is in the mailbox's dedupe already.
+                sender: Bytes::from(format!("handoff:{}", envelope.from)),
+                expires_ms: now.saturating_add(u64::from(envelope.ttl_secs.max(1)) * 1000),
+                payload: encode_message(&envelope),
+            };
+            pending.push((index, queue, hub.store().enqueue(queue, request), None));
+            continue;
+        }
         let from_peer = peer.config.forwards
             || envelope
                 .from
@@ -1149,17 +1632,29 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
             0 => hub.config().delivery.default_ttl_secs,
             ttl => ttl.min(hub.config().delivery.max_ttl_secs),
         };
+        // A home_changed notice from the user's registration hub moving them away from here
+        // (or back): acted on once it is durable.
+        let moving = if envelope.flags.contains(Flags::NOTICE) && serves(peer, &envelope.to) {
+            move_notice(hub, &envelope).await
+        } else {
+            None
+        };
         let request = EnqueueRequest {
             id: envelope.id.0,
             sender: Bytes::copy_from_slice(from.as_bytes()),
             expires_ms: now.saturating_add(u64::from(ttl) * 1000),
             payload: encode_message(&envelope),
         };
-        pending.push((index, queue, hub.store().enqueue(queue, request)));
+        pending.push((index, queue, hub.store().enqueue(queue, request), moving));
     }
-    for (index, queue, commit) in pending {
+    for (index, queue, commit, moving) in pending {
         match commit.await {
-            Ok(_) => hub.notifier().wake(queue),
+            Ok(enqueued) => {
+                hub.notifier().wake(queue);
+                if let Some(record) = moving {
+                    moves.push((record, enqueued.seq));
+                }
+            }
             Err(StoreError::BacklogFull { .. }) => {
                 rejected
                     .push(RelayRejection { index, reason: RejectReason::RECIPIENT_BACKLOG_FULL });
@@ -1170,6 +1665,26 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
             Err(error) => return Err(format!("committing a relayed message: {error}")),
         }
     }
+    for (record, seq) in moves {
+        let user = record.user.clone();
+        let done = if record.hub == hub.peers().name {
+            moving_back_in(hub, &user, record).await
+        } else {
+            begin_moving_out(hub, &user, record, seq).await
+        };
+        done.map_err(|error| format!("recording that {user} moved: {error}"))?;
+    }
+    if let Some(user) = completes {
+        hub.peers()
+            .finish_move(hub, &user)
+            .await
+            .map_err(|error| format!("completing the hand-off of {user}: {error}"))?;
+    }
     rejected.sort_by_key(|r| r.index);
     Ok(RelayAck { batch: relay.batch, rejected })
+}
+
+/// Whether `peer` serves the domain of `address` (it is that user's registration hub).
+fn serves(peer: &Peer, address: &Address) -> bool {
+    address.domain().is_some_and(|d| peer.config.domains.iter().any(|p| domain_matches(p, d)))
 }

@@ -19,11 +19,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, MessageId};
 
-use crate::{
-    fanout::Hub,
-    links::PeerError,
-    store::{StoreError, system_clock_ms},
-};
+use crate::{fanout::Hub, links::PeerError, store::StoreError};
 
 /// The first line of the signed bytes; a later format changes it.
 pub const SIGNING_VERSION: &str = "switchboard-home-record-v1";
@@ -73,6 +69,13 @@ pub enum HomeError {
     /// The signature does not verify with the device's key.
     #[error("the signature does not verify with the key of {0}")]
     BadSignature(String),
+    /// A hand-off from another home hub is still in progress: only a record naming that hub
+    /// (which ends the move) is taken until it completes.
+    #[error("the hand-off from {from} is not complete; a record naming {from} ends it")]
+    HandOff {
+        /// The home hub the user is moving away from.
+        from: String,
+    },
     /// The epoch is not one above the stored record's (a replay, or a change raced by another).
     #[error("epoch {given}: the next epoch is {next}")]
     StaleEpoch {
@@ -93,6 +96,7 @@ impl HomeError {
             Self::Revoked(_) => "revoked-device",
             Self::BadSignature(_) => "bad-signature",
             Self::StaleEpoch { .. } => "stale-epoch",
+            Self::HandOff { .. } => "hand-off-in-progress",
         }
     }
 }
@@ -204,24 +208,12 @@ impl Hub {
         if record.epoch != next {
             return Err(HomeError::StaleEpoch { given: record.epoch, next }.into());
         }
-        // Where the user's devices are now (the old home hub, or this hub): they are told there.
-        let before = self.peers().home_for(&record.user).unwrap_or(queue);
-        // From now on the user's messages and receipts go to the home hub; then the record.
-        // A crash between the two leaves the old epoch stored, so the device's retry of the
-        // same record is taken.
-        self.peers()
-            .set_home(&record.user, &record.hub, record.address, &record.pin)
-            .await
-            .map_err(|error| match error {
-                PeerError::Store(error) => SetHomeError::Store(error),
-                other => SetHomeError::Refused(HomeError::Field(format!("hub: {other}"))),
-            })?;
-        let bytes = serde_json::to_vec(&record).expect("a home record serialises");
-        self.store().put_blob(&blob_name(&record.user), bytes).await?;
-        tracing::info!(
-            user = %record.user, hub = %record.hub, address = %record.address,
-            epoch = record.epoch, device = %record.device, "home hub changed"
-        );
+        let refused = |error| match error {
+            PeerError::Store(error) => SetHomeError::Store(error),
+            PeerError::Moving { from } => SetHomeError::Refused(HomeError::HandOff { from }),
+            other => SetHomeError::Refused(HomeError::Field(format!("hub: {other}"))),
+        };
+        self.peers().check_home(&record.user, &record.hub).map_err(refused)?;
         let account = Address::parse(&record.user).map_err(|e| HomeError::Field(e.to_string()))?;
         let body = serde_json::json!({
             "notice": "home_changed",
@@ -230,15 +222,49 @@ impl Hub {
             "pin": record.pin,
             "epoch": record.epoch,
             "device": record.device,
+            "record": record,
         });
-        let id = MessageId::from_parts(system_clock_ms(), rand::random());
-        self.write_notice(before, id, account.clone(), account.clone(), body.clone()).await?;
+        // The same record gives the same notice: a retry after a crash writes it once.
+        let id = home_notice_id(&record);
+        // Where the user's devices are now (the old home hub through the mailbox, or this hub):
+        // the notice goes there first. In the mailbox it is where the old home hub's part ends:
+        // the old hub gets what is before it, hands back what it holds up to it, and the new
+        // home hub gets that and then what follows it (see `Peers::set_home`).
+        let before = self.peers().home_for(&record.user).unwrap_or(queue);
+        let seq =
+            self.write_notice(before, id, account.clone(), account.clone(), body.clone()).await?;
+        // From now on the user's messages and receipts go to the home hub; then the record.
+        // A crash between the two leaves the old epoch stored, so the device's retry of the
+        // same record is taken.
+        self.peers()
+            .set_home(&record.user, &record.hub, record.address, &record.pin, Some(seq))
+            .await
+            .map_err(refused)?;
+        let bytes = serde_json::to_vec(&record).expect("a home record serialises");
+        self.store().put_blob(&blob_name(&record.user), bytes).await?;
+        tracing::info!(
+            user = %record.user, hub = %record.hub, address = %record.address,
+            epoch = record.epoch, device = %record.device, "home hub changed"
+        );
         let after = self.peers().home_for(&record.user).unwrap_or(queue);
         if after != before {
             self.write_notice(after, id, account.clone(), account, body).await?;
         }
         Ok(record)
     }
+}
+
+/// The id of the `home_changed` notice of `record`: the same for the same user and epoch.
+fn home_notice_id(record: &HomeRecord) -> MessageId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"home_changed")
+        .chain_update(record.user.as_bytes())
+        .chain_update(record.epoch.to_be_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    MessageId::from_parts(record.signed_ms, u128::from_be_bytes(bytes))
 }
 
 #[cfg(test)]

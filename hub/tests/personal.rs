@@ -350,7 +350,9 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     let (p, e, e2) = (site([127, 0, 0, 5]), site([127, 0, 0, 6]), site([127, 0, 0, 7]));
-    let provider = "[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\n";
+    // The old desktop never comes back to hand over: the provider waits two seconds for it.
+    let provider =
+        "[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\nhandoff_wait_secs = 2\n";
     let desktop = |name: &str| {
         format!(
             "[hub]\nname = \"{name}\"\n\n[[peers]]\nname = \"provider\"\naddress = \"{}\"\npin = \"{}\"\ndomains = [\"home.example\"]\nforwards = true\n",
@@ -395,8 +397,9 @@ async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     assert!(refused.to_string().starts_with("409: bob-desk is the home hub of bob"), "{refused}");
     // Bob makes his new desktop his home: the mailbox goes there, in order, once.
     assert_eq!(post(&operator, &home_at(&phone, "bob-desk-2", &e2, 2)).await, "ok 2");
-    // The old desktop stays a peer (a former home hub, sent nothing), its queue empty.
-    assert_eq!(queued_for("bob-desk").await, Some(0));
+    // The old desktop stays a peer, a former home hub: the mailbox up to the move (what waited
+    // and the change itself) is still its to relay, should it come back to hand over.
+    assert_eq!(queued_for("bob-desk").await, Some(11));
     let mut phone_c = connect(&phone_e2).await;
     let (got, _) = messages_and_notices(&mut phone_c, 10).await;
     assert_eq!(got, waiting);
@@ -541,4 +544,294 @@ async fn what_the_old_home_hub_accepted_before_a_move_still_reaches_its_recipien
     assert!(kept.to_string().starts_with("409: alice-desk was the home hub of alice"), "{kept}");
     alice.close().await;
     bob_c.close().await;
+}
+
+/// Receives until `count` messages new to `seen` arrived, acknowledging everything, as an
+/// application does: a message whose (`from`, `id`) it has is dropped. Answers the new texts
+/// in the order they came.
+async fn new_texts(
+    client: &mut switchboard_hub::client::Client,
+    seen: &mut std::collections::HashSet<(String, switchboard_protocol::MessageId)>,
+    count: usize,
+) -> Vec<String> {
+    receive_texts(client, seen, |_| true, count).await
+}
+
+/// Receives until `count` messages that are new to `seen` and `wanted` arrived, acknowledging
+/// everything; notices are passed over. Answers their texts in the order they came.
+async fn receive_texts(
+    client: &mut switchboard_hub::client::Client,
+    seen: &mut std::collections::HashSet<(String, switchboard_protocol::MessageId)>,
+    wanted: impl Fn(&switchboard_protocol::Envelope) -> bool,
+    count: usize,
+) -> Vec<String> {
+    let mut texts = Vec::new();
+    while texts.len() < count {
+        match next(client, 30).await {
+            Event::Deliver(deliver) => {
+                let envelope = &deliver.envelope;
+                let fresh = seen.insert((envelope.from.as_str().to_string(), envelope.id));
+                if fresh && wanted(envelope) && !envelope.flags.contains(Flags::NOTICE) {
+                    texts.push(String::from_utf8(envelope.body.to_vec()).unwrap());
+                }
+                client.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+            }
+            Event::Receipt(receipt) => {
+                client.ack(receipt.queue, receipt.seq, vec![]).await.unwrap()
+            }
+            Event::Closed { code, reason } => panic!("closed: {code}: {reason}"),
+            _ => {}
+        }
+    }
+    texts
+}
+
+/// Receives until `count` messages from `from` arrived, acknowledging everything: the copies
+/// of what the device sent itself, and notices, are passed over. Answers their texts in order.
+async fn texts_from(
+    client: &mut switchboard_hub::client::Client,
+    from: &str,
+    count: usize,
+) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    receive_texts(client, &mut seen, |envelope| envelope.from.as_str() == from, count).await
+}
+
+/// Asserts that nothing new to `seen` arrives for two seconds.
+async fn nothing_new(
+    client: &mut switchboard_hub::client::Client,
+    seen: &mut std::collections::HashSet<(String, switchboard_protocol::MessageId)>,
+) {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while let Ok(Some(event)) = tokio::time::timeout_at(until, client.next_event()).await {
+        if let Event::Deliver(deliver) = event {
+            let envelope = &deliver.envelope;
+            let fresh = seen.insert((envelope.from.as_str().to_string(), envelope.id));
+            assert!(!fresh || envelope.flags.contains(Flags::NOTICE), "more: {envelope:?}");
+            client.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+        }
+    }
+}
+
+/// A provider P and two desktops of alice's, A and A2, each with P as its registration hub.
+struct Move {
+    /// Kept for its directory, which the provider's process uses.
+    _p: Site,
+    a: Site,
+    a2: Site,
+    hub_p: HubProcess,
+    hub_a: HubProcess,
+    hub_a2: HubProcess,
+}
+
+fn desktop_config(name: &str, p: &Site) -> String {
+    format!(
+        "[hub]\nname = \"{name}\"\n\n[[peers]]\nname = \"provider\"\naddress = \"{}\"\npin = \"{}\"\ndomains = [\"home.example\"]\nforwards = true\n",
+        p.quic, p.pin
+    )
+}
+
+fn start_move(ips: [[u8; 4]; 3], provider_extra: &str) -> Move {
+    let (p, a, a2) = (site(ips[0]), site(ips[1]), site(ips[2]));
+    let provider =
+        format!("[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\n{provider_extra}");
+    let hub_p = HubProcess::start_at(p.dir.path(), &provider, p.quic, p.admin);
+    let hub_a =
+        HubProcess::start_at(a.dir.path(), &desktop_config("alice-desk", &p), a.quic, a.admin);
+    let hub_a2 =
+        HubProcess::start_at(a2.dir.path(), &desktop_config("alice-desk-2", &p), a2.quic, a2.admin);
+    Move { _p: p, a, a2, hub_p, hub_a, hub_a2 }
+}
+
+/// Waits until `hub`'s link to its peer `name` is up.
+async fn link_up(hub: &HubProcess, name: &str) {
+    loop {
+        let peers = hub.admin_client().request("GET", "/v1/peers", None).await.unwrap();
+        if peers.as_array().unwrap().iter().any(|p| p["name"] == name && p["state"] == "up") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_another_home_hub_with_messages_in_flight_hands_over_everything_once_in_order() {
+    let m = start_move([[127, 0, 0, 40], [127, 0, 0, 41], [127, 0, 0, 42]], "");
+    let bob = m.hub_p.enrol("bob@home.example", "phone").await;
+    let desk = m.hub_p.enrol("alice@home.example", "desk").await;
+    let laptop = m.hub_p.enrol("alice@home.example", "laptop").await;
+    let phone = m.hub_p.enrol("alice@home.example", "phone").await;
+    let desk_a = at_home(&m.hub_a, &desk).await;
+    let (laptop_a, laptop_a2) =
+        (at_home(&m.hub_a, &laptop).await, at_home(&m.hub_a2, &laptop).await);
+    let (_, phone_a2) = (at_home(&m.hub_a, &phone).await, at_home(&m.hub_a2, &phone).await);
+    // The new desktop is enrolled at the provider only: A has never heard of it.
+    let desk2 = m.hub_p.enrol("alice@home.example", "desk-2").await;
+    let operator = m.hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &m.a, 1)).await, "ok 1");
+    link_up(&m.hub_p, "alice-desk").await;
+    let alice: switchboard_protocol::Address = "alice@home.example".parse().unwrap();
+
+    // Twenty reach A; the laptop takes ten of them there. The phone is off all along.
+    let mut bob_c = connect(&bob).await;
+    let all = texts("to alice", 60);
+    send_all(&mut bob_c, &alice, &all[..20]).await;
+    let mut laptop_c = connect(&laptop_a).await;
+    let mut laptop_seen = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut laptop_c, &mut laptop_seen, 10).await, all[..10]);
+    laptop_c.close().await;
+
+    // Forty more while alice moves to her second desktop, signed by it.
+    let sender = tokio::spawn(async move {
+        let all = texts("to alice", 60);
+        send_all(&mut bob_c, &alice, &all[20..]).await;
+        bob_c
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(post(&operator, &home_at(&desk2, "alice-desk-2", &m.a2, 2)).await, "ok 2");
+    let mut bob_c = sender.await.unwrap();
+
+    // Every device gets everything it did not take, once (by id), in order, at A2.
+    let mut laptop_c = connect(&laptop_a2).await;
+    assert_eq!(new_texts(&mut laptop_c, &mut laptop_seen, 50).await, all[10..]);
+    let mut phone_c = connect(&phone_a2).await;
+    let mut phone_seen = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut phone_c, &mut phone_seen, 60).await, all);
+    nothing_new(&mut laptop_c, &mut laptop_seen).await;
+    nothing_new(&mut phone_c, &mut phone_seen).await;
+
+    // The directory points to A2; A takes no more sends from alice, and says where she went.
+    let shown = operator.request("GET", "/v1/home?user=alice@home.example", None).await.unwrap();
+    assert_eq!((shown["hub"].as_str(), shown["epoch"].as_u64()), (Some("alice-desk-2"), Some(2)));
+    let mut desk_c = connect(&desk_a).await;
+    desk_c.send_text(&"bob@home.example".parse().unwrap(), "from the old desk").await.unwrap();
+    let refused = loop {
+        match next(&mut desk_c, 10).await {
+            Event::Rejected(rejected) => break rejected,
+            Event::Accepted(id) => panic!("the old home hub accepted {id}"),
+            _ => {}
+        }
+    };
+    assert!(refused.detail.contains("moved to the home hub alice-desk-2"), "{}", refused.detail);
+    // What alice sends from A2 reaches bob, after all the rest.
+    let mut laptop_send = connect(&laptop_a2).await;
+    send_all(&mut laptop_send, &"bob@home.example".parse().unwrap(), &texts("from A2", 3)).await;
+    assert_eq!(texts_from(&mut bob_c, "alice@home.example", 3).await, texts("from A2", 3));
+    for client in [desk_c, laptop_c, phone_c, laptop_send, bob_c] {
+        client.close().await;
+    }
+    drop(m);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_hub_that_never_answers_is_ended_by_moving_back_and_the_old_hub_keeps_the_user()
+{
+    let m = start_move([[127, 0, 0, 43], [127, 0, 0, 44], [127, 0, 0, 45]], "");
+    let Move { a, a2, hub_p, hub_a, mut hub_a2, .. } = m;
+    // The second desktop is off.
+    hub_a2.kill();
+    let bob = hub_p.enrol("bob@home.example", "phone").await;
+    let desk = hub_p.enrol("alice@home.example", "desk").await;
+    let desk_a = at_home(&hub_a, &desk).await;
+    let operator = hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    let alice: switchboard_protocol::Address = "alice@home.example".parse().unwrap();
+    let mut bob_c = connect(&bob).await;
+    let all = texts("to alice", 30);
+    send_all(&mut bob_c, &alice, &all[..10]).await;
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk-2", &a2, 2)).await, "ok 2");
+    send_all(&mut bob_c, &alice, &all[10..20]).await;
+    // While the move waits for A2, no third hub is taken: it would strand what A2 took.
+    let mut third = home_at(&desk, "alice-desk-3", &a2, 3);
+    third.address = "127.0.0.46:7447".parse().unwrap();
+    third.sign(desk.secret_key.as_slice().try_into().unwrap());
+    let refused = post(&operator, &third).await;
+    assert!(refused.starts_with("409: hand-off-in-progress"), "{refused}");
+    // A2 never answers; alice goes back to A, which ends the move.
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 3)).await, "ok 3");
+    send_all(&mut bob_c, &alice, &all[20..]).await;
+    let mut desk_c = connect(&desk_a).await;
+    let mut seen = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut desk_c, &mut seen, 30).await, all);
+    nothing_new(&mut desk_c, &mut seen).await;
+    // A takes her sends again.
+    send_all(&mut desk_c, &"bob@home.example".parse().unwrap(), &texts("back", 2)).await;
+    assert_eq!(texts_from(&mut bob_c, "alice@home.example", 2).await, texts("back", 2));
+    desk_c.close().await;
+    bob_c.close().await;
+}
+
+/// Which hub a crash cycle kills.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    Old,
+    Provider,
+    New,
+}
+
+/// One crash cycle: alice's home is A with messages for her on A and on their way; she moves
+/// to A2; `victim` is killed with SIGKILL `after` the record is taken and started again. Every
+/// message reaches her phone at A2 once (by id), in order.
+async fn crash_cycle(ips: [[u8; 4]; 3], victim: Victim, after: std::time::Duration) {
+    let m = start_move(ips, "handoff_wait_secs = 600\n");
+    let Move { a, a2, mut hub_p, mut hub_a, mut hub_a2, .. } = m;
+    let bob = hub_p.enrol("bob@home.example", "phone").await;
+    let desk = hub_p.enrol("alice@home.example", "desk").await;
+    let phone = hub_p.enrol("alice@home.example", "phone").await;
+    let _ = at_home(&hub_a, &desk).await;
+    let (_, phone_a2) = (at_home(&hub_a, &phone).await, at_home(&hub_a2, &phone).await);
+    let operator = hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    link_up(&hub_p, "alice-desk").await;
+    let alice: switchboard_protocol::Address = "alice@home.example".parse().unwrap();
+    let all = texts("to alice", 40);
+    let mut bob_c = connect(&bob).await;
+    send_all(&mut bob_c, &alice, &all).await;
+    bob_c.close().await;
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk-2", &a2, 2)).await, "ok 2");
+    tokio::time::sleep(after).await;
+    match victim {
+        Victim::Old => hub_a.kill(),
+        Victim::Provider => hub_p.kill(),
+        Victim::New => hub_a2.kill(),
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    match victim {
+        Victim::Old => hub_a.restart(),
+        Victim::Provider => hub_p.restart(),
+        Victim::New => hub_a2.restart(),
+    }
+    let mut phone_c = connect(&phone_a2).await;
+    let mut seen = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut phone_c, &mut seen, 40).await, all, "{victim:?} after {after:?}");
+    nothing_new(&mut phone_c, &mut seen).await;
+    phone_c.close().await;
+    let admin = hub_p.admin_client();
+    let shown = admin.request("GET", "/v1/home?user=alice@home.example", None).await;
+    assert_eq!(shown.unwrap()["hub"], "alice-desk-2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkill_of_the_old_the_new_or_the_registration_hub_during_a_hand_off_loses_nothing() {
+    let ips = [[127, 0, 0, 47], [127, 0, 0, 48], [127, 0, 0, 49]];
+    // One cycle per hub, each at another step: as the old hub takes the notice, while it
+    // hands over, and as the new hub takes what was handed over.
+    crash_cycle(ips, Victim::Old, std::time::Duration::from_millis(0)).await;
+    crash_cycle(ips, Victim::Provider, std::time::Duration::from_millis(150)).await;
+    crash_cycle(ips, Victim::New, std::time::Duration::from_millis(400)).await;
+}
+
+/// The long loop: every hub at every step, `SWITCHBOARD_HANDOFF_CYCLES` times (default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: 12 crash cycles per round"]
+async fn hand_off_crash_loop() {
+    let rounds = std::env::var("SWITCHBOARD_HANDOFF_CYCLES").ok().and_then(|n| n.parse().ok());
+    let ips = [[127, 0, 0, 50], [127, 0, 0, 51], [127, 0, 0, 52]];
+    for _ in 0..rounds.unwrap_or(3) {
+        for victim in [Victim::Old, Victim::Provider, Victim::New] {
+            for after_ms in [0, 50, 150, 400] {
+                crash_cycle(ips, victim, std::time::Duration::from_millis(after_ms)).await;
+            }
+        }
+    }
 }

@@ -79,8 +79,11 @@ impl Flags {
     /// JSON object whose `notice` field names the kind. Only a hub sets it: a device's send
     /// with it is refused.
     pub const NOTICE: Self = Self(1 << 3);
+    /// On a hub link only: a message a user's former home hub hands over to their registration
+    /// hub when the user moves to another home hub. A device's send with it is refused.
+    pub const HANDOFF: Self = Self(1 << 4);
     /// Every bit this version defines.
-    pub const ALL: Self = Self(0b1111);
+    pub const ALL: Self = Self(0b1_1111);
 
     /// The raw bits.
     pub fn bits(self) -> u16 {
@@ -95,6 +98,11 @@ impl Flags {
     /// True when every bit of `other` is set in `self`.
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// `self` without the bits of `other`.
+    pub fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
     }
 }
 

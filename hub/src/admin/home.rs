@@ -67,7 +67,7 @@ pub(super) async fn set_home(
                     StatusCode::NOT_FOUND
                 }
                 HomeError::Revoked(_) | HomeError::BadSignature(_) => StatusCode::FORBIDDEN,
-                HomeError::StaleEpoch { .. } => StatusCode::CONFLICT,
+                HomeError::StaleEpoch { .. } | HomeError::HandOff { .. } => StatusCode::CONFLICT,
             };
             Err(ApiError(status, format!("{}: {error}", error.kind())))
         }

@@ -106,7 +106,8 @@ fn peer_error(error: crate::links::PeerError) -> ApiError {
         | PeerError::Configured(_)
         | PeerError::Queued { .. }
         | PeerError::HomeHub { .. }
-        | PeerError::FormerHome { .. } => StatusCode::CONFLICT,
+        | PeerError::FormerHome { .. }
+        | PeerError::Moving { .. } => StatusCode::CONFLICT,
         PeerError::Store(_) | PeerError::Tls(_) | PeerError::NotRunning => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

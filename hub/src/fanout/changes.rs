@@ -130,12 +130,12 @@ impl Hub {
             "added_by": added_by,
         });
         let id = MessageId::from_parts(system_clock_ms(), rand::random());
-        self.write_notice(queue, id, from, to, body).await
+        self.write_notice(queue, id, from, to, body).await.map(drop)
     }
 
     /// Writes a `NOTICE` (see the protocol's envelope) with the id `id` in the name of `from`
     /// into `queue`, and wakes its readers. The same (`from`, `id`) again within the dedupe
-    /// window writes nothing.
+    /// window writes nothing. Answers the notice's sequence in `queue` (the first copy's).
     pub async fn write_notice(
         &self,
         queue: QueueId,
@@ -143,7 +143,7 @@ impl Hub {
         from: Address,
         to: Address,
         body: serde_json::Value,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let now = system_clock_ms();
         let envelope = Envelope {
             id,
@@ -160,9 +160,9 @@ impl Hub {
             expires_ms: now.saturating_add(u64::from(envelope.ttl_secs) * 1000),
             payload: encode_message(&envelope),
         };
-        self.store.enqueue(queue, request).await?;
+        let enqueued = self.store.enqueue(queue, request).await?;
         self.notifier.wake(queue);
-        Ok(())
+        Ok(enqueued.seq)
     }
 
     /// Users a command gives powers or ownership to must be users of this hub who may log in:

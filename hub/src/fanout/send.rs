@@ -186,8 +186,14 @@ impl Hub {
         sender: &Account,
         mut envelope: Envelope,
     ) -> Result<(Plan, EnqueueRequest), SendError> {
-        if envelope.flags.contains(Flags::NOTICE) {
+        if envelope.flags.contains(Flags::NOTICE) || envelope.flags.contains(Flags::HANDOFF) {
             return Err(SendError::NotAllowed("rule: only a hub writes notices".into()));
+        }
+        if let Some(home) = self.peers.moved_to(sender.address.as_str()) {
+            return Err(SendError::NotAllowed(format!(
+                "rule: {} moved to the home hub {home}; connect there",
+                sender.address
+            )));
         }
         // The rules and the directory see the local form: `@domain` is the main line of the
         // organisation holding the domain, `#name@<a domain served here>` is `#name`.

@@ -410,7 +410,18 @@ impl Store {
     /// waits to be relayed to their home hub (`mailbox:<user>`), with the one reader standing
     /// for the link to whichever hub is their home.
     pub async fn mailbox(&self, user: &str) -> Result<Outbound, StoreError> {
-        let queue = self.create_queue(&format!("mailbox:{user}")).await?;
+        self.link_queue(&format!("mailbox:{user}")).await
+    }
+
+    /// The hand-off queue of `user` on their registration hub: what their former home hub
+    /// handed over (`handoff:<user>`), relayed to the new home hub before the mailbox.
+    pub async fn handoff_queue(&self, user: &str) -> Result<Outbound, StoreError> {
+        self.link_queue(&format!("handoff:{user}")).await
+    }
+
+    /// A queue named `name` with the one reader standing for a hub link.
+    async fn link_queue(&self, name: &str) -> Result<Outbound, StoreError> {
+        let queue = self.create_queue(name).await?;
         let link = match self.readers(queue)?.first() {
             Some(&link) => link,
             None => self.add_device(queue).await?,
