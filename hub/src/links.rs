@@ -364,13 +364,16 @@ impl Peers {
         !moves.is_empty() && moves.contains_key(user)
     }
 
-    /// The hand-off queue of `user` when `from_peer` is the former home hub handing them over.
-    fn handoff_from(&self, from_peer: &str, user: &str) -> Option<QueueId> {
+    /// The user `from_peer` is handing over as their former home hub, with the hand-off queue.
+    /// A home hub is the home of one user, so the peer names the user: the entries it hands
+    /// over may be addressed to anyone (the copies of what the user sent).
+    fn handoff_by(&self, from_peer: &str) -> Option<(String, QueueId)> {
         let moves = self.moves.load();
-        moves.get(user).filter(|m| m.from == from_peer)?;
+        let (user, _) = moves.iter().find(|(_, m)| m.from == from_peer)?;
         let home = self.homes.load().get(user).cloned()?;
         let peers = self.peers.load();
-        peers.iter().find(|p| p.config.name == home)?.handoff.get().map(|h| h.queue)
+        let queue = peers.iter().find(|p| p.config.name == home)?.handoff.get()?.queue;
+        Some((user.clone(), queue))
     }
 
     /// The new home hub of `user` gets the mailbox from now on (the old home hub's part is
@@ -1570,31 +1573,41 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
         let index = u16::try_from(index).unwrap_or(u16::MAX);
         let refuse = |reason| RelayRejection { index, reason };
         if envelope.flags.contains(Flags::HANDOFF) {
-            let user = envelope.to.as_str().to_string();
-            let Some(queue) = hub.peers().handoff_from(&peer.config.name, &user) else {
-                // Sent again after the move completed (the former hub restarted), or not for a
-                // user of this hub moving away from that peer.
-                if hub.peers().is_home_of(&peer.config.name, &envelope.to) {
-                    tracing::debug!(peer = %peer.config.name, %user, "a hand-off sent again after it completed; dropped");
-                } else {
-                    tracing::warn!(peer = %peer.config.name, %user, "a hand-off for a user not moving away from that peer; refused");
+            match handoff_in(hub, peer, &envelope) {
+                HandoffIn::Keep { user, queue } => {
+                    if envelope.flags.contains(Flags::NOTICE) && envelope.from == envelope.to {
+                        completes = Some(user);
+                        continue;
+                    }
+                    let request = EnqueueRequest {
+                        id: envelope.id.0,
+                        // A scope of its own: what the sender sent is in the mailbox's dedupe.
+                        sender: Bytes::from(format!("handoff:{}", envelope.from)),
+                        expires_ms: now.saturating_add(u64::from(envelope.ttl_secs.max(1)) * 1000),
+                        payload: encode_message(&envelope),
+                    };
+                    pending.push((index, queue, hub.store().enqueue(queue, request), None));
+                }
+                HandoffIn::Take { queue } => {
+                    // The user's own dedupe scope: what also came through the mailbox (the
+                    // mailbox released before the old hub's part came) is kept once.
+                    envelope.flags = envelope.flags.without(Flags::HANDOFF);
+                    let request = EnqueueRequest {
+                        id: envelope.id.0,
+                        sender: Bytes::copy_from_slice(envelope.from.as_str().as_bytes()),
+                        expires_ms: now.saturating_add(u64::from(envelope.ttl_secs.max(1)) * 1000),
+                        payload: encode_message(&envelope),
+                    };
+                    pending.push((index, queue, hub.store().enqueue(queue, request), None));
+                }
+                HandoffIn::Replayed => {
+                    tracing::debug!(peer = %peer.config.name, "a hand-off sent again after it completed; dropped");
+                }
+                HandoffIn::Refused => {
+                    tracing::warn!(peer = %peer.config.name, to = %envelope.to, "a hand-off from a hub that is not handing anyone over to or through this hub; refused");
                     rejected.push(refuse(RejectReason::NOT_ALLOWED));
                 }
-                continue;
-            };
-            if envelope.flags.contains(Flags::NOTICE) && envelope.from == envelope.to {
-                completes = Some(user);
-                continue;
             }
-            envelope.flags = envelope.flags.without(Flags::HANDOFF);
-            let request = EnqueueRequest {
-                id: envelope.id.0,
-                // A scope of its own: what the sender sent is in the mailbox's dedupe already.
-                sender: Bytes::from(format!("handoff:{}", envelope.from)),
-                expires_ms: now.saturating_add(u64::from(envelope.ttl_secs.max(1)) * 1000),
-                payload: encode_message(&envelope),
-            };
-            pending.push((index, queue, hub.store().enqueue(queue, request), None));
             continue;
         }
         let from_peer = peer.config.forwards
@@ -1682,6 +1695,44 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
     }
     rejected.sort_by_key(|r| r.index);
     Ok(RelayAck { batch: relay.batch, rejected })
+}
+
+/// What a hub does with a hand-off entry relayed in.
+enum HandoffIn {
+    /// This hub is the user's registration hub and the peer their former home hub: the entry
+    /// goes, still flagged, into the hand-off queue for the new home hub.
+    Keep { user: String, queue: QueueId },
+    /// This hub is the user's new home hub and the peer their registration hub: the entry goes
+    /// into the user's queue here.
+    Take { queue: QueueId },
+    /// The peer was the user's home hub and sends its part again after the move completed.
+    Replayed,
+    /// Anything else.
+    Refused,
+}
+
+fn handoff_in(hub: &Hub, peer: &Peer, envelope: &Envelope) -> HandoffIn {
+    if let Some((user, queue)) = hub.peers().handoff_by(&peer.config.name) {
+        let marker = envelope.flags.contains(Flags::NOTICE) && envelope.from == envelope.to;
+        if !marker || envelope.to.as_str() == user {
+            return HandoffIn::Keep { user, queue };
+        }
+        return HandoffIn::Refused;
+    }
+    // The moving user is the recipient of what was sent to them, the sender of their copies.
+    for address in [&envelope.to, &envelope.from] {
+        let here = serves(peer, address) && hub.peers().moved_to(address.as_str()).is_none();
+        if let Some(queue) = hub.directory().queue(address.as_str()).filter(|_| here) {
+            return HandoffIn::Take { queue };
+        }
+    }
+    let peers = hub.peers();
+    if peers.is_home_of(&peer.config.name, &envelope.to)
+        || peers.is_home_of(&peer.config.name, &envelope.from)
+    {
+        return HandoffIn::Replayed;
+    }
+    HandoffIn::Refused
 }
 
 /// Whether `peer` serves the domain of `address` (it is that user's registration hub).

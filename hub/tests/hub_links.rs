@@ -278,52 +278,6 @@ async fn a_message_the_other_hub_refuses_comes_back_to_the_sender_as_a_notice() 
     alice.close().await;
 }
 
-/// A hub of the test's own making (hub-x, serving x.example), linked to `hub` as one of its
-/// peers: its frames are whatever the test writes.
-struct FakePeer {
-    connection: quinn::Connection,
-    writer: switchboard_hub::net::framed::FrameWriter,
-    reader: switchboard_hub::net::framed::FrameReader,
-}
-
-impl FakePeer {
-    async fn connect(dir: &std::path::Path, target: &HubProcess, target_pin: &str) -> Self {
-        use switchboard_hub::net::{framed, tls};
-        let identity = tls::load_or_create(&dir.join("tls")).unwrap();
-        let crypto = tls::hub_client_crypto(&identity, target_pin).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.17:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
-        let connection = endpoint.connect(target.quic, "switchboard-hub").unwrap().await.unwrap();
-        let (send, recv) = connection.open_bi().await.unwrap();
-        let mut writer = framed::FrameWriter::new(send, 16 << 20);
-        let mut reader = framed::FrameReader::new(recv, 16 << 20);
-        let hello = switchboard_protocol::HubHello {
-            hub: "hub-x".into(),
-            domains: vec!["@x.example".parse().unwrap()],
-            max_batch: 1024,
-        };
-        writer.send(&switchboard_protocol::Frame::HubHello(hello)).await.unwrap();
-        let answer = reader.next().await.unwrap();
-        assert!(matches!(answer, Some(switchboard_protocol::Frame::HubHello(_))), "{answer:?}");
-        Self { connection, writer, reader }
-    }
-}
-
-fn envelope(from: &str, to: &str, text: &str) -> switchboard_protocol::Envelope {
-    switchboard_protocol::Envelope {
-        id: switchboard_protocol::MessageId::from_parts(
-            switchboard_hub::store::system_clock_ms(),
-            rand::random(),
-        ),
-        from: from.parse().unwrap(),
-        to: to.parse().unwrap(),
-        created_ms: switchboard_hub::store::system_clock_ms(),
-        ttl_secs: 0,
-        flags: switchboard_protocol::Flags::NONE,
-        body: bytes::Bytes::from(text.to_string()),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiving_hub_refuses_forged_senders_unknown_recipients_and_oversized_batches() {
     use switchboard_protocol::{Frame, RejectReason, Relay};
@@ -335,7 +289,7 @@ async fn the_receiving_hub_refuses_forged_senders_unknown_recipients_and_oversiz
     ));
     let hub_b = start(&b, &text);
     let bob = hub_b.enrol("bob@b.example", "phone").await;
-    let mut fake = FakePeer::connect(x.path(), &hub_b, &b.pin).await;
+    let mut fake = FakePeer::connect(x.path(), [127, 0, 0, 17], &hub_b, &b.pin).await;
     let batch = vec![
         envelope("eve@elsewhere.example", "bob@b.example", "forged"),
         envelope("xavier@x.example", "ghost@b.example", "to nobody"),

@@ -679,6 +679,10 @@ async fn a_move_to_another_home_hub_with_messages_in_flight_hands_over_everythin
     let mut laptop_c = connect(&laptop_a).await;
     let mut laptop_seen = std::collections::HashSet::new();
     assert_eq!(new_texts(&mut laptop_c, &mut laptop_seen, 10).await, all[..10]);
+    // The laptop writes to bob: the copies wait for the phone at A, among the rest.
+    let from_a = texts("from A", 3);
+    send_all(&mut laptop_c, &"bob@home.example".parse().unwrap(), &from_a).await;
+    assert_eq!(texts_from(&mut bob_c, "alice@home.example", 3).await, from_a);
     laptop_c.close().await;
 
     // Forty more while alice moves to her second desktop, signed by it.
@@ -693,10 +697,14 @@ async fn a_move_to_another_home_hub_with_messages_in_flight_hands_over_everythin
 
     // Every device gets everything it did not take, once (by id), in order, at A2.
     let mut laptop_c = connect(&laptop_a2).await;
-    assert_eq!(new_texts(&mut laptop_c, &mut laptop_seen, 50).await, all[10..]);
+    let laptop_got = new_texts(&mut laptop_c, &mut laptop_seen, 53).await;
     let mut phone_c = connect(&phone_a2).await;
     let mut phone_seen = std::collections::HashSet::new();
-    assert_eq!(new_texts(&mut phone_c, &mut phone_seen, 60).await, all);
+    let phone_got = new_texts(&mut phone_c, &mut phone_seen, 63).await;
+    let expected: Vec<String> = [&all[..20], &from_a[..], &all[20..]].concat();
+    assert_eq!(phone_got, expected);
+    // The laptop took ten at A; its own sends come back to it as copies, in their place.
+    assert_eq!(laptop_got, expected[10..]);
     nothing_new(&mut laptop_c, &mut laptop_seen).await;
     nothing_new(&mut phone_c, &mut phone_seen).await;
 
@@ -716,6 +724,7 @@ async fn a_move_to_another_home_hub_with_messages_in_flight_hands_over_everythin
     // What alice sends from A2 reaches bob, after all the rest.
     let mut laptop_send = connect(&laptop_a2).await;
     send_all(&mut laptop_send, &"bob@home.example".parse().unwrap(), &texts("from A2", 3)).await;
+    // Bob got the copies handed over in alice's queue nowhere: only what she sent from A2.
     assert_eq!(texts_from(&mut bob_c, "alice@home.example", 3).await, texts("from A2", 3));
     for client in [desk_c, laptop_c, phone_c, laptop_send, bob_c] {
         client.close().await;
@@ -834,4 +843,85 @@ async fn hand_off_crash_loop() {
             }
         }
     }
+}
+
+/// A relay of `envelopes` from `fake` as batch `batch`: the reasons of what was refused, by
+/// index.
+async fn relay(
+    fake: &mut FakePeer,
+    batch: u64,
+    envelopes: Vec<switchboard_protocol::Envelope>,
+) -> Vec<(u16, switchboard_protocol::RejectReason)> {
+    use switchboard_protocol::{Frame, Relay};
+    fake.writer.send(&Frame::Relay(Relay { batch, envelopes })).await.unwrap();
+    let Some(Frame::RelayAck(ack)) = fake.reader.next().await.unwrap() else { panic!() };
+    assert_eq!(ack.batch, batch);
+    ack.rejected.iter().map(|r| (r.index, r.reason)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_off_frames_from_a_hub_that_hands_no_one_over_are_refused_and_change_nothing() {
+    use switchboard_protocol::RejectReason;
+    let (p, a, x) = (site([127, 0, 0, 53]), site([127, 0, 0, 54]), tempfile::tempdir().unwrap());
+    let x_pin = hub_pin(x.path());
+    // hub-x, another organisation's hub serving x.example, is a peer of both P and A.
+    let peer_x = format!(
+        "\n[[peers]]\nname = \"hub-x\"\naddress = \"127.0.0.55:9\"\npin = \"{x_pin}\"\ndomains = [\"x.example\"]\n"
+    );
+    let provider = format!("[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\n{peer_x}");
+    let hub_p = HubProcess::start_at(p.dir.path(), &provider, p.quic, p.admin);
+    let desktop = desktop_config("alice-desk", &p) + &peer_x;
+    let hub_a = HubProcess::start_at(a.dir.path(), &desktop, a.quic, a.admin);
+    let bob = hub_p.enrol("bob@home.example", "phone").await;
+    let desk = hub_p.enrol("alice@home.example", "desk").await;
+    let desk_a = at_home(&hub_a, &desk).await;
+    let operator = hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    link_up(&hub_p, "alice-desk").await;
+
+    let handoff = |from: &str, to: &str, text: &str| {
+        let mut envelope = envelope(from, to, text);
+        envelope.flags = Flags::HANDOFF;
+        envelope
+    };
+    let mut marker = handoff("alice@home.example", "alice@home.example", "{}");
+    marker.flags = Flags::NOTICE | Flags::HANDOFF;
+    // A home_changed notice naming hub-x as alice's home, as the registration hub would write.
+    let record = home_at(&desk, "hub-x", &a, 2);
+    let mut moved = envelope("alice@home.example", "alice@home.example", "");
+    moved.flags = Flags::NOTICE;
+    moved.body = serde_json::json!({ "notice": "home_changed", "hub": "hub-x", "epoch": 2, "record": record })
+        .to_string()
+        .into();
+    // To the registration hub: a hand-off of alice (nobody is moving), its end marker, and the
+    // move notice from a hub that does not serve her domain.
+    let mut fake = FakePeer::connect(x.path(), [127, 0, 0, 55], &hub_p, &p.pin).await;
+    let batch = vec![
+        handoff("xavier@x.example", "alice@home.example", "slipped in"),
+        marker.clone(),
+        moved.clone(),
+    ];
+    let refused = relay(&mut fake, 1, batch).await;
+    let expected: Vec<_> = (0..3).map(|i| (i, RejectReason::NOT_ALLOWED)).collect();
+    assert_eq!(refused, expected);
+    fake.connection.close(0u32.into(), b"done");
+    // To her home hub: the same, which would make A hand her over or take entries into her queue.
+    let mut fake = FakePeer::connect(x.path(), [127, 0, 0, 55], &hub_a, &a.pin).await;
+    let batch =
+        vec![handoff("xavier@x.example", "alice@home.example", "slipped in"), marker, moved];
+    assert_eq!(relay(&mut fake, 1, batch).await, expected);
+
+    // Nothing changed: her home is A at epoch 1, A takes her sends, and she gets only bob's.
+    let shown = operator.request("GET", "/v1/home?user=alice@home.example", None).await.unwrap();
+    assert_eq!((shown["hub"].as_str(), shown["epoch"].as_u64()), (Some("alice-desk"), Some(1)));
+    let mut bob_c = connect(&bob).await;
+    send_all(&mut bob_c, &"alice@home.example".parse().unwrap(), &texts("from bob", 2)).await;
+    let mut desk_c = connect(&desk_a).await;
+    let mut seen = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut desk_c, &mut seen, 2).await, texts("from bob", 2));
+    nothing_new(&mut desk_c, &mut seen).await;
+    send_all(&mut desk_c, &"bob@home.example".parse().unwrap(), &texts("from alice", 2)).await;
+    assert_eq!(texts_from(&mut bob_c, "alice@home.example", 2).await, texts("from alice", 2));
+    desk_c.close().await;
+    bob_c.close().await;
 }

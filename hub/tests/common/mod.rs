@@ -290,3 +290,52 @@ pub fn site(ip: [u8; 4]) -> Site {
     let pin = hub_pin(dir.path());
     Site { dir, quic, admin, pin }
 }
+
+/// A hub of the test's own making (hub-x, serving x.example), linked to `hub` as one of its
+/// peers: its frames are whatever the test writes.
+pub struct FakePeer {
+    pub connection: quinn::Connection,
+    pub writer: switchboard_hub::net::framed::FrameWriter,
+    pub reader: switchboard_hub::net::framed::FrameReader,
+}
+
+impl FakePeer {
+    /// Links from `ip` to `target` with the identity kept in `dir`.
+    pub async fn connect(dir: &Path, ip: [u8; 4], target: &HubProcess, target_pin: &str) -> Self {
+        use switchboard_hub::net::{framed, tls};
+        let identity = tls::load_or_create(&dir.join("tls")).unwrap();
+        let crypto = tls::hub_client_crypto(&identity, target_pin).unwrap();
+        let mut endpoint =
+            quinn::Endpoint::client((std::net::Ipv4Addr::from(ip), 0).into()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+        let connection = endpoint.connect(target.quic, "switchboard-hub").unwrap().await.unwrap();
+        let (send, recv) = connection.open_bi().await.unwrap();
+        let mut writer = framed::FrameWriter::new(send, 16 << 20);
+        let mut reader = framed::FrameReader::new(recv, 16 << 20);
+        let hello = switchboard_protocol::HubHello {
+            hub: "hub-x".into(),
+            domains: vec!["@x.example".parse().unwrap()],
+            max_batch: 1024,
+        };
+        writer.send(&switchboard_protocol::Frame::HubHello(hello)).await.unwrap();
+        let answer = reader.next().await.unwrap();
+        assert!(matches!(answer, Some(switchboard_protocol::Frame::HubHello(_))), "{answer:?}");
+        Self { connection, writer, reader }
+    }
+}
+
+/// A plain message from `from` to `to`, made now.
+pub fn envelope(from: &str, to: &str, text: &str) -> switchboard_protocol::Envelope {
+    switchboard_protocol::Envelope {
+        id: switchboard_protocol::MessageId::from_parts(
+            switchboard_hub::store::system_clock_ms(),
+            rand::random(),
+        ),
+        from: from.parse().unwrap(),
+        to: to.parse().unwrap(),
+        created_ms: switchboard_hub::store::system_clock_ms(),
+        ttl_secs: 0,
+        flags: switchboard_protocol::Flags::NONE,
+        body: bytes::Bytes::from(text.to_string()),
+    }
+}
