@@ -198,6 +198,9 @@ pub enum PeerError {
         /// The home hub the user is moving away from.
         from: String,
     },
+    /// No hand-off of the user is in progress.
+    #[error("no hand-off of {0} is in progress")]
+    NoMove(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -261,6 +264,21 @@ struct Move {
     /// When the move was recorded, Unix milliseconds: the mailbox is held back from the new
     /// home hub for at most `[hub] handoff_wait_secs` after it.
     started_ms: u64,
+}
+
+/// What the admin API shows of a hand-off in progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandoffStatus {
+    /// The user moving.
+    pub user: String,
+    /// The home hub they are moving away from, whose part is not complete yet.
+    pub from: String,
+    /// Their new home hub.
+    pub to: String,
+    /// When the move was recorded, Unix milliseconds.
+    pub started_ms: u64,
+    /// Whether the new home hub gets the mailbox already (`[hub] handoff_wait_secs` passed).
+    pub mailbox_released: bool,
 }
 
 /// A user who moved away from this hub as their home: the record that moved them, and the
@@ -387,18 +405,75 @@ impl Peers {
         }
     }
 
+    /// The hand-off of `user` in progress here (as their registration hub), if any.
+    pub fn handoff_status(&self, user: &str) -> Option<HandoffStatus> {
+        let moves = self.moves.load();
+        let open = moves.get(user)?;
+        let to = self.homes.load().get(user).cloned()?;
+        let peers = self.list();
+        let held = peers
+            .iter()
+            .find(|p| p.config.name == to)
+            .is_some_and(|p| p.held.load(std::sync::atomic::Ordering::Acquire));
+        Some(HandoffStatus {
+            user: user.to_string(),
+            from: open.from.clone(),
+            to,
+            started_ms: open.started_ms,
+            mailbox_released: !held,
+        })
+    }
+
     /// The former home hub handed `user` over completely: the new home hub gets the mailbox.
     async fn finish_move(&self, hub: &Hub, user: &str) -> Result<(), StoreError> {
         let _changing = self.changing.lock().await;
         let mut moves = (**self.moves.load()).clone();
-        if moves.remove(user).is_none() {
-            return Ok(());
-        }
+        let Some(done) = moves.remove(user) else { return Ok(()) };
+        // The mailbox up to the move reached the new home hub inside the hand-off: its link
+        // goes on after it (past it already if the mailbox was released early).
+        let mailbox = hub.store().mailbox(user).await?;
+        hub.store().ack(mailbox.queue, mailbox.link, done.through, Vec::new()).await?;
         put_json(hub, MOVES, &moves).await?;
         self.moves.store(Arc::new(moves));
+        self.end_stand_in(hub, user, &done.from).await?;
         self.release(user);
         tracing::info!(%user, "hand-off complete");
         Ok(())
+    }
+
+    /// The former home hub `from` of `user` is sent nothing more: its stand-in connector stops,
+    /// a plain former home takes its place, and its reader of the mailbox goes.
+    async fn end_stand_in(&self, hub: &Hub, user: &str, from: &str) -> Result<(), StoreError> {
+        let peers = self.list();
+        if let Some(stand_in) = peers.iter().find(|p| p.config.name == from) {
+            let _ = stand_in.stop.send(true);
+            if self.formers.load().get(from).is_some_and(|u| u == user) {
+                let former = make_former(&stand_in.config);
+                let next: Vec<_> = peers
+                    .iter()
+                    .map(|p| if p.config.name == from { former.clone() } else { p.clone() })
+                    .collect();
+                self.peers.store(Arc::new(next));
+            }
+        }
+        hub.store().drop_mailbox_stand_in(user).await
+    }
+
+    /// Gives up on the part of `user`'s hand-off that their former home hub holds (the hub is
+    /// gone for good): the move ends, the new home hub gets the mailbox, and what the former
+    /// home hub hands over later is dropped. Answers the hub given up on.
+    pub async fn abandon_move(&self, user: &str) -> Result<String, PeerError> {
+        let running = self.running.get().ok_or(PeerError::NotRunning)?;
+        let hub = running.hub.upgrade().ok_or(PeerError::NotRunning)?;
+        let _changing = self.changing.lock().await;
+        let mut moves = (**self.moves.load()).clone();
+        let done = moves.remove(user).ok_or_else(|| PeerError::NoMove(user.to_string()))?;
+        put_json(&hub, MOVES, &moves).await?;
+        self.moves.store(Arc::new(moves));
+        self.end_stand_in(&hub, user, &done.from).await?;
+        self.release(user);
+        tracing::warn!(%user, from = %done.from, "hand-off abandoned: what the old home hub holds is given up");
+        Ok(done.from)
     }
 
     /// The outbound queue of the home hub of `to`, when `to` is a user of this hub whose home
@@ -492,7 +567,7 @@ impl Peers {
             // over what it holds; the new home gets that first and the mailbox after.
             let handing = former.as_ref().zip(handoff_through);
             if let Some(((_, stand_in), through)) = handing {
-                let _ = stand_in.outbound.set(hub.store().mailbox(user).await?);
+                let _ = stand_in.outbound.set(hub.store().mailbox_stand_in(user).await?);
                 stand_in.until.store(through, std::sync::atomic::Ordering::Release);
                 stand_in.update(|s| s.last_error = None);
                 let _ = peer.handoff.set(hub.store().handoff_queue(user).await?);
@@ -532,6 +607,11 @@ impl Peers {
             // had one for a hand-off, stops too.
             for replaced in peers.iter().filter(|p| p.config.name == hub_name) {
                 let _ = replaced.stop.send(true);
+            }
+            if aborting {
+                // Its home link reads the mailbox from where the new home hub's stopped (what it
+                // got through its stand-in comes again and falls to its dedupe).
+                hub.store().drop_mailbox_stand_in(user).await?;
             }
             if let Some(((_, stand_in), _)) = handing {
                 spawn_connector(&hub, running, stand_in.clone())?;
@@ -754,7 +834,7 @@ pub(crate) async fn start(
         // A hand-off in progress: the former home relays the mailbox up to the notice; the new
         // home holds the mailbox back until the former home's part is complete.
         if let Some((user, mv)) = moves.iter().find(|(_, m)| m.from == peer.config.name) {
-            let _ = peer.outbound.set(hub.store().mailbox(user).await?);
+            let _ = peer.outbound.set(hub.store().mailbox_stand_in(user).await?);
             peer.until.store(mv.through, std::sync::atomic::Ordering::Release);
             continue;
         }

@@ -219,6 +219,19 @@ enum PersonalCommand {
         #[arg(long)]
         token: String,
     },
+    /// Give up on what the old home hub of an unfinished hand-off still holds (it is gone for
+    /// good): the move ends and the new home hub gets everything else. What the old hub hands
+    /// over later is dropped.
+    AbandonHandoff {
+        /// The user, `local@domain`.
+        user: String,
+        /// The registration hub's admin API address.
+        #[arg(long)]
+        registration: std::net::SocketAddr,
+        /// The user's token there (or the operator's).
+        #[arg(long)]
+        token: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -350,7 +350,7 @@ async fn personal_hubs_reach_each_other_and_an_exchange_through_their_registrati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     let (p, e, e2) = (site([127, 0, 0, 5]), site([127, 0, 0, 6]), site([127, 0, 0, 7]));
-    // The old desktop never comes back to hand over: the provider waits two seconds for it.
+    // The old desktop is down during the move: the provider waits two seconds for its part.
     let provider =
         "[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\nhandoff_wait_secs = 2\n";
     let desktop = |name: &str| {
@@ -373,13 +373,10 @@ async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     let first = texts("first", 5);
     send_all(&mut dora_c, &bob, &first).await;
     let mut phone_c = connect(&phone_e).await;
-    assert_eq!(messages_and_notices(&mut phone_c, 5).await.0, first);
+    // What the phone took, by (from, id), as its application keeps it.
+    let mut seen = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut phone_c, &mut seen, 5).await, first);
     phone_c.close().await;
-
-    // The old desktop is gone; what dora sends waits in bob's mailbox at the provider.
-    hub_e.kill();
-    let waiting = texts("waiting", 10);
-    send_all(&mut dora_c, &bob, &waiting).await;
     let queued_for = |name: &'static str| {
         let operator = operator.clone();
         async move {
@@ -388,6 +385,17 @@ async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
             peer.and_then(|p| p["queued"].as_u64())
         }
     };
+    // Three more reach the old desktop while the phone is off.
+    let held = texts("held at the old desktop", 3);
+    send_all(&mut dora_c, &bob, &held).await;
+    while queued_for("bob-desk").await != Some(0) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The old desktop goes down; what dora sends waits in bob's mailbox at the provider.
+    hub_e.kill();
+    let waiting = texts("waiting", 10);
+    send_all(&mut dora_c, &bob, &waiting).await;
     while queued_for("bob-desk").await != Some(10) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -398,7 +406,7 @@ async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     // Bob makes his new desktop his home: the mailbox goes there, in order, once.
     assert_eq!(post(&operator, &home_at(&phone, "bob-desk-2", &e2, 2)).await, "ok 2");
     // The old desktop stays a peer, a former home hub: the mailbox up to the move (what waited
-    // and the change itself) is still its to relay, should it come back to hand over.
+    // and the change itself) is still its to relay, for it to hand over when it is back.
     assert_eq!(queued_for("bob-desk").await, Some(11));
     let mut phone_c = connect(&phone_e2).await;
     let (got, _) = messages_and_notices(&mut phone_c, 10).await;
@@ -416,6 +424,22 @@ async fn a_new_home_hub_gets_what_waited_in_the_mailbox_for_the_old_one() {
     assert!(extra.is_err(), "a duplicate: {extra:?}");
     let shown = operator.request("GET", "/v1/home?user=bob@home.example", None).await.unwrap();
     assert_eq!(shown["hub"], "bob-desk-2");
+    // The move stays open, the old desktop's part has not come: the operator sees that.
+    let path = "/v1/home/handoff?user=bob@home.example";
+    let open = operator.request("GET", path, None).await.unwrap();
+    assert_eq!(
+        (open["from"].as_str(), open["mailbox_released"].as_bool()),
+        (Some("bob-desk"), Some(true))
+    );
+    // The old desktop is back: it learns of the move and hands over what the phone never took
+    // there; the new desktop has what came through the mailbox already and keeps it once.
+    // (What it hands over starts at the lowest cursor it has for bob's devices, which may be
+    // behind what the phone took; the application drops what it has.)
+    hub_e.restart();
+    assert_eq!(new_texts(&mut phone_c, &mut seen, 3).await, held);
+    nothing_new(&mut phone_c, &mut seen).await;
+    let done = operator.request("GET", path, None).await.unwrap_err();
+    assert!(done.to_string().starts_with("404: no hand-off"), "{done}");
     phone_c.close().await;
     dora_c.close().await;
     drop(hub_e2);
@@ -756,9 +780,18 @@ async fn a_move_to_a_hub_that_never_answers_is_ended_by_moving_back_and_the_old_
     third.sign(desk.secret_key.as_slice().try_into().unwrap());
     let refused = post(&operator, &third).await;
     assert!(refused.starts_with("409: hand-off-in-progress"), "{refused}");
+    let path = "/v1/home/handoff?user=alice@home.example";
+    let open = operator.request("GET", path, None).await.unwrap();
+    assert_eq!(
+        (open["from"].as_str(), open["to"].as_str()),
+        (Some("alice-desk"), Some("alice-desk-2"))
+    );
+    assert_eq!(open["mailbox_released"], false);
     // A2 never answers; alice goes back to A, which ends the move.
     assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 3)).await, "ok 3");
     send_all(&mut bob_c, &alice, &all[20..]).await;
+    let ended = operator.request("GET", path, None).await.unwrap_err();
+    assert!(ended.to_string().starts_with("404: no hand-off"), "{ended}");
     let mut desk_c = connect(&desk_a).await;
     let mut seen = std::collections::HashSet::new();
     assert_eq!(new_texts(&mut desk_c, &mut seen, 30).await, all);
@@ -922,6 +955,45 @@ async fn hand_off_frames_from_a_hub_that_hands_no_one_over_are_refused_and_chang
     nothing_new(&mut desk_c, &mut seen).await;
     send_all(&mut desk_c, &"bob@home.example".parse().unwrap(), &texts("from alice", 2)).await;
     assert_eq!(texts_from(&mut bob_c, "alice@home.example", 2).await, texts("from alice", 2));
+    desk_c.close().await;
+    bob_c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_home_hub_gone_for_good_is_given_up_by_its_user_and_the_next_move_is_taken() {
+    let m = start_move([[127, 0, 0, 56], [127, 0, 0, 57], [127, 0, 0, 58]], "");
+    let Move { a, a2, hub_p, mut hub_a, hub_a2, .. } = m;
+    let bob = hub_p.enrol("bob@home.example", "phone").await;
+    let desk = hub_p.enrol("alice@home.example", "desk").await;
+    let (_, desk_a2) = (at_home(&hub_a, &desk).await, at_home(&hub_a2, &desk).await);
+    let operator = hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    link_up(&hub_p, "alice-desk").await;
+    // A dies for good; alice moves to A2, which waits for A's part (an hour by default).
+    hub_a.kill();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk-2", &a2, 2)).await, "ok 2");
+    let alice: switchboard_protocol::Address = "alice@home.example".parse().unwrap();
+    let mut bob_c = connect(&bob).await;
+    let after = texts("after the move", 5);
+    send_all(&mut bob_c, &alice, &after).await;
+    // Bob is not alice: he cannot end her hand-off.
+    let body = serde_json::json!({ "user": "alice@home.example" });
+    let bobs = hub_p.as_user("bob@home.example").await;
+    let refused = bobs.request("POST", "/v1/home/handoff/abandon", Some(body.clone())).await;
+    assert!(refused.unwrap_err().to_string().starts_with("403"), "bob ended alice's hand-off");
+    // Alice gives A up: A2 gets the mailbox at once, and she may move again.
+    let alices = hub_p.as_user("alice@home.example").await;
+    let given_up = alices.request("POST", "/v1/home/handoff/abandon", Some(body.clone())).await;
+    assert_eq!(given_up.unwrap()["abandoned"], "alice-desk");
+    let mut desk_c = connect(&desk_a2).await;
+    let mut seen = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut desk_c, &mut seen, 5).await, after);
+    let again = operator.request("POST", "/v1/home/handoff/abandon", Some(body)).await;
+    assert!(again.unwrap_err().to_string().starts_with("404: no hand-off"));
+    let mut third = home_at(&desk, "alice-desk-3", &a2, 3);
+    third.address = "127.0.0.59:7447".parse().unwrap();
+    third.sign(desk.secret_key.as_slice().try_into().unwrap());
+    assert_eq!(post(&operator, &third).await, "ok 3");
     desk_c.close().await;
     bob_c.close().await;
 }

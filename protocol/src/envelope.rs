@@ -217,7 +217,8 @@ mod tests {
 
     #[test]
     fn undefined_flag_bits_are_refused() {
-        assert_eq!(Flags::from_bits(0b1_0000), None);
+        assert_eq!(Flags::from_bits(0b10_0000), None);
+        assert_eq!(Flags::from_bits(0b1_0000), Some(Flags::HANDOFF));
         assert_eq!(Flags::from_bits(0b1000), Some(Flags::NOTICE));
         assert_eq!(Flags::from_bits(0b11), Some(Flags::WANT_RECEIPTS | Flags::AS_LINE));
         let mut raw = Bytes::from_static(&[0x80, 0x00]);

@@ -1,5 +1,5 @@
 //! Home records of private users (see [`crate::personal`]): `GET /v1/home?user=NAME` and
-//! `POST /v1/home` with a record signed by one of the user's devices.
+//! `POST /v1/home` with a record signed by one of the user's devices; `GET /v1/home/handoff`.
 
 use axum::{
     Json,
@@ -43,6 +43,42 @@ pub(super) async fn get_home(
     match state.hub.home_of(&query.user).await? {
         Some(record) => Ok(Json(record)),
         None => Err(ApiError(StatusCode::NOT_FOUND, format!("{} has no home record", query.user))),
+    }
+}
+
+/// `GET /v1/home/handoff?user=NAME`: the user's hand-off in progress (the operator, or the
+/// user); 404 when none is.
+pub(super) async fn get_handoff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HomeQuery>,
+) -> Result<Json<crate::links::HandoffStatus>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    require_self_or_operator(&actor, &query.user)?;
+    match state.hub.peers().handoff_status(&query.user) {
+        Some(status) => Ok(Json(status)),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no hand-off of {} is in progress", query.user),
+        )),
+    }
+}
+
+/// `POST /v1/home/handoff/abandon {"user"}`: gives up on what the old home hub of the user's
+/// unfinished hand-off holds (the operator, or the user); 404 when no hand-off is in progress.
+pub(super) async fn abandon_handoff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<HomeQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    require_self_or_operator(&actor, &body.user)?;
+    match state.hub.peers().abandon_move(&body.user).await {
+        Ok(from) => Ok(Json(serde_json::json!({ "user": body.user, "abandoned": from }))),
+        Err(crate::links::PeerError::NoMove(user)) => {
+            Err(ApiError(StatusCode::NOT_FOUND, format!("no hand-off of {user} is in progress")))
+        }
+        Err(error) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
     }
 }
 

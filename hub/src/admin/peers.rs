@@ -100,7 +100,7 @@ fn peer_error(error: crate::links::PeerError) -> ApiError {
     use crate::links::PeerError;
     let status = match &error {
         PeerError::Invalid(_) => StatusCode::BAD_REQUEST,
-        PeerError::Unknown(_) => StatusCode::NOT_FOUND,
+        PeerError::Unknown(_) | PeerError::NoMove(_) => StatusCode::NOT_FOUND,
         PeerError::Exists(_)
         | PeerError::DomainTaken { .. }
         | PeerError::Configured(_)

@@ -47,6 +47,15 @@ pub(crate) async fn personal(config: &Config, command: PersonalCommand) -> anyho
                 record.user, record.hub, record.address, record.epoch
             );
         }
+        PersonalCommand::AbandonHandoff { user, registration, token } => {
+            let client = AdminClient::new(registration, token);
+            let body = serde_json::json!({ "user": user });
+            let answer = client.request("POST", "/v1/home/handoff/abandon", Some(body)).await?;
+            println!(
+                "the hand-off of {user} from {} is abandoned; its new home hub has the mailbox",
+                answer["abandoned"].as_str().unwrap_or("?")
+            );
+        }
         PersonalCommand::Show { user, registration, token } => {
             let client = AdminClient::new(registration, token);
             let path = format!("/v1/devices/preferred?user={user}");
@@ -71,6 +80,22 @@ pub(crate) async fn personal(config: &Config, command: PersonalCommand) -> anyho
                     crate::cli::format_ms(record.signed_ms)
                 ),
                 None => println!("{user} has no home hub yet: the registration hub serves them"),
+            }
+            let path = format!("/v1/home/handoff?user={user}");
+            match client.request("GET", &path, None).await {
+                Ok(handoff) => println!(
+                    "hand-off from {} to {} since {}: {}",
+                    handoff["from"].as_str().unwrap_or("?"),
+                    handoff["to"].as_str().unwrap_or("?"),
+                    crate::cli::format_ms(handoff["started_ms"].as_u64().unwrap_or(0)),
+                    if handoff["mailbox_released"].as_bool() == Some(true) {
+                        "the old home hub's part has not come; the new one has the mailbox"
+                    } else {
+                        "waiting for the old home hub's part; the mailbox is held for the new one"
+                    }
+                ),
+                Err(switchboard_hub::client::admin::AdminError::Api { status: 404, .. }) => {}
+                Err(error) => return Err(error.into()),
             }
         }
     }

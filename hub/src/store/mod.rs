@@ -419,6 +419,29 @@ impl Store {
         self.link_queue(&format!("handoff:{user}")).await
     }
 
+    /// The reader of `user`'s mailbox standing for the link to their former home hub during a
+    /// hand-off (the mailbox's second reader, created on first use at the oldest entry held):
+    /// the former home hub gets the mailbox up to the move with its own cursor, whatever the
+    /// new home hub has read.
+    pub async fn mailbox_stand_in(&self, user: &str) -> Result<Outbound, StoreError> {
+        let mailbox = self.mailbox(user).await?;
+        let link = match self.readers(mailbox.queue)?.get(1) {
+            Some(&link) => link,
+            None => self.add_device(mailbox.queue).await?,
+        };
+        Ok(Outbound { queue: mailbox.queue, link })
+    }
+
+    /// Removes the stand-in reader of `user`'s mailbox, if there is one: the hand-off is over,
+    /// and what only it held back may be trimmed.
+    pub async fn drop_mailbox_stand_in(&self, user: &str) -> Result<(), StoreError> {
+        let mailbox = self.mailbox(user).await?;
+        match self.readers(mailbox.queue)?.get(1) {
+            Some(&link) => self.remove_device(link).await,
+            None => Ok(()),
+        }
+    }
+
     /// A queue named `name` with the one reader standing for a hub link.
     async fn link_queue(&self, name: &str) -> Result<Outbound, StoreError> {
         let queue = self.create_queue(name).await?;
