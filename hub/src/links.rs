@@ -96,6 +96,9 @@ pub struct PeerStatus {
     pub inbound_up: bool,
     /// Messages and receipts waiting for this peer (counted when the status is asked for).
     pub queued: u64,
+    /// How long the oldest message waiting for this peer has waited, milliseconds since this
+    /// hub accepted it (none when no message waits).
+    pub oldest_age_ms: Option<u64>,
 }
 
 /// One peer: its configuration, its link's status, a way to end a backoff, and the outbound
@@ -148,6 +151,7 @@ fn make_peer(config: &PeerConfig, configured: bool) -> Arc<Peer> {
             next_attempt_ms: None,
             inbound_up: false,
             queued: 0,
+            oldest_age_ms: None,
         }),
         retry: Notify::new(),
         outbound: OnceLock::new(),

@@ -232,8 +232,12 @@ async fn a_message_held_for_a_hub_that_was_down_keeps_only_what_remains_of_its_t
             _ => {}
         }
     }
-    // Held on A for at least 3 s while B is down.
+    // Held on A for at least 3 s while B is down; A's operator sees how long it waited.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let to_b = peers(&pair.hub_a).await.into_iter().find(|p| p["name"] == "hub-b").unwrap();
+    assert_eq!(to_b["queued"], 1);
+    let age = to_b["oldest_age_ms"].as_u64().unwrap();
+    assert!((3_000..600_000).contains(&age), "{to_b}");
     pair.hub_b.restart();
     let mut bob = connect(&pair.bob).await;
     let delivered = loop {
@@ -243,6 +247,8 @@ async fn a_message_held_for_a_hub_that_was_down_keeps_only_what_remains_of_its_t
     };
     assert_eq!(&delivered.body[..], b"later");
     assert!((500..=597).contains(&delivered.ttl_secs), "ttl {}", delivered.ttl_secs);
+    let drained = until(&pair.hub_a, 10, |p| p["name"] == "hub-b" && p["queued"] == 0).await;
+    assert!(drained["oldest_age_ms"].is_null(), "{drained}");
     alice.close().await;
     bob.close().await;
 }

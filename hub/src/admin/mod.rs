@@ -40,7 +40,7 @@
 //! | `POST /v1/home` | `{"user", "hub", "address", "pin", "epoch", "device", "signed_ms", "signature"}` | the record, taken when signed by one of the user's unrevoked devices with the next epoch; 400 `malformed`, 404 `unknown-user`/`unknown-device`, 403 `revoked-device`/`bad-signature`, 409 `stale-epoch`/`hand-off-in-progress` (the user, the operator) |
 //! | `GET /v1/home/handoff?user=NAME` | | the user's hand-off in progress: `{"user", "from", "to", "started_ms", "mailbox_released"}`; 404 when none is (the user, the operator) |
 //! | `POST /v1/home/handoff/abandon` | `{"user"}` | `{"user", "abandoned"}`: gives up on what the old home hub of the user's unfinished hand-off holds; the move ends, the new home hub gets the mailbox, what the old hub hands over later is dropped; 404 when no hand-off is in progress (the user, the operator) |
-//! | `GET /v1/peers` | | `[{"name", "address", "domains", "state", "since_ms", "attempts", "last_error", "next_attempt_ms", "inbound_up", "queued"}]` (operator only) |
+//! | `GET /v1/peers` | | `[{"name", "address", "domains", "state", "since_ms", "attempts", "last_error", "next_attempt_ms", "inbound_up", "queued", "oldest_age_ms"}]` (operator only) |
 //! | `POST /v1/peers` | `{"name", "address", "pin", "domains", "provider"?}` | adds a peer at run time, kept across restarts (operator only) |
 //! | `POST /v1/peers/remove` | `{"name", "force"?}` | removes a peer added at run time; refused while messages wait for it unless `force`, and for a user's home hub (operator only) |
 //! | `POST /v1/peers/retry` | `{"name"}` | ends the link's backoff now (operator only) |

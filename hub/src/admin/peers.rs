@@ -21,8 +21,10 @@ pub(super) async fn list_peers(
     let mut statuses = state.hub.peers().statuses();
     let outbound: Vec<_> =
         statuses.iter().map(|s| state.hub.peers().outbound_of(&s.name)).collect();
-    // What waits in each outbound queue: its last sequence past the link's cursor.
-    let queued = state
+    // What waits in each outbound queue: its last sequence past the link's cursor, and the
+    // age of the first message past it.
+    let now = crate::store::system_clock_ms();
+    let waiting = state
         .hub
         .store()
         .blocking(move |store| {
@@ -32,17 +34,31 @@ pub(super) async fn list_peers(
                     out.and_then(|out| {
                         let stats = store.stats(out.queue).ok()?;
                         let cursor = store.cursor(out.queue, out.link).ok()?;
-                        Some(stats.last_seq.saturating_sub(cursor.acked))
+                        let queued = stats.last_seq.saturating_sub(cursor.acked);
+                        let first = store.read(out.queue, out.link, 64).ok().unwrap_or_default();
+                        Some((queued, first.iter().find_map(|entry| accepted_ms(entry))))
                     })
-                    .unwrap_or(0)
+                    .unwrap_or((0, None))
                 })
-                .collect::<Vec<u64>>())
+                .collect::<Vec<_>>())
         })
         .await?;
-    for (status, queued) in statuses.iter_mut().zip(queued) {
+    for (status, (queued, accepted)) in statuses.iter_mut().zip(waiting) {
         status.queued = queued;
+        status.oldest_age_ms = accepted.map(|ms| now.saturating_sub(ms));
     }
     Ok(Json(statuses))
+}
+
+/// When the hub accepted the message `entry` holds: its expiry less its time to live, both set
+/// on acceptance. None for a receipt.
+fn accepted_ms(entry: &crate::store::Entry) -> Option<u64> {
+    match crate::fanout::entry::decode_entry(&entry.payload).ok()? {
+        crate::fanout::entry::Stored::Message(envelope) => {
+            Some(entry.expires_ms.saturating_sub(u64::from(envelope.ttl_secs) * 1000))
+        }
+        crate::fanout::entry::Stored::Receipt(_) => None,
+    }
 }
 
 #[derive(Deserialize)]

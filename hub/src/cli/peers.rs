@@ -11,13 +11,18 @@ pub(crate) async fn peer(config: &Config, command: PeerCommand) -> anyhow::Resul
             let peers = client.request("GET", "/v1/peers", None).await?;
             for peer in peers.as_array().into_iter().flatten() {
                 let error = peer["last_error"].as_str().unwrap_or("-");
+                let oldest = match peer["oldest_age_ms"].as_u64() {
+                    Some(ms) => format!("{} s", ms / 1000),
+                    None => "-".into(),
+                };
                 println!(
-                    "{}\t{}\t{}\tinbound {}\tattempts {}\tlast error: {error}",
+                    "{}\t{}\t{}\tinbound {}\tattempts {}\tqueued {} (oldest {oldest})\tlast error: {error}",
                     peer["name"].as_str().unwrap_or("?"),
                     peer["address"].as_str().unwrap_or("?"),
                     peer["state"].as_str().unwrap_or("?"),
                     if peer["inbound_up"] == true { "up" } else { "down" },
                     peer["attempts"],
+                    peer["queued"],
                 );
             }
         }
