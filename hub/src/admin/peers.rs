@@ -36,7 +36,7 @@ pub(super) async fn list_peers(
                         let cursor = store.cursor(out.queue, out.link).ok()?;
                         let queued = stats.last_seq.saturating_sub(cursor.acked);
                         let first = store.read(out.queue, out.link, 64).ok().unwrap_or_default();
-                        Some((queued, first.iter().find_map(|entry| accepted_ms(entry))))
+                        Some((queued, first.iter().find_map(accepted_ms)))
                     })
                     .unwrap_or((0, None))
                 })
