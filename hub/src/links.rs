@@ -962,13 +962,22 @@ async fn hand_over_once(
         // Committed in queue order (the store keeps the order enqueues are made in).
         let mut pending = Vec::new();
         for entry in entries.into_iter().filter(|e| e.seq <= through) {
-            // Receipts are not handed over: the devices have the messages they are about.
-            let Ok(Stored::Message(mut envelope)) = decode_entry(&entry.payload) else { continue };
-            envelope.flags = envelope.flags | Flags::HANDOFF;
             let left = entry.expires_ms.saturating_sub(system_clock_ms()).div_ceil(1000);
             if left == 0 {
                 continue;
             }
+            let mut envelope = match decode_entry(&entry.payload) {
+                Ok(Stored::Message(envelope)) => envelope,
+                // A receipt for a message the user sent goes to the registration hub as a
+                // receipt, which puts it in the hand-off queue for the new home hub.
+                Ok(Stored::Receipt(receipt)) => {
+                    let ttl = u32::try_from(left).unwrap_or(u32::MAX);
+                    pending.push(hub.store().enqueue(route, receipt_request(&receipt, ttl)));
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            envelope.flags = envelope.flags | Flags::HANDOFF;
             envelope.ttl_secs = u32::try_from(left).unwrap_or(u32::MAX);
             let request = EnqueueRequest {
                 id: envelope.id.0,
@@ -1457,6 +1466,16 @@ async fn receipts_in(hub: &Hub, peer: &Peer, batch: RelayReceipts) -> Result<Rel
                 .domain()
                 .is_some_and(|d| peer.config.domains.iter().any(|p| domain_matches(p, d)))
             || hub.peers().is_home_of(&peer.config.name, &receipt.by);
+        // A former home hub handing its user over: the receipts that waited there for them go
+        // into the hand-off queue (in a dedupe scope of their own: the mailbox had them once).
+        let handing = hub.peers().handoff_by(&peer.config.name);
+        if let Some((_, queue)) = handing.filter(|(u, _)| u == receipt.message_from.as_str()) {
+            let ttl = hub.config().delivery.default_ttl_secs;
+            let mut request = receipt_request(&receipt, ttl);
+            request.sender = Bytes::from([&b"handoff:"[..], &request.sender].concat());
+            pending.push((index, queue, hub.store().enqueue(queue, request)));
+            continue;
+        }
         if !by_peer {
             tracing::warn!(peer = %peer.config.name, by = %receipt.by, "a receipt by a user the peer does not serve");
             rejected.push(RelayRejection { index, reason: RejectReason::NOT_ALLOWED });
@@ -1659,7 +1678,7 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
         if envelope.flags.contains(Flags::HANDOFF) {
             match handoff_in(hub, peer, &envelope) {
                 HandoffIn::Keep { user, queue } => {
-                    if envelope.flags.contains(Flags::NOTICE) && envelope.from == envelope.to {
+                    if is_handoff_done(&envelope) {
                         completes = Some(user);
                         continue;
                     }
@@ -1781,6 +1800,19 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
     Ok(RelayAck { batch: relay.batch, rejected })
 }
 
+/// Whether `envelope` is the marker that ends a hand-off: a notice from and to the user whose
+/// body is `handoff_done` (the user's own notices, `home_changed` among them, are handed over
+/// with the same flags).
+fn is_handoff_done(envelope: &Envelope) -> bool {
+    #[derive(Deserialize)]
+    struct Body<'a> {
+        notice: &'a str,
+    }
+    envelope.flags.contains(Flags::NOTICE)
+        && envelope.from == envelope.to
+        && serde_json::from_slice::<Body>(&envelope.body).is_ok_and(|b| b.notice == "handoff_done")
+}
+
 /// What a hub does with a hand-off entry relayed in.
 enum HandoffIn {
     /// This hub is the user's registration hub and the peer their former home hub: the entry
@@ -1797,7 +1829,7 @@ enum HandoffIn {
 
 fn handoff_in(hub: &Hub, peer: &Peer, envelope: &Envelope) -> HandoffIn {
     if let Some((user, queue)) = hub.peers().handoff_by(&peer.config.name) {
-        let marker = envelope.flags.contains(Flags::NOTICE) && envelope.from == envelope.to;
+        let marker = is_handoff_done(envelope);
         if !marker || envelope.to.as_str() == user {
             return HandoffIn::Keep { user, queue };
         }

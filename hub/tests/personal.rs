@@ -694,6 +694,8 @@ async fn a_move_to_another_home_hub_with_messages_in_flight_hands_over_everythin
     let operator = m.hub_p.admin_client();
     assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &m.a, 1)).await, "ok 1");
     link_up(&m.hub_p, "alice-desk").await;
+    // A's own link to P, which P refused until the record (A hands over through it).
+    link_up(&m.hub_a, "provider").await;
     let alice: switchboard_protocol::Address = "alice@home.example".parse().unwrap();
 
     // Twenty reach A; the laptop takes ten of them there. The phone is off all along.
@@ -721,10 +723,42 @@ async fn a_move_to_another_home_hub_with_messages_in_flight_hands_over_everythin
 
     // Every device gets everything it did not take, once (by id), in order, at A2.
     let mut laptop_c = connect(&laptop_a2).await;
-    let laptop_got = new_texts(&mut laptop_c, &mut laptop_seen, 53).await;
+    let laptop_got = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        new_texts(&mut laptop_c, &mut laptop_seen, 53),
+    );
+    let laptop_got = laptop_got.await.expect("the laptop's 53");
     let mut phone_c = connect(&phone_a2).await;
     let mut phone_seen = std::collections::HashSet::new();
-    let phone_got = new_texts(&mut phone_c, &mut phone_seen, 63).await;
+    // The phone also gets the receipts for what the laptop sent: bob's hub made them when he
+    // took the messages, and they waited at A.
+    let mut receipts = std::collections::HashSet::new();
+    let mut phone_got = Vec::new();
+    while phone_got.len() < 63 || receipts.len() < 3 {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(30), phone_c.next_event());
+        let Ok(Some(event)) = event.await else {
+            panic!("{} of 63 messages, receipts {receipts:?}", phone_got.len())
+        };
+        match event {
+            Event::Deliver(deliver) => {
+                let envelope = &deliver.envelope;
+                let fresh = phone_seen.insert((envelope.from.as_str().to_string(), envelope.id));
+                if fresh && !envelope.flags.contains(Flags::NOTICE) {
+                    phone_got.push(String::from_utf8(envelope.body.to_vec()).unwrap());
+                }
+                phone_c.ack(deliver.queue, deliver.seq, vec![]).await.unwrap();
+            }
+            Event::Receipt(receipt) => {
+                let r = &receipt.receipt;
+                assert_eq!(r.message_from.as_str(), "alice@home.example");
+                receipts.insert((r.id, r.kind));
+                phone_c.ack(receipt.queue, receipt.seq, vec![]).await.unwrap();
+            }
+            Event::Closed { code, reason } => panic!("closed: {code}: {reason}"),
+            _ => {}
+        }
+    }
+    assert!(receipts.iter().all(|(_, kind)| *kind == switchboard_protocol::ReceiptKind::Delivered));
     let expected: Vec<String> = [&all[..20], &from_a[..], &all[20..]].concat();
     assert_eq!(phone_got, expected);
     // The laptop took ten at A; its own sends come back to it as copies, in their place.
