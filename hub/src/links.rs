@@ -1810,7 +1810,8 @@ fn is_handoff_done(envelope: &Envelope) -> bool {
     }
     envelope.flags.contains(Flags::NOTICE)
         && envelope.from == envelope.to
-        && serde_json::from_slice::<Body>(&envelope.body).is_ok_and(|b| b.notice == "handoff_done")
+        && serde_json::from_slice::<Body<'_>>(&envelope.body)
+            .is_ok_and(|b| b.notice == "handoff_done")
 }
 
 /// What a hub does with a hand-off entry relayed in.
