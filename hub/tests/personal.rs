@@ -996,6 +996,7 @@ async fn hand_off_frames_from_a_hub_that_hands_no_one_over_are_refused_and_chang
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_home_hub_gone_for_good_is_given_up_by_its_user_and_the_next_move_is_taken() {
     let m = start_move([[127, 0, 0, 56], [127, 0, 0, 57], [127, 0, 0, 58]], "");
+    let p_dir = m._p.dir.path().to_path_buf();
     let Move { a, a2, hub_p, mut hub_a, hub_a2, .. } = m;
     let bob = hub_p.enrol("bob@home.example", "phone").await;
     let desk = hub_p.enrol("alice@home.example", "desk").await;
@@ -1015,10 +1016,26 @@ async fn an_old_home_hub_gone_for_good_is_given_up_by_its_user_and_the_next_move
     let bobs = hub_p.as_user("bob@home.example").await;
     let refused = bobs.request("POST", "/v1/home/handoff/abandon", Some(body.clone())).await;
     assert!(refused.unwrap_err().to_string().starts_with("403"), "bob ended alice's hand-off");
-    // Alice gives A up: A2 gets the mailbox at once, and she may move again.
-    let alices = hub_p.as_user("alice@home.example").await;
-    let given_up = alices.request("POST", "/v1/home/handoff/abandon", Some(body.clone())).await;
-    assert_eq!(given_up.unwrap()["abandoned"], "alice-desk");
+    // Alice sees the open move, and gives A up: A2 gets the mailbox at once, and she may move
+    // again.
+    let token = hub_p.token("alice@home.example").await;
+    let personal = |command: &str| {
+        let admin = hub_p.admin.to_string();
+        let args = [command, "alice@home.example", "--registration", &admin, "--token", &token];
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hub"))
+            .args(["--data-dir", p_dir.to_str().unwrap(), "personal"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let shown = personal("show");
+    assert!(shown.contains("hand-off from alice-desk to alice-desk-2 since"), "{shown}");
+    assert!(shown.contains("waiting for the old home hub's part"), "{shown}");
+    let given_up = personal("abandon-handoff");
+    assert!(given_up.contains("hand-off of alice@home.example from alice-desk is abandoned"));
+    assert!(!personal("show").contains("hand-off from"));
     let mut desk_c = connect(&desk_a2).await;
     let mut seen = std::collections::HashSet::new();
     assert_eq!(new_texts(&mut desk_c, &mut seen, 5).await, after);
