@@ -270,6 +270,21 @@ struct Move {
     started_ms: u64,
 }
 
+/// The hold of [`Peers::hold_home`]: the home hub's link relays the mailbox again when it goes
+/// (if that peer is still in the table; a replaced one has stopped).
+pub struct HomeHold {
+    peer: Option<Arc<Peer>>,
+}
+
+impl Drop for HomeHold {
+    fn drop(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            peer.held.store(false, std::sync::atomic::Ordering::Release);
+            peer.released.notify_one();
+        }
+    }
+}
+
 /// What the admin API shows of a hand-off in progress.
 #[derive(Debug, Clone, Serialize)]
 pub struct HandoffStatus {
@@ -407,6 +422,18 @@ impl Peers {
             peer.held.store(false, std::sync::atomic::Ordering::Release);
             peer.released.notify_one();
         }
+    }
+
+    /// Holds back the mailbox of `user` from their current home hub while a new home record is
+    /// taken: the old home hub must not get the `home_changed` notice (and hand the user over)
+    /// before the move is recorded here. Released when the answer is dropped.
+    pub fn hold_home(&self, user: &str) -> HomeHold {
+        let home = self.homes.load().get(user).cloned();
+        let peers = self.list();
+        let peer = home.and_then(|h| peers.iter().find(|p| p.config.name == h).cloned());
+        let was_held =
+            peer.as_ref().is_some_and(|p| p.held.swap(true, std::sync::atomic::Ordering::AcqRel));
+        HomeHold { peer: peer.filter(|_| !was_held) }
     }
 
     /// The hand-off of `user` in progress here (as their registration hub), if any.

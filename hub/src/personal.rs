@@ -231,6 +231,8 @@ impl Hub {
         // the old hub gets what is before it, hands back what it holds up to it, and the new
         // home hub gets that and then what follows it (see `Peers::set_home`).
         let before = self.peers().home_for(&record.user).unwrap_or(queue);
+        // The old home hub gets the notice only once the move is recorded below.
+        let hold = self.peers().hold_home(&record.user);
         let seq =
             self.write_notice(before, id, account.clone(), account.clone(), body.clone()).await?;
         // From now on the user's messages and receipts go to the home hub; then the record.
@@ -240,6 +242,7 @@ impl Hub {
             .set_home(&record.user, &record.hub, record.address, &record.pin, Some(seq))
             .await
             .map_err(refused)?;
+        drop(hold);
         let bytes = serde_json::to_vec(&record).expect("a home record serialises");
         self.store().put_blob(&blob_name(&record.user), bytes).await?;
         tracing::info!(
