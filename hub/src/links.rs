@@ -395,12 +395,6 @@ impl Peers {
         Ok(())
     }
 
-    /// Whether a hand-off of `user` is in progress here (as their registration hub).
-    pub fn is_moving(&self, user: &str) -> bool {
-        let moves = self.moves.load();
-        !moves.is_empty() && moves.contains_key(user)
-    }
-
     /// The user `from_peer` is handing over as their former home hub, with the hand-off queue.
     /// A home hub is the home of one user, so the peer names the user: the entries it hands
     /// over may be addressed to anyone (the copies of what the user sent).

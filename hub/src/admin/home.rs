@@ -73,13 +73,9 @@ pub(super) async fn abandon_handoff(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let actor = actor(&state, &headers).await?;
     require_self_or_operator(&actor, &body.user)?;
-    match state.hub.peers().abandon_move(&body.user).await {
-        Ok(from) => Ok(Json(serde_json::json!({ "user": body.user, "abandoned": from }))),
-        Err(crate::links::PeerError::NoMove(user)) => {
-            Err(ApiError(StatusCode::NOT_FOUND, format!("no hand-off of {user} is in progress")))
-        }
-        Err(error) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())),
-    }
+    let from =
+        state.hub.peers().abandon_move(&body.user).await.map_err(super::peers::peer_error)?;
+    Ok(Json(serde_json::json!({ "user": body.user, "abandoned": from })))
 }
 
 /// `POST /v1/home`: a new home record, signed by one of the user's devices, with the next

@@ -112,7 +112,7 @@ pub(super) async fn remove_peer(
     Ok(Json(serde_json::json!({ "removed": body.name })))
 }
 
-fn peer_error(error: crate::links::PeerError) -> ApiError {
+pub(super) fn peer_error(error: crate::links::PeerError) -> ApiError {
     use crate::links::PeerError;
     let status = match &error {
         PeerError::Invalid(_) => StatusCode::BAD_REQUEST,
