@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod fanout;
 pub mod links;
+pub mod mailbox;
 pub mod net;
 pub mod org;
 pub mod personal;

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{
     Address, Envelope, ErrorCode, Flags, Frame, HubHello, MessageId, RejectReason, Relay, RelayAck,
-    RelayReceipts, RelayRejection,
+    RelayReceipts, RelayRejection, RelayTaken,
 };
 use tokio::sync::{Notify, watch};
 
@@ -37,7 +37,7 @@ use crate::{
     org::{OrgState, Scope},
     personal::HomeRecord,
     server::StartError,
-    store::{EnqueueRequest, Outbound, QueueId, StoreError, system_clock_ms},
+    store::{DeviceId, EnqueueRequest, Outbound, QueueId, Store, StoreError, system_clock_ms},
 };
 
 /// Largest `relay` batch this hub takes, announced in its `hub-hello`.
@@ -125,6 +125,8 @@ struct Peer {
     held: std::sync::atomic::AtomicBool,
     /// Raised when `held` turns false.
     released: Notify,
+    /// Raised when progress of devices waits to be reported to this peer (`relay-taken`).
+    taken_ready: Notify,
 }
 
 /// A former home hub: its link is taken, nothing is sent to it (it has no connector).
@@ -154,6 +156,7 @@ fn make_peer(config: &PeerConfig, configured: bool) -> Arc<Peer> {
             oldest_age_ms: None,
         }),
         retry: Notify::new(),
+        taken_ready: Notify::new(),
         outbound: OnceLock::new(),
         inbound: Mutex::new(None),
         configured,
@@ -333,6 +336,8 @@ pub struct Peers {
     moves: arc_swap::ArcSwap<HashMap<String, Move>>,
     /// Users who moved away from this hub as their home.
     moved: arc_swap::ArcSwap<HashMap<String, Moved>>,
+    /// As a home hub: what registration hubs relayed, and devices' progress to report to them.
+    taken: crate::mailbox::TakenLog,
 }
 
 impl Peers {
@@ -349,6 +354,27 @@ impl Peers {
             formers: arc_swap::ArcSwap::from_pointee(HashMap::new()),
             moves: arc_swap::ArcSwap::from_pointee(HashMap::new()),
             moved: arc_swap::ArcSwap::from_pointee(HashMap::new()),
+            taken: crate::mailbox::TakenLog::default(),
+        }
+    }
+
+    /// As a home hub: what registration hubs relayed here, and what devices took of it.
+    pub fn taken(&self) -> &crate::mailbox::TakenLog {
+        &self.taken
+    }
+
+    /// `device` acknowledged the queue `queue` of a user whose registration hub relays here up
+    /// to `up_to`: the registration hub is told on its link.
+    pub fn device_took(&self, store: &Store, queue: QueueId, device: DeviceId, up_to: u64) {
+        let name_of = |user: &str| {
+            let records = store.device_records(Some(user)).ok()?;
+            let record = records.into_iter().find(|r| r.device == device)?;
+            Address::parse(&record.name).ok()
+        };
+        if let Some(peer) = self.taken.acked(queue, device, up_to, name_of)
+            && let Some(peer) = self.list().iter().find(|p| p.config.name == peer)
+        {
+            peer.taken_ready.notify_one();
         }
     }
 
@@ -511,6 +537,16 @@ impl Peers {
         let name = homes.get(to)?;
         let peers = self.peers.load();
         peers.iter().find(|p| &p.config.name == name)?.outbound.get().map(|out| out.queue)
+    }
+
+    /// The name of the home hub of `user`, when `user` is a user of this hub whose home hub is
+    /// a peer.
+    pub fn home_hub(&self, user: &str) -> Option<String> {
+        let homes = self.homes.load();
+        if homes.is_empty() {
+            return None;
+        }
+        homes.get(user).cloned()
     }
 
     /// Whether the peer `peer` is, or was, the home hub of the account of `address`: its
@@ -894,6 +930,13 @@ pub(crate) async fn start(
     let moving = |p: &Arc<Peer>| moves.values().any(|m| m.from == p.config.name);
     for peer in list.into_iter().filter(|p| !formers.contains_key(&p.config.name) || moving(p)) {
         spawn_connector(&hub, running, peer)?;
+    }
+    // Devices of users whose home hub is another read their mailbox here (a record taken by
+    // a hub that stopped before it subscribed them, or by an older version of this hub).
+    for user in homes.keys() {
+        if let Err(error) = hub.mailbox_readers(user).await {
+            tracing::warn!(%user, %error, "making the user's devices readers of their mailbox");
+        }
     }
     // Users who moved away from this hub: what is handed over is sent again (the registration
     // hub drops what it holds already), in case the last run stopped half-way.
@@ -1328,6 +1371,22 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
     let mut batch = 0u64;
     loop {
         let max = link.max_batch as usize;
+        // What the user's devices took here, for their registration hub's copy of the mailbox.
+        let taken = hub.peers().taken().waiting(&peer.config.name, max);
+        if !taken.is_empty() {
+            batch += 1;
+            let frame = Frame::RelayTaken(RelayTaken { batch, taken: taken.clone() });
+            let ack = match send_and_wait(&mut link, frame, batch).await {
+                Ok(ack) => ack,
+                Err(why) => return why,
+            };
+            for rejection in &ack.rejected {
+                let device = taken.get(usize::from(rejection.index)).map(|t| t.device.clone());
+                tracing::warn!(peer = %peer.config.name, ?device, reason = %rejection.reason, "the registration hub refused a device's progress");
+            }
+            hub.peers().taken().sent(&peer.config.name, &taken);
+            continue;
+        }
         let read = |source: Outbound| {
             hub.store().blocking(move |store| store.read(source.queue, source.link, max))
         };
@@ -1373,6 +1432,7 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
                     watch.take_changed();
                 }
                 () = peer.released.notified(), if held => {}
+                () = peer.taken_ready.notified() => {}
                 error = link.connection.closed() => return error.to_string(),
             }
             continue;
@@ -1640,6 +1700,7 @@ pub(crate) async fn accept(
         let size = match &frame {
             Frame::Relay(relay) => relay.envelopes.len(),
             Frame::RelayReceipts(receipts) => receipts.receipts.len(),
+            Frame::RelayTaken(taken) => taken.taken.len(),
             other => {
                 let why = format!("unexpected {} on a hub link", other.frame_type().name());
                 connection.close(ErrorCode::UNEXPECTED_FRAME.0.into(), why.as_bytes());
@@ -1654,6 +1715,10 @@ pub(crate) async fn accept(
         let answered = match frame {
             Frame::Relay(relay) => relay_in(&hub, &peer, relay).await,
             Frame::RelayReceipts(receipts) => receipts_in(&hub, &peer, receipts).await,
+            Frame::RelayTaken(taken) => {
+                let is_home = |user: &Address| hub.peers().is_home_of(&peer.config.name, user);
+                crate::mailbox::taken_in(&hub, &peer.config.name, is_home, taken).await
+            }
             _ => unreachable!("only relays pass the check above"),
         };
         match answered {
@@ -1710,7 +1775,7 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
                         expires_ms: now.saturating_add(u64::from(envelope.ttl_secs.max(1)) * 1000),
                         payload: encode_message(&envelope),
                     };
-                    pending.push((index, queue, hub.store().enqueue(queue, request), None));
+                    pending.push((index, queue, hub.store().enqueue(queue, request), None, None));
                 }
                 HandoffIn::Take { queue } => {
                     // The user's own dedupe scope: what also came through the mailbox (the
@@ -1722,7 +1787,12 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
                         expires_ms: now.saturating_add(u64::from(envelope.ttl_secs.max(1)) * 1000),
                         payload: encode_message(&envelope),
                     };
-                    pending.push((index, queue, hub.store().enqueue(queue, request), None));
+                    // A message to the user (not a copy of one they sent) was in their mailbox.
+                    let logged =
+                        (hub.directory().queue(envelope.to.as_str()) == Some(queue)).then(|| {
+                            (envelope.to.as_str().to_string(), envelope.from.clone(), envelope.id)
+                        });
+                    pending.push((index, queue, hub.store().enqueue(queue, request), None, logged));
                 }
                 HandoffIn::Replayed => {
                     tracing::debug!(peer = %peer.config.name, "a hand-off sent again after it completed; dropped");
@@ -1782,12 +1852,22 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
             expires_ms: now.saturating_add(u64::from(ttl) * 1000),
             payload: encode_message(&envelope),
         };
-        pending.push((index, queue, hub.store().enqueue(queue, request), moving));
+        // A user of this hub whose registration hub is the peer: it keeps the message in the
+        // user's mailbox too, until it learns that each device took it here.
+        let logged = (home.is_none()
+            && target.kind() == switchboard_protocol::AddressKind::Account
+            && serves(peer, &target))
+        .then(|| (target.as_str().to_string(), envelope.from.clone(), envelope.id));
+        pending.push((index, queue, hub.store().enqueue(queue, request), moving, logged));
     }
-    for (index, queue, commit, moving) in pending {
+    for (index, queue, commit, moving, logged) in pending {
         match commit.await {
             Ok(enqueued) => {
                 hub.notifier().wake(queue);
+                if let Some((user, from, id)) = logged {
+                    let peer = &peer.config.name;
+                    hub.peers().taken().relayed(peer, &user, queue, enqueued.seq, from, id);
+                }
                 if let Some(record) = moving {
                     moves.push((record, enqueued.seq));
                 }

@@ -19,7 +19,11 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, MessageId};
 
-use crate::{fanout::Hub, links::PeerError, store::StoreError};
+use crate::{
+    fanout::Hub,
+    links::PeerError,
+    store::{DeviceRecord, StartAt, StoreError},
+};
 
 /// The first line of the signed bytes; a later format changes it.
 pub const SIGNING_VERSION: &str = "switchboard-home-record-v1";
@@ -243,6 +247,8 @@ impl Hub {
             .await
             .map_err(refused)?;
         drop(hold);
+        // The user's devices read the mailbox here while their home hub is out of reach.
+        self.mailbox_readers(&record.user).await?;
         let bytes = serde_json::to_vec(&record).expect("a home record serialises");
         self.store().put_blob(&blob_name(&record.user), bytes).await?;
         tracing::info!(
@@ -254,6 +260,44 @@ impl Hub {
             self.write_notice(after, id, account.clone(), account, body).await?;
         }
         Ok(record)
+    }
+}
+
+impl Hub {
+    /// Makes every unrevoked device of `user` a reader of the user's mailbox here, when their
+    /// home hub is another: a device may read it on this hub while the home hub is out of
+    /// reach. Each starts at the oldest entry the mailbox holds and keeps its cursor from then
+    /// on; the home hub reports what each took there (`relay-taken`), which moves it too.
+    pub(crate) async fn mailbox_readers(&self, user: &str) -> Result<(), StoreError> {
+        if self.peers().home_for(user).is_none() {
+            return Ok(());
+        }
+        let name = user.to_string();
+        let devices = self.store().blocking(move |store| store.device_records(Some(&name))).await?;
+        for device in devices.iter().filter(|d| !d.revoked) {
+            self.mailbox_reader(user, device).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes `device`, of `user` whose home hub is another, a reader of the user's mailbox (a
+    /// device that reads it already keeps its cursor).
+    pub(crate) async fn mailbox_reader(
+        &self,
+        user: &str,
+        device: &DeviceRecord,
+    ) -> Result<(), StoreError> {
+        if self.peers().home_for(user).is_none() {
+            return Ok(());
+        }
+        let mailbox = self.store().mailbox(user).await?;
+        let id = device.device;
+        let reads = self.store().blocking(move |store| store.subscriptions(id)).await?;
+        if !reads.contains(&mailbox.queue) {
+            self.store().subscribe(id, mailbox.queue, StartAt::Oldest).await?;
+            self.sessions().refresh(id);
+        }
+        Ok(())
     }
 }
 

@@ -971,6 +971,20 @@ async fn hand_off_frames_from_a_hub_that_hands_no_one_over_are_refused_and_chang
     let refused = relay(&mut fake, 1, batch).await;
     let expected: Vec<_> = (0..3).map(|i| (i, RejectReason::NOT_ALLOWED)).collect();
     assert_eq!(refused, expected);
+    // A report of what alice's desk took, from a hub that is not her home hub.
+    let taken = switchboard_protocol::Taken {
+        device: "alice@home.example/desk".parse().unwrap(),
+        from: "bob@home.example".parse().unwrap(),
+        id: switchboard_protocol::MessageId(1),
+    };
+    let frame = switchboard_protocol::RelayTaken { batch: 2, taken: vec![taken] };
+    fake.writer.send(&switchboard_protocol::Frame::RelayTaken(frame)).await.unwrap();
+    let answer = fake.reader.next().await.unwrap();
+    let Some(switchboard_protocol::Frame::RelayAck(ack)) = answer else { panic!("{answer:?}") };
+    assert_eq!(
+        ack.rejected.iter().map(|r| (r.index, r.reason)).collect::<Vec<_>>(),
+        [(0, RejectReason::NOT_ALLOWED)]
+    );
     fake.connection.close(0u32.into(), b"done");
     // To her home hub: the same, which would make A hand her over or take entries into her queue.
     let mut fake = FakePeer::connect(x.path(), [127, 0, 0, 55], &hub_a, &a.pin).await;
@@ -1047,4 +1061,144 @@ async fn an_old_home_hub_gone_for_good_is_given_up_by_its_user_and_the_next_move
     assert_eq!(post(&operator, &third).await, "ok 3");
     desk_c.close().await;
     bob_c.close().await;
+}
+
+/// Alice's mailbox at the provider as `GET /v1/home/mailbox` shows it: the last sequence, and
+/// each device's `acked`, by device name.
+async fn mailbox(hub: &HubProcess) -> (u64, std::collections::HashMap<String, u64>) {
+    let path = "/v1/home/mailbox?user=alice@home.example";
+    let shown = hub.admin_client().request("GET", path, None).await.unwrap();
+    let devices = shown["devices"].as_array().unwrap().iter();
+    let acked = devices
+        .map(|d| (d["device"].as_str().unwrap().to_string(), d["acked"].as_u64().unwrap()))
+        .collect();
+    (shown["last_seq"].as_u64().unwrap(), acked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_read_their_mailbox_at_the_registration_hub_while_the_home_hub_is_down() {
+    use switchboard_protocol::{Frame, RejectReason, RelayTaken, Taken};
+    let (p, a) = (site([127, 0, 0, 60]), site([127, 0, 0, 61]));
+    let provider = "[hub]\nname = \"provider\"\ndomains = [\"home.example\"]\n";
+    let hub_p = HubProcess::start_at(p.dir.path(), provider, p.quic, p.admin);
+    let mut hub_a =
+        HubProcess::start_at(a.dir.path(), &desktop_config("alice-desk", &p), a.quic, a.admin);
+    let bob = hub_p.enrol("bob@home.example", "phone").await;
+    let desk = hub_p.enrol("alice@home.example", "desk").await;
+    let laptop = hub_p.enrol("alice@home.example", "laptop").await;
+    let laptop_a = at_home(&hub_a, &laptop).await;
+    at_home(&hub_a, &desk).await;
+    let operator = hub_p.admin_client();
+    assert_eq!(post(&operator, &home_at(&desk, "alice-desk", &a, 1)).await, "ok 1");
+    link_up(&hub_p, "alice-desk").await;
+    link_up(&hub_a, "provider").await;
+    let alice: switchboard_protocol::Address = "alice@home.example".parse().unwrap();
+
+    // Three messages reach the laptop at home; the desk, off, takes nothing.
+    let mut bob_c = connect(&bob).await;
+    let (first, later) = (texts("at home", 3), texts("while home is down", 3));
+    send_all(&mut bob_c, &alice, &first).await;
+    let mut laptop_c = connect(&laptop_a).await;
+    let mut seen = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut laptop_c, &mut seen, 3).await, first);
+    // Her home hub tells the provider how far the laptop got: its cursor on the mailbox there
+    // follows, to the last message (after the home_changed notice, the mailbox's first entry).
+    loop {
+        let (last, acked) = mailbox(&hub_p).await;
+        assert_eq!(acked["alice@home.example/desk"], 0, "the desk took nothing");
+        if last == 4 && acked["alice@home.example/laptop"] == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    laptop_c.close().await;
+
+    // The home hub goes down; what bob sends now waits in the mailbox.
+    hub_a.kill();
+    send_all(&mut bob_c, &alice, &later).await;
+    // The laptop reads the mailbox at the provider: only what it did not take at home, in
+    // order, and nothing after (its application has not seen these: a fresh set of ids).
+    let mut laptop_p = connect(&laptop).await;
+    let mut seen_p = std::collections::HashSet::new();
+    assert_eq!(new_texts(&mut laptop_p, &mut seen_p, 3).await, later);
+    nothing_new(&mut laptop_p, &mut seen_p).await;
+    seen.extend(seen_p);
+    // The desk gets everything, in order, from its own cursor.
+    let mut desk_p = connect(&desk).await;
+    let mut desk_seen = std::collections::HashSet::new();
+    let everything: Vec<String> = first.iter().chain(&later).cloned().collect();
+    assert_eq!(new_texts(&mut desk_p, &mut desk_seen, 6).await, everything);
+    nothing_new(&mut desk_p, &mut desk_seen).await;
+    // Sends go through her home hub, not here: refused, with the reason.
+    laptop_p.send_text(&"bob@home.example".parse().unwrap(), "via the provider").await.unwrap();
+    let refusal = loop {
+        match next(&mut laptop_p, 10).await {
+            Event::Rejected(rejected) => break rejected,
+            Event::Closed { code, reason } => panic!("closed: {code}: {reason}"),
+            _ => {}
+        }
+    };
+    assert_eq!(refusal.reason, RejectReason::NOT_ALLOWED);
+    assert!(refusal.detail.contains("alice-desk"), "{}", refusal.detail);
+    // Bob's device reads only his own queue: alice's mailbox is no queue of his, and an ack of
+    // it is refused.
+    bob_c.ack(alice.clone(), 1, vec![]).await.unwrap();
+    let error = loop {
+        match next(&mut bob_c, 10).await {
+            Event::Error(error) => break error,
+            // The copies of what he sent are his; nothing else is.
+            Event::Deliver(deliver) if deliver.envelope.from.as_str() == "bob@home.example" => {}
+            Event::Deliver(deliver) => panic!("bob got {:?}", deliver.envelope),
+            _ => {}
+        }
+    };
+    assert!(error.text.contains("not a queue this device reads"), "{}", error.text);
+
+    // Progress reports the provider must refuse, from her home hub (its identity, while the
+    // real one is down): for a device of another user, and for a device she does not have.
+    let taken = |device: &str| Taken {
+        device: device.parse().unwrap(),
+        from: "bob@home.example".parse().unwrap(),
+        id: switchboard_protocol::MessageId(1),
+    };
+    let before = mailbox(&hub_p).await;
+    let mut fake =
+        FakePeer::connect_as(a.dir.path(), [127, 0, 0, 61], &hub_p, &p.pin, "alice-desk", &[])
+            .await;
+    let frame = RelayTaken {
+        batch: 1,
+        taken: vec![
+            taken("bob@home.example/phone"),
+            taken("alice@home.example/ghost"),
+            taken("alice@home.example/laptop"),
+        ],
+    };
+    fake.writer.send(&Frame::RelayTaken(frame)).await.unwrap();
+    let Some(Frame::RelayAck(ack)) = fake.reader.next().await.unwrap() else { panic!() };
+    let reasons: Vec<_> = ack.rejected.iter().map(|r| (r.index, r.reason)).collect();
+    assert_eq!(
+        reasons,
+        [(0, RejectReason::NOT_ALLOWED), (1, RejectReason::UNKNOWN_RECIPIENT)],
+        "a message the mailbox does not know changes nothing and is no refusal"
+    );
+    fake.connection.close(0u32.into(), b"done");
+    assert_eq!(mailbox(&hub_p).await, before);
+
+    // The home hub is back: it gets what waited (the laptop had it from the provider already
+    // and drops it by (from, id)), and the laptop's progress there follows again.
+    hub_a.restart();
+    let mut laptop_c = connect(&laptop_a).await;
+    nothing_new(&mut laptop_c, &mut seen).await;
+    send_all(&mut bob_c, &alice, &texts("home again", 1)).await;
+    assert_eq!(new_texts(&mut laptop_c, &mut seen, 1).await, texts("home again", 1));
+    loop {
+        let (last, acked) = mailbox(&hub_p).await;
+        if acked["alice@home.example/laptop"] == last {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for client in [laptop_c, laptop_p, desk_p, bob_c] {
+        client.close().await;
+    }
 }

@@ -30,6 +30,6 @@ pub use error::{DecodeError, EncodeError, ErrorCode, RejectReason};
 pub use frame::{
     Accepted, Ack, Challenge, Close, Credit, Deliver, DeliverReceipt, ErrorFrame, Frame, FrameType,
     Hello, HubHello, MAX_CODE_LEN, MAX_HUB_NAME_LEN, MAX_TEXT_LEN, Ping, Pong, Proof, Receipt,
-    ReceiptKind, Rejected, Relay, RelayAck, RelayReceipts, RelayRejection, Send, Welcome,
-    proof_message,
+    ReceiptKind, Rejected, Relay, RelayAck, RelayReceipts, RelayRejection, RelayTaken, Send, Taken,
+    Welcome, proof_message,
 };

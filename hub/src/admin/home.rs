@@ -1,5 +1,6 @@
 //! Home records of private users (see [`crate::personal`]): `GET /v1/home?user=NAME` and
-//! `POST /v1/home` with a record signed by one of the user's devices; `GET /v1/home/handoff`.
+//! `POST /v1/home` with a record signed by one of the user's devices; `GET /v1/home/handoff`;
+//! `GET /v1/home/mailbox`.
 
 use axum::{
     Json,
@@ -104,4 +105,49 @@ pub(super) async fn set_home(
             Err(ApiError(status, format!("{}: {error}", error.kind())))
         }
     }
+}
+
+/// `GET /v1/home/mailbox?user=NAME`: the user's mailbox on this hub, their registration hub
+/// (the operator, or the user): its last sequence, what it holds, where the home hub's link is
+/// and where each device reading it is; 404 when the user's home hub is not another hub.
+pub(super) async fn get_mailbox(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HomeQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let actor = actor(&state, &headers).await?;
+    require_self_or_operator(&actor, &query.user)?;
+    let Some(home) = state.hub.peers().home_hub(&query.user) else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{} has no home hub other than this one", query.user),
+        ));
+    };
+    let mailbox = state.hub.store().mailbox(&query.user).await?;
+    let user = query.user.clone();
+    let (stats, link, devices) = state
+        .hub
+        .store()
+        .blocking(move |store| {
+            let stats = store.stats(mailbox.queue)?;
+            let link = store.cursor(mailbox.queue, mailbox.link)?.acked;
+            let readers = store.readers(mailbox.queue)?;
+            let mut devices = Vec::new();
+            for record in store.device_records(Some(&user))? {
+                if readers.contains(&record.device) {
+                    let acked = store.cursor(mailbox.queue, record.device)?.acked;
+                    devices.push(serde_json::json!({ "device": record.name, "acked": acked }));
+                }
+            }
+            Ok((stats, link, devices))
+        })
+        .await?;
+    Ok(Json(serde_json::json!({
+        "user": query.user,
+        "home": home,
+        "last_seq": stats.last_seq,
+        "held": stats.backlog(),
+        "home_acked": link,
+        "devices": devices,
+    })))
 }

@@ -39,6 +39,7 @@
 //! | `GET /v1/home?user=NAME` | | the user's home record (the user, the operator) |
 //! | `POST /v1/home` | `{"user", "hub", "address", "pin", "epoch", "device", "signed_ms", "signature"}` | the record, taken when signed by one of the user's unrevoked devices with the next epoch; 400 `malformed`, 404 `unknown-user`/`unknown-device`, 403 `revoked-device`/`bad-signature`, 409 `stale-epoch`/`hand-off-in-progress` (the user, the operator) |
 //! | `GET /v1/home/handoff?user=NAME` | | the user's hand-off in progress: `{"user", "from", "to", "started_ms", "mailbox_released"}`; 404 when none is (the user, the operator) |
+//! | `GET /v1/home/mailbox?user=NAME` | | the user's mailbox here, their registration hub: `{"user", "home", "last_seq", "held", "home_acked", "devices": [{"device", "acked"}]}` (`held`: entries kept, for the home hub or for a device; `home_acked`: the home hub's link has everything up to it; each device has taken everything up to its `acked`, here or, as its home hub reported, there); 404 when the user's home hub is not another hub (the user, the operator) |
 //! | `POST /v1/home/handoff/abandon` | `{"user"}` | `{"user", "abandoned"}`: gives up on what the old home hub of the user's unfinished hand-off holds; the move ends, the new home hub gets the mailbox, what the old hub hands over later is dropped; 404 when no hand-off is in progress (the user, the operator) |
 //! | `GET /v1/peers` | | `[{"name", "address", "domains", "state", "since_ms", "attempts", "last_error", "next_attempt_ms", "inbound_up", "queued", "oldest_age_ms"}]` (operator only) |
 //! | `POST /v1/peers` | `{"name", "address", "pin", "domains", "provider"?}` | adds a peer at run time, kept across restarts (operator only) |
@@ -161,6 +162,7 @@ pub(crate) async fn serve(
         .route("/v1/tokens", get(auth::list_tokens).post(auth::new_token))
         .route("/v1/home", get(home::get_home).post(home::set_home))
         .route("/v1/home/handoff", get(home::get_handoff))
+        .route("/v1/home/mailbox", get(home::get_mailbox))
         .route("/v1/home/handoff/abandon", post(home::abandon_handoff))
         .route("/v1/peers", get(peers::list_peers).post(peers::add_peer))
         .route("/v1/peers/remove", post(peers::remove_peer))

@@ -149,7 +149,16 @@ impl Hub {
         selective: Vec<u64>,
     ) -> impl Future<Output = Result<(), AckError>> + Send + 'static {
         let pending = self.store.ack(queue, device, up_to, selective);
-        async move { pending.await.map(drop).map_err(AckError) }
+        // A user whose registration hub relays to this hub: it learns what the device took.
+        let peers =
+            self.peers.taken().logs(queue).then(|| (self.peers.clone(), self.store.clone()));
+        async move {
+            pending.await.map_err(AckError)?;
+            if let Some((peers, store)) = peers {
+                peers.device_took(&store, queue, device, up_to);
+            }
+            Ok(())
+        }
     }
 
     /// The receipt rule: a device may make receipts by its own user (or one of that user's

@@ -175,7 +175,8 @@ impl Hub {
             let queue = self.store.create_queue(&line).await?;
             self.store.subscribe(device.device, queue, StartAt::Next).await?;
         }
-        Ok(())
+        // On the registration hub of a user whose home hub is another: the mailbox.
+        self.mailbox_reader(user, device).await
     }
 
     /// The peer hubs and their links.

@@ -195,6 +195,14 @@ impl Hub {
                 sender.address
             )));
         }
+        // A user whose home hub is another sends there: the copy for their other devices is
+        // made there. This hub (their registration hub) only lets them read their mailbox.
+        if let Some(home) = self.peers.home_hub(sender.address.as_str()) {
+            return Err(SendError::NotAllowed(format!(
+                "rule: the home hub of {} is {home}; send there",
+                sender.address
+            )));
+        }
         // The rules and the directory see the local form: `@domain` is the main line of the
         // organisation holding the domain, `#name@<a domain served here>` is `#name`.
         let target = self.local_form(&envelope.to);

@@ -297,12 +297,33 @@ async fn load_readings(
     let queues = hub
         .store()
         .blocking(move |store| {
-            let current = store.subscriptions(device)?;
+            let mut current = store.subscriptions(device)?;
+            // On the registration hub of a user whose home hub is another, the device reads
+            // the user's mailbox in the place of the account's queue, under its address.
+            let account = match store.device_account(device)? {
+                Some(queue) => Some((queue, store.queue_name(queue)?)),
+                None => None,
+            };
+            let mut names = Vec::with_capacity(current.len());
+            for &queue in &current {
+                names.push(store.queue_name(queue)?);
+            }
+            let mailbox = account.as_ref().and_then(|(_, user)| {
+                names.iter().position(|name| name.strip_prefix("mailbox:") == Some(user.as_str()))
+            });
+            if let (Some(index), Some((queue, user))) = (mailbox, &account) {
+                names[index] = user.clone();
+                if let Some(at) = current.iter().position(|q| q == queue) {
+                    current.remove(at);
+                    names.remove(at);
+                }
+            }
             let mut added = Vec::new();
-            for &queue in current.iter().filter(|q| !known.contains(q)) {
-                let cursor = store.cursor(queue, device)?;
-                let name = store.queue_name(queue)?;
-                added.push((queue, cursor, name));
+            for (&queue, name) in current.iter().zip(names) {
+                if !known.contains(&queue) {
+                    let cursor = store.cursor(queue, device)?;
+                    added.push((queue, cursor, name));
+                }
             }
             Ok((current, added))
         })
@@ -310,7 +331,8 @@ async fn load_readings(
     let (current, added) = queues;
     let added = added
         .into_iter()
-        // Queues not named by an address (none today) are not delivered to devices.
+        // Queues not named by an address (another user's mailbox, say) are not delivered to
+        // devices.
         .filter_map(|(queue, cursor, name)| {
             let name = switchboard_protocol::Address::parse(&name).ok()?;
             Some(ReadingStart { queue, name, acked: cursor.acked, held: cursor.selective })

@@ -398,17 +398,13 @@ impl Store {
     /// One hub link manager owns each outbound queue; it must not call this concurrently for
     /// the same hub.
     pub async fn outbound(&self, hub: &str) -> Result<Outbound, StoreError> {
-        let queue = self.create_queue(&format!("hub:{hub}")).await?;
-        let link = match self.readers(queue)?.first() {
-            Some(&link) => link,
-            None => self.add_device(queue).await?,
-        };
-        Ok(Outbound { queue, link })
+        self.link_queue(&format!("hub:{hub}")).await
     }
 
     /// The mailbox of `user`, a user of this hub whose home hub is another: the queue of what
     /// waits to be relayed to their home hub (`mailbox:<user>`), with the one reader standing
-    /// for the link to whichever hub is their home.
+    /// for the link to whichever hub is their home. The user's devices read it too (they are
+    /// subscribed to it, see [`Store::subscribe`]), each with its own cursor.
     pub async fn mailbox(&self, user: &str) -> Result<Outbound, StoreError> {
         self.link_queue(&format!("mailbox:{user}")).await
     }
@@ -420,14 +416,21 @@ impl Store {
     }
 
     /// The reader of `user`'s mailbox standing for the link to their former home hub during a
-    /// hand-off (the mailbox's second reader, created on first use at the oldest entry held):
+    /// hand-off (the mailbox's second own reader, created on first use where the home link is):
     /// the former home hub gets the mailbox up to the move with its own cursor, whatever the
     /// new home hub has read.
     pub async fn mailbox_stand_in(&self, user: &str) -> Result<Outbound, StoreError> {
         let mailbox = self.mailbox(user).await?;
-        let link = match self.readers(mailbox.queue)?.get(1) {
+        let link = match self.link_readers(mailbox.queue)?.get(1) {
             Some(&link) => link,
-            None => self.add_device(mailbox.queue).await?,
+            None => {
+                // It starts where the home link is: what the user's devices hold further back
+                // (they read the mailbox too) the former home hub had already.
+                let link = self.add_device(mailbox.queue).await?;
+                let at = self.cursor(mailbox.queue, mailbox.link)?.acked;
+                self.ack(mailbox.queue, link, at, Vec::new()).await?;
+                link
+            }
         };
         Ok(Outbound { queue: mailbox.queue, link })
     }
@@ -436,20 +439,45 @@ impl Store {
     /// and what only it held back may be trimmed.
     pub async fn drop_mailbox_stand_in(&self, user: &str) -> Result<(), StoreError> {
         let mailbox = self.mailbox(user).await?;
-        match self.readers(mailbox.queue)?.get(1) {
+        match self.link_readers(mailbox.queue)?.get(1) {
             Some(&link) => self.remove_device(link).await,
             None => Ok(()),
         }
     }
 
+    /// The readers of `queue` that belong to it (made by [`Store::add_device`] on the queue
+    /// itself, as hub links' readers are), oldest first; not the devices subscribed to it.
+    fn link_readers(&self, queue: QueueId) -> Result<Vec<DeviceId>, StoreError> {
+        let mut own = Vec::new();
+        for device in self.readers(queue)? {
+            if self.device_account(device)? == Some(queue) {
+                own.push(device);
+            }
+        }
+        Ok(own)
+    }
+
     /// A queue named `name` with the one reader standing for a hub link.
     async fn link_queue(&self, name: &str) -> Result<Outbound, StoreError> {
         let queue = self.create_queue(name).await?;
-        let link = match self.readers(queue)?.first() {
+        let link = match self.link_readers(queue)?.first() {
             Some(&link) => link,
             None => self.add_device(queue).await?,
         };
         Ok(Outbound { queue, link })
+    }
+
+    /// The sequence in `queue` of the message (`sender`, `id`), if its dedupe record is still
+    /// kept (within the dedupe window). Reads RocksDB.
+    pub fn dedupe_seq(
+        &self,
+        queue: QueueId,
+        sender: &[u8],
+        id: u128,
+    ) -> Result<Option<u64>, StoreError> {
+        let record =
+            dedupe::Record { id, queue: queue.0, sender: codec::stable_hash(sender), seq: 0 };
+        dedupe::lookup_on_disk(&self.db, &record)
     }
 
     /// Appends one message to `queue`. Resolves once it is durable. The same (sender, id) within

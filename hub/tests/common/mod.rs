@@ -302,6 +302,19 @@ pub struct FakePeer {
 impl FakePeer {
     /// Links from `ip` to `target` with the identity kept in `dir`.
     pub async fn connect(dir: &Path, ip: [u8; 4], target: &HubProcess, target_pin: &str) -> Self {
+        Self::connect_as(dir, ip, target, target_pin, "hub-x", &["@x.example"]).await
+    }
+
+    /// Links from `ip` to `target` with the identity kept in `dir`, as the hub `name` serving
+    /// `domains` (`@domain` each).
+    pub async fn connect_as(
+        dir: &Path,
+        ip: [u8; 4],
+        target: &HubProcess,
+        target_pin: &str,
+        name: &str,
+        domains: &[&str],
+    ) -> Self {
         use switchboard_hub::net::{framed, tls};
         let identity = tls::load_or_create(&dir.join("tls")).unwrap();
         let crypto = tls::hub_client_crypto(&identity, target_pin).unwrap();
@@ -313,8 +326,8 @@ impl FakePeer {
         let mut writer = framed::FrameWriter::new(send, 16 << 20);
         let mut reader = framed::FrameReader::new(recv, 16 << 20);
         let hello = switchboard_protocol::HubHello {
-            hub: "hub-x".into(),
-            domains: vec!["@x.example".parse().unwrap()],
+            hub: name.into(),
+            domains: domains.iter().map(|d| d.parse().unwrap()).collect(),
             max_batch: 1024,
         };
         writer.send(&switchboard_protocol::Frame::HubHello(hello)).await.unwrap();

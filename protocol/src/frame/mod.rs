@@ -14,7 +14,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub use messaging::{
     Accepted, Ack, Credit, Deliver, DeliverReceipt, Receipt, ReceiptKind, Rejected, Send,
 };
-pub use relay::{HubHello, MAX_HUB_NAME_LEN, Relay, RelayAck, RelayReceipts, RelayRejection};
+pub use relay::{
+    HubHello, MAX_HUB_NAME_LEN, Relay, RelayAck, RelayReceipts, RelayRejection, RelayTaken, Taken,
+};
 pub use session::{
     Challenge, Close, ErrorFrame, Hello, MAX_CODE_LEN, MAX_TEXT_LEN, Ping, Pong, Proof, Welcome,
     proof_message,
@@ -117,6 +119,7 @@ frames! {
     Relay(Relay) = 0x21, "relay";
     RelayAck(RelayAck) = 0x22, "relay-ack";
     RelayReceipts(RelayReceipts) = 0x23, "relay-receipts";
+    RelayTaken(RelayTaken) = 0x24, "relay-taken";
 }
 
 impl Frame {
@@ -173,6 +176,7 @@ impl Frame {
             Self::Relay(f) => check("envelopes", f.envelopes.len(), u16_max),
             Self::RelayAck(f) => check("rejected", f.rejected.len(), u16_max),
             Self::RelayReceipts(f) => check("receipts", f.receipts.len(), u16_max),
+            Self::RelayTaken(f) => check("taken", f.taken.len(), u16_max),
             Self::Challenge(_)
             | Self::Proof(_)
             | Self::Welcome(_)

@@ -9,7 +9,7 @@ use crate::frame::Receipt;
 use crate::{
     address::Address,
     codec::{Wire, get_list, get_str, put_list, put_str},
-    envelope::Envelope,
+    envelope::{Envelope, MessageId},
     error::{DecodeError, RejectReason},
 };
 
@@ -45,6 +45,31 @@ pub struct RelayReceipts {
     pub batch: u64,
     /// The receipts, in the order they were made.
     pub receipts: Vec<Receipt>,
+}
+
+/// Home hub to registration hub: how far devices of the home hub's users have taken the
+/// messages the registration hub relayed to it (see [`Taken`]), acknowledged by a
+/// [`RelayAck`] like a [`Relay`] and in the same sequence of batch numbers. The registration
+/// hub keeps what a device has not taken yet in the user's mailbox, for the device to read
+/// there while its home hub is out of reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayTaken {
+    /// Sender-chosen batch number, echoed in the [`RelayAck`].
+    pub batch: u64,
+    /// One entry per device, the newest progress of each.
+    pub taken: Vec<Taken>,
+}
+
+/// One device's progress in a [`RelayTaken`]: it has taken every message its home hub got
+/// from the registration hub up to and including the message (`from`, `id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// The device, `local@domain/device`.
+    pub device: Address,
+    /// The sender of the last message taken.
+    pub from: Address,
+    /// Its id.
+    pub id: MessageId,
 }
 
 /// One envelope of a relayed batch that the receiving hub refused.
@@ -102,6 +127,35 @@ impl Wire for RelayReceipts {
     fn decode(buf: &mut Bytes) -> Result<Self, DecodeError> {
         // A receipt is at least 16 + 1 + 2 + 2 + 8 bytes (two empty-length addresses).
         Ok(Self { batch: Wire::decode(buf)?, receipts: get_list(buf, 29)? })
+    }
+}
+
+impl Wire for RelayTaken {
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        self.batch.encode(out);
+        put_list(out, &self.taken);
+    }
+    fn decode(buf: &mut Bytes) -> Result<Self, DecodeError> {
+        // An entry is at least 2 + 2 + 16 bytes (two empty-length addresses and the id).
+        Ok(Self { batch: Wire::decode(buf)?, taken: get_list(buf, 20)? })
+    }
+}
+
+impl Wire for Taken {
+    fn encode<B: BufMut>(&self, out: &mut B) {
+        self.device.encode(out);
+        self.from.encode(out);
+        self.id.encode(out);
+    }
+    fn decode(buf: &mut Bytes) -> Result<Self, DecodeError> {
+        let device = Address::decode(buf)?;
+        if device.kind() != crate::AddressKind::Device {
+            return Err(DecodeError::WrongAddressKind {
+                field: "device",
+                expected: crate::AddressKind::Device,
+            });
+        }
+        Ok(Self { device, from: Wire::decode(buf)?, id: Wire::decode(buf)? })
     }
 }
 

@@ -99,6 +99,15 @@ pub fn sample_frames() -> Vec<Frame> {
             }],
         }
         .into(),
+        RelayTaken {
+            batch: 10,
+            taken: vec![Taken {
+                device: addr("alice@example.org/laptop"),
+                from: addr("bob@example.net"),
+                id: MessageId(5),
+            }],
+        }
+        .into(),
     ]
 }
 
@@ -292,6 +301,14 @@ pub fn frame() -> impl Strategy<Value = Frame> {
                 at_ms,
             };
             RelayReceipts { batch, receipts: vec![receipt] }.into()
+        }),
+        (any::<u64>(), any::<u128>()).prop_map(|(batch, id)| {
+            let taken = Taken {
+                device: Address::parse("alice@example.org/desk").unwrap(),
+                from: Address::parse("bob@example.net").unwrap(),
+                id: MessageId(id),
+            };
+            RelayTaken { batch, taken: vec![taken] }.into()
         }),
     ]
 }
