@@ -365,3 +365,31 @@ async fn a_full_recipient_queue_is_rejected_backlog_full_until_it_drains() {
     assert!(accepted);
     assert_eq!(receive(&mut bob_client, 1).await, ["fits now"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_for_a_full_recipient_never_shows_on_the_senders_other_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    // One shard: the recipient's queue and the sender's copy are written together.
+    let hub = hub_with(&dir, "[store]\nbacklog_limit = 3\nshards = 1\n");
+    let alice = hub.enrol("alice@example.org", "phone").await;
+    let alice_laptop = hub.enrol("alice@example.org", "laptop").await;
+    let carol = hub.enrol("carol@example.org", "phone").await;
+    let bob = hub.enrol("bob@example.org", "phone").await.account();
+    let dave = hub.enrol("dave@example.org", "phone").await.account();
+    // Carol fills bob's queue; alice's own queue is empty.
+    let mut carol_c = connect(&carol).await;
+    for i in 0..3 {
+        let id = carol_c.send_text(&bob, &format!("c{i}")).await.unwrap();
+        assert_eq!(answer(&mut carol_c, id).await, Ok(()));
+    }
+    let mut client = connect(&alice).await;
+    let id = client.send_text(&bob, "refused").await.unwrap();
+    assert_eq!(answer(&mut client, id).await, Err(RejectReason::RECIPIENT_BACKLOG_FULL));
+    let id = client.send_text(&dave, "taken").await.unwrap();
+    assert_eq!(answer(&mut client, id).await, Ok(()));
+    // Her laptop shows what was accepted, and nothing of the refused one.
+    let mut laptop = connect(&alice_laptop).await;
+    assert_eq!(receive(&mut laptop, 1).await, ["taken"]);
+    let more = tokio::time::timeout(Duration::from_millis(500), laptop.next_event()).await;
+    assert!(more.is_err(), "{more:?}");
+}

@@ -572,3 +572,51 @@ async fn an_id_from_a_clock_far_ahead_does_not_send_every_later_dedupe_check_to_
     assert_eq!(disk(), before);
     assert_eq!(store.stats(q).unwrap().last_seq, 51);
 }
+
+#[test]
+fn an_append_with_its_copy_is_one_fsync_and_a_refused_append_writes_no_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.backlog_limit = 2;
+    // One shard: every pair of queues is written by one writer.
+    config.shards = 1;
+    let store = Store::open(config).unwrap();
+    let bob = store.create_queue("bob@example.org").wait().unwrap();
+    let alice = store.create_queue("alice@example.org").wait().unwrap();
+    let (bob_d, alice_d) =
+        (store.add_device(bob).wait().unwrap(), store.add_device(alice).wait().unwrap());
+    assert!(store.same_shard(bob, alice));
+    let synced = |store: &Store| store.metrics().synced_batches.load(Ordering::Relaxed);
+    let before = synced(&store);
+    let (first, copy) =
+        store.enqueue_with_copy(bob, msg(1, "one"), (alice, msg(1, "one"))).wait().unwrap();
+    assert_eq!(first, Enqueued { seq: 1, duplicate: false });
+    assert_eq!(copy, Ok(Enqueued { seq: 1, duplicate: false }));
+    assert_eq!(synced(&store), before + 1, "both appends in one fsynced write");
+    store.enqueue_with_copy(bob, msg(2, "two"), (alice, msg(2, "two"))).wait().unwrap();
+    // Bob's queue is full: the third is refused, and alice's queue does not show it.
+    assert_eq!(
+        store.enqueue_with_copy(bob, msg(3, "three"), (alice, msg(3, "three"))).wait(),
+        Err(StoreError::BacklogFull { queue: bob, backlog: 2 })
+    );
+    assert_eq!(bodies(&store.read(alice, alice_d, 10).unwrap()), ["one", "two"]);
+    // A retry of an accepted send is answered as a duplicate, the copy too.
+    let (first, copy) =
+        store.enqueue_with_copy(bob, msg(2, "two"), (alice, msg(2, "two"))).wait().unwrap();
+    assert_eq!((first.duplicate, copy.map(|c| c.duplicate)), (true, Ok(true)));
+    // The copy's own refusal does not refuse the first append.
+    store.ack(bob, bob_d, 2, vec![]).wait().unwrap();
+    let (first, copy) =
+        store.enqueue_with_copy(bob, msg(4, "four"), (alice, msg(4, "four"))).wait().unwrap();
+    assert_eq!(first, Enqueued { seq: 3, duplicate: false });
+    assert_eq!(copy, Err(StoreError::BacklogFull { queue: alice, backlog: 2 }));
+    store.close();
+    let store = Store::open({
+        let mut config = StoreConfig::new(dir.path());
+        config.shards = 1;
+        config
+    })
+    .unwrap();
+    assert_eq!(bodies(&store.read(bob, bob_d, 10).unwrap()), ["four"]);
+    assert_eq!(bodies(&store.read(alice, alice_d, 10).unwrap()), ["one", "two"]);
+}

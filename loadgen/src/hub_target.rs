@@ -77,6 +77,7 @@ pub(crate) struct HubFleet {
     idle: Vec<Client>,
     bytes_per_connection: Option<f64>,
     enrol_secs: f64,
+    admins: Vec<AdminClient>,
 }
 
 impl HubFleet {
@@ -185,6 +186,7 @@ impl HubFleet {
             idle,
             bytes_per_connection: None,
             enrol_secs,
+            admins: admins.clone(),
         };
         let online: Vec<u32> = (0..plan.total()).filter(|&d| !plan.is_offline(d)).collect();
         fleet.bring_back(&online).await?;
@@ -245,6 +247,15 @@ impl HubFleet {
             self.orders[device as usize] = Some(tx);
         }
         Ok(())
+    }
+
+    /// The hubs' CPU time together, from their metrics, in seconds.
+    pub(crate) async fn cpu_seconds(&self) -> Option<f64> {
+        let mut total = 0.0;
+        for admin in &self.admins {
+            total += admin.metrics().await.ok().and_then(|m| m.cpu_seconds)?;
+        }
+        Some(total)
     }
 
     pub(crate) async fn bytes_per_connection(&self) -> Option<f64> {

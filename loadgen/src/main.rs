@@ -92,6 +92,10 @@ struct Cli {
     /// memory per connection.
     #[arg(long)]
     idle: Option<u32>,
+    /// The server's process id, when it runs on this machine: its CPU time is read from /proc
+    /// (a hub reports its own through its metrics when this is not given).
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Turn UDP segmentation offload off.
     #[arg(long)]
     no_gso: bool,
@@ -271,6 +275,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
             ArrivalKind::Poisson => Arrivals::Poisson,
         },
         warmup: Duration::from_secs_f64(settings.warmup),
+        server_pid: cli.server_pid,
         duration: Duration::from_secs_f64(settings.duration),
         body: parse_body(&settings.body)?,
         offline: settings.offline,
@@ -507,6 +512,18 @@ fn print_report(report: &Report) {
     }
     if let Some(lateness) = &report.pacer_lateness {
         latency("pacer lateness", lateness);
+    }
+    if let Some(secs) = report.server_cpu_secs {
+        let per = |us: Option<f64>| us.map_or("-".into(), |us| format!("{us:.1} µs"));
+        println!(
+            "server CPU             {secs:.2} s: {} per message ({} accepted), {} per delivery",
+            per(report.server_cpu_us_per_message),
+            report.accepted_all,
+            per(report.server_cpu_us_per_delivery),
+        );
+    }
+    if let Some(secs) = report.loadgen_cpu_secs {
+        println!("loadgen CPU            {secs:.2} s");
     }
     let v = &report.verdict;
     println!(

@@ -96,6 +96,9 @@ pub struct Options {
     pub arrivals: Arrivals,
     /// Sending before measuring starts (its messages are still checked).
     pub warmup: Duration,
+    /// The process id of the server, when it runs on this machine: its CPU time is read from
+    /// `/proc` (a hub reports its own through its metrics when this is not given).
+    pub server_pid: Option<u32>,
     /// How long to send after the warm-up.
     pub duration: Duration,
     /// Body sizes (each at least the 20-byte stamp).
@@ -211,6 +214,22 @@ pub struct Report {
     /// in reports from before it was measured).
     #[serde(default)]
     pub pacer_lateness: Option<Latency>,
+    /// CPU time of the server(s) from the first send until every delivery was in (warm-up
+    /// and catching up included), in seconds, when it could be read.
+    #[serde(default)]
+    pub server_cpu_secs: Option<f64>,
+    /// That, per accepted message of the whole run, in microseconds.
+    #[serde(default)]
+    pub server_cpu_us_per_message: Option<f64>,
+    /// That, per delivery of the whole run, in microseconds.
+    #[serde(default)]
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// The load generator's own CPU time over the same span, in seconds.
+    #[serde(default)]
+    pub loadgen_cpu_secs: Option<f64>,
+    /// Messages accepted over the whole run (warm-up included).
+    #[serde(default)]
+    pub accepted_all: u64,
     /// Correctness over the whole run.
     pub verdict: Verdict,
 }
@@ -382,6 +401,17 @@ impl Fleet {
         }
     }
 
+    /// The server's CPU time so far, in seconds.
+    async fn server_cpu(&self, pid: Option<u32>) -> Option<f64> {
+        if let Some(pid) = pid {
+            return switchboard_hub::admin::proc_cpu_seconds(&format!("/proc/{pid}/stat"));
+        }
+        match self {
+            Self::Hubs(fleet) => fleet.cpu_seconds().await,
+            Self::Nats(_) => None,
+        }
+    }
+
     async fn bytes_per_connection(&self) -> Option<f64> {
         match self {
             Self::Hubs(fleet) => fleet.bytes_per_connection().await,
@@ -485,6 +515,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     // to the ones before; latency counts from that time.
     let mut rng = rand::rng();
     let mut sequence: HashMap<(u32, u32), u64> = HashMap::new();
+    let server_cpu_start = fleet.server_cpu(options.server_pid).await;
+    let loadgen_cpu_start = switchboard_hub::admin::process_cpu_seconds();
     let send_start = Instant::now();
     let measure_from = send_start + options.warmup;
     let end = measure_from + options.duration;
@@ -607,12 +639,23 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         shared.delivered.load(Ordering::Relaxed) >= expected_deliveries
     })
     .await;
+    let server_cpu = fleet
+        .server_cpu(options.server_pid)
+        .await
+        .zip(server_cpu_start)
+        .map(|(end, start)| end - start);
+    let loadgen_cpu = switchboard_hub::admin::process_cpu_seconds()
+        .zip(loadgen_cpu_start)
+        .map(|(end, start)| end - start);
     // A moment more, so that a duplicate arriving late is seen.
     tokio::time::sleep(Duration::from_millis(300)).await;
     shared.stopping.store(true, Ordering::Relaxed);
     fleet.shutdown().await;
 
     let accepted_measured = shared.accepted_measured.load(Ordering::Relaxed);
+    let accepted_all = shared.accepted.load(Ordering::Relaxed);
+    let delivered = shared.delivered.load(Ordering::Relaxed);
+    let per = |count: u64| server_cpu.filter(|_| count > 0).map(|secs| secs * 1e6 / count as f64);
     let report = Report {
         target: match &options.target {
             Target::Hubs(_) => "switchboard".into(),
@@ -642,6 +685,11 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         deliver_latency_cross_hub: (plan.hubs > 1)
             .then(|| Latency::from(&*shared.deliver_cross_hub.lock().expect("histogram lock"))),
         pacer_lateness: Some(Latency::from(&lateness)),
+        server_cpu_secs: server_cpu,
+        server_cpu_us_per_message: per(accepted_all),
+        server_cpu_us_per_delivery: per(delivered),
+        loadgen_cpu_secs: loadgen_cpu,
+        accepted_all,
         verdict: shared.checker.lock().expect("checker lock").verdict(),
     };
     Ok(report)

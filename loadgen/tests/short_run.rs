@@ -31,6 +31,7 @@ async fn run_against_a_hub(workload: Workload, tune: impl FnOnce(&mut Options)) 
         rate: 500.0,
         arrivals: Arrivals::Constant,
         warmup: Duration::from_millis(200),
+        server_pid: None,
         duration: Duration::from_secs(3),
         body: BodySize::Fixed(256),
         offline: 0.2,
@@ -56,6 +57,14 @@ async fn a_short_run_with_offline_devices_loses_duplicates_and_reorders_nothing(
     // The pacer's own delay is reported for every message of the measured window.
     let lateness = report.pacer_lateness.as_ref().expect("pacer lateness reported");
     assert_eq!(lateness.count, report.sent, "{report:?}");
+    // The hub's CPU (here the test's whole process, hub and load generator) over the run, per
+    // message of the whole run and per delivery.
+    let cpu = report.server_cpu_secs.expect("the hub reports its CPU time");
+    assert!(cpu > 0.0, "{report:?}");
+    assert!(report.accepted_all >= report.accepted, "{report:?}");
+    let per_message = report.server_cpu_us_per_message.expect("CPU per message");
+    assert!((per_message - cpu * 1e6 / report.accepted_all as f64).abs() < 1e-6, "{report:?}");
+    assert!(report.server_cpu_us_per_delivery.unwrap() < per_message, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,6 +157,7 @@ fn options_across(targets: Vec<HubTarget>) -> Options {
         rate: 300.0,
         arrivals: Arrivals::Poisson,
         warmup: Duration::from_millis(200),
+        server_pid: None,
         duration: Duration::from_secs(3),
         body: BodySize::Fixed(256),
         offline: 0.2,

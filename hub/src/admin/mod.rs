@@ -77,8 +77,8 @@ pub use contacts::Contact;
 pub use devices::{DeviceKey, MAX_REGISTER, Registered, Registration};
 use devices::{REGISTER_BODY_LIMIT, list_devices, register_devices, revoke_device};
 use error::ApiError;
-pub use metrics::Metrics;
 use metrics::metrics;
+pub use metrics::{Metrics, proc_cpu_seconds, process_cpu_seconds};
 use org::{
     get_logo, org_accept, org_command, org_directory, org_events, org_invite, org_keys,
     org_members, put_logo,

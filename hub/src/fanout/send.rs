@@ -3,15 +3,20 @@
 //! In order: the organisation's rules ([`crate::org::OrgState::check_send`]) say whether the
 //! sender may address the recipient and where the sender's side is mirrored; the body limit
 //! and the time to live are applied; the [`Directory`](super::Directory) resolves the
-//! recipient to its queue; the message is committed to that queue, and once that is durable,
-//! to the mirror (the sender's own queue, or the line it was sent as), so that the sender's
-//! other devices show the conversation. Each commit wakes the sessions reading its queue.
-//! `accepted` follows both commits.
+//! recipient to its queue; the message is committed to that queue and to the mirror (the
+//! sender's own queue, or the line it was sent as), so that the sender's other devices show the
+//! conversation. When both queues are of one shard, both appends are one write with one fsync
+//! ([`crate::store::Store::enqueue_with_copy`]; the copy only if the first append is taken);
+//! else the copy is committed once the first commit is durable. Either way a refused message
+//! never shows on the sender's other devices. Each commit wakes the sessions reading its
+//! queue. `accepted` follows both commits.
 //!
 //! A session owns one [`Sends`]: first commits complete in the order the sends arrived, so
-//! the copies are appended in that order too, whichever shards the recipients live on. Both
-//! commits are deduplicated by (from, id): a retry after a lost answer or a crash stores
-//! nothing twice, and a retry whose first attempt died between the commits writes the copy.
+//! the copies are appended in that order too, whichever shards the recipients live on (a copy
+//! is written with its first commit only while no earlier send's copy is still to be
+//! written). Both commits are deduplicated by (from, id): a retry after a lost answer or a
+//! crash stores nothing twice, and a retry whose first attempt died between the commits writes
+//! the copy.
 
 use std::{
     future::Future,
@@ -96,8 +101,16 @@ pub struct Account {
 /// The answer to one send: its id, and whether it was accepted.
 pub type Answer = (MessageId, Result<(), SendError>);
 
-type FirstCommit =
-    Pin<Box<dyn Future<Output = (MessageId, Result<Enqueued, StoreError>, Plan)> + Send>>;
+type FirstCommit = Pin<Box<dyn Future<Output = FirstDone> + Send>>;
+
+/// A first commit's outcome: the message's id, its commit, its plan, and for a copy
+/// committed in the same write, the copy's queue and commit.
+type FirstDone = (
+    MessageId,
+    Result<Enqueued, StoreError>,
+    Plan,
+    Option<(QueueId, Result<Enqueued, StoreError>)>,
+);
 type Copy = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
 /// Where a send goes once its rules passed.
@@ -114,21 +127,51 @@ pub struct Sends {
     sender: Account,
     first: FuturesOrdered<FirstCommit>,
     copies: FuturesUnordered<Copy>,
+    /// Sends in flight whose copy is committed after their first commit (another shard):
+    /// while there are any, no copy is written with its first commit, so the copies keep the
+    /// order of the sends.
+    copies_after: usize,
 }
 
 impl Sends {
     /// The send path for the sessions of `sender`.
     pub fn new(hub: Arc<Hub>, sender: Account) -> Self {
-        Self { hub, sender, first: FuturesOrdered::new(), copies: FuturesUnordered::new() }
+        Self {
+            hub,
+            sender,
+            first: FuturesOrdered::new(),
+            copies: FuturesUnordered::new(),
+            copies_after: 0,
+        }
     }
 
     /// Starts `envelope` on its way, or refuses it now. The first commit is submitted before
     /// this returns, so sends submitted in order are appended in order.
     pub fn submit(&mut self, envelope: Envelope) -> Result<(), SendError> {
         let id = envelope.id;
-        let (plan, request) = self.hub.plan(&self.sender, envelope)?;
-        let commit = self.hub.store.enqueue(plan.recipient, request);
-        self.first.push_back(Box::pin(async move { (id, commit.await, plan) }));
+        let (mut plan, request) = self.hub.plan(&self.sender, envelope)?;
+        let store = &self.hub.store;
+        match plan.copy.take() {
+            // The recipient's queue and the copy in one write: one fsync for the send.
+            Some(copy) if self.copies_after == 0 && store.same_shard(plan.recipient, copy.0) => {
+                let copy_queue = copy.0;
+                let commit = store.enqueue_with_copy(plan.recipient, request, copy);
+                self.first.push_back(Box::pin(async move {
+                    match commit.await {
+                        Ok((first, copied)) => (id, Ok(first), plan, Some((copy_queue, copied))),
+                        Err(error) => (id, Err(error), plan, None),
+                    }
+                }));
+            }
+            copy => {
+                plan.copy = copy;
+                if plan.copy.is_some() {
+                    self.copies_after += 1;
+                }
+                let commit = store.enqueue(plan.recipient, request);
+                self.first.push_back(Box::pin(async move { (id, commit.await, plan, None) }));
+            }
+        }
         Ok(())
     }
 
@@ -143,10 +186,22 @@ impl Sends {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Answer>> {
-        while let Poll::Ready(Some((id, result, plan))) = self.first.poll_next_unpin(cx) {
+        while let Poll::Ready(Some((id, result, plan, copied))) = self.first.poll_next_unpin(cx) {
+            if plan.copy.is_some() {
+                self.copies_after -= 1;
+            }
             match result {
                 Ok(_) => {
                     self.hub.notifier.wake(plan.recipient);
+                    if let Some((queue, copied)) = copied {
+                        match copied {
+                            Ok(_) => self.hub.notifier.wake(queue),
+                            Err(error) => tracing::warn!(
+                                %error, "a sent message was not copied to the sender's own queue"
+                            ),
+                        }
+                        return Poll::Ready(Some((id, Ok(()))));
+                    }
                     self.copies.push(self.copy(id, plan.copy));
                 }
                 Err(error) => return Poll::Ready(Some((id, Err(error.into())))),

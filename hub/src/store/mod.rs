@@ -467,6 +467,29 @@ impl Store {
         Ok(Outbound { queue, link })
     }
 
+    /// Appends `request` to `queue` and, if that is taken, `copy` to its queue, in one write
+    /// (one fsync); both queues must be of one shard ([`Store::same_shard`]). Answers the first
+    /// append and the copy's own result; a refused first append refuses the whole.
+    pub fn enqueue_with_copy(
+        &self,
+        queue: QueueId,
+        request: EnqueueRequest,
+        copy: (QueueId, EnqueueRequest),
+    ) -> Pending<(Enqueued, Result<Enqueued, StoreError>)> {
+        debug_assert!(self.same_shard(queue, copy.0));
+        self.submit(self.shard_of(queue), |done| Command::EnqueueWithCopy {
+            queue,
+            request,
+            copy,
+            done,
+        })
+    }
+
+    /// Whether `a` and `b` are written by the same shard writer (so one write can hold both).
+    pub fn same_shard(&self, a: QueueId, b: QueueId) -> bool {
+        self.shard_of(a) == self.shard_of(b)
+    }
+
     /// The sequence in `queue` of the message (`sender`, `id`), if its dedupe record is still
     /// kept (within the dedupe window). Reads RocksDB.
     pub fn dedupe_seq(

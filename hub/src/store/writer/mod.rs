@@ -66,6 +66,13 @@ pub(crate) enum Command {
         request: EnqueueRequest,
         done: Done<Enqueued>,
     },
+    /// Two appends of one shard in one write: the second (a copy) only if the first is taken.
+    EnqueueWithCopy {
+        queue: QueueId,
+        request: EnqueueRequest,
+        copy: (QueueId, EnqueueRequest),
+        done: Done<(Enqueued, Result<Enqueued, StoreError>)>,
+    },
     AppendLog {
         queue: QueueId,
         payloads: Vec<Bytes>,
@@ -356,6 +363,13 @@ impl ShardWriter {
         match command {
             Command::Enqueue { queue, request, done } => {
                 reply(done, self.enqueue(queue, request, batch, staged))
+            }
+            Command::EnqueueWithCopy { queue, request, copy, done } => {
+                let result = self.enqueue(queue, request, batch, staged).map(|first| {
+                    let (copy_queue, copy_request) = copy;
+                    (first, self.enqueue(copy_queue, copy_request, batch, staged))
+                });
+                reply(done, result)
             }
             Command::AppendLog { queue, payloads, done } => {
                 reply(done, self.append_log(queue, payloads, batch, staged))
