@@ -593,7 +593,9 @@ fn an_append_with_its_copy_is_one_fsync_and_a_refused_append_writes_no_copy() {
     assert_eq!(first, Enqueued { seq: 1, duplicate: false });
     assert_eq!(copy, Ok(Enqueued { seq: 1, duplicate: false }));
     assert_eq!(synced(&store), before + 1, "both appends in one fsynced write");
-    store.enqueue_with_copy(bob, msg(2, "two"), (alice, msg(2, "two"))).wait().unwrap();
+    let (_, copy) =
+        store.enqueue_with_copy(bob, msg(2, "two"), (alice, msg(2, "two"))).wait().unwrap();
+    copy.unwrap();
     // Bob's queue is full: the third is refused, and alice's queue does not show it.
     assert_eq!(
         store.enqueue_with_copy(bob, msg(3, "three"), (alice, msg(3, "three"))).wait(),
