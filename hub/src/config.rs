@@ -61,8 +61,12 @@ send_burst = 40000
 max_body_bytes = 524288
 
 [store]
-# Shards: writer threads, each owning part of the queues.
-shards = 2
+# Shards: writer threads, each owning part of the queues. 0: one per four cores, at least one
+# (a send whose recipient and sender's copy are of one shard is one write, one fsync).
+shards = 0
+# How long a group commit waits for more work after its first command (microseconds): fewer
+# fsyncs per message under load (less CPU), at the cost of that much more latency. 0: none.
+commit_linger_us = 0
 # Most commands one group commit takes.
 max_batch = 8192
 # Unconsumed messages one queue may hold; past it senders get recipient-backlog-full.
@@ -289,8 +293,10 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSection {
-    /// Shard writer threads.
+    /// Shard writer threads; 0: one per four cores, at least one.
     pub shards: usize,
+    /// Microseconds a group commit waits for more work after its first command.
+    pub commit_linger_us: u64,
     /// Most commands per group commit.
     pub max_batch: usize,
     /// Unconsumed messages per queue.
@@ -382,7 +388,8 @@ impl Default for LimitsConfig {
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
-            shards: 2,
+            shards: 0,
+            commit_linger_us: 0,
             max_batch: 8192,
             backlog_limit: 1_000_000,
             disk_budget_bytes: 0,
@@ -460,8 +467,11 @@ impl Config {
         if self.quic.max_payload < 1024 {
             return bad("quic.max_payload must be at least 1024 bytes");
         }
-        if self.store.shards == 0 || self.store.shards > 256 {
-            return bad("store.shards must be between 1 and 256");
+        if self.store.shards > 256 {
+            return bad("store.shards must be 256 or fewer (0: one per four cores)");
+        }
+        if self.store.commit_linger_us > 100_000 {
+            return bad("store.commit_linger_us must be at most 100000 (a tenth of a second)");
         }
         if self.quic.idle_timeout_secs == 0 || self.quic.handshake_timeout_secs == 0 {
             return bad("quic timeouts must be at least 1 second");
@@ -542,7 +552,11 @@ impl Config {
     /// The store's settings under `data_dir`.
     pub fn store_config(&self, data_dir: &Path) -> StoreConfig {
         let mut store = StoreConfig::new(data_dir.join("store"));
-        store.shards = self.store.shards;
+        store.shards = match self.store.shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1)),
+            shards => shards,
+        };
+        store.commit_linger = Duration::from_micros(self.store.commit_linger_us);
         store.max_batch = self.store.max_batch.max(1);
         store.backlog_limit = self.store.backlog_limit;
         store.disk_budget =
@@ -594,6 +608,20 @@ mod tests {
             Config::parse("[log]\nformat = \"xml\"\n"),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn zero_shards_is_one_per_four_cores_and_the_commit_linger_reaches_the_store() {
+        let config = Config::default();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let store = config.store_config(Path::new("/nonexistent"));
+        assert_eq!(store.shards, (cores / 4).max(1));
+        assert_eq!(store.commit_linger, Duration::ZERO);
+        let config = Config::parse("[store]\nshards = 3\ncommit_linger_us = 250\n").unwrap();
+        let store = config.store_config(Path::new("/nonexistent"));
+        assert_eq!((store.shards, store.commit_linger), (3, Duration::from_micros(250)));
+        assert!(Config::parse("[store]\nshards = 257\n").is_err());
+        assert!(Config::parse("[store]\ncommit_linger_us = 100001\n").is_err());
     }
 
     #[test]

@@ -622,3 +622,22 @@ fn an_append_with_its_copy_is_one_fsync_and_a_refused_append_writes_no_copy() {
     assert_eq!(bodies(&store.read(bob, bob_d, 10).unwrap()), ["four"]);
     assert_eq!(bodies(&store.read(alice, alice_d, 10).unwrap()), ["one", "two"]);
 }
+
+#[test]
+fn with_a_commit_linger_commands_that_come_during_it_share_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = StoreConfig::new(dir.path());
+    config.shards = 1;
+    // Long enough that the second command comes within it on any machine.
+    config.commit_linger = std::time::Duration::from_millis(500);
+    let store = Store::open(config).unwrap();
+    let q = store.create_queue("bob@example.org").wait().unwrap();
+    let synced = |store: &Store| store.metrics().synced_batches.load(Ordering::Relaxed);
+    let before = synced(&store);
+    let first = store.enqueue(q, msg(1, "a"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = store.enqueue(q, msg(2, "b"));
+    assert_eq!(first.wait().unwrap().seq, 1);
+    assert_eq!(second.wait().unwrap().seq, 2);
+    assert_eq!(synced(&store), before + 1, "both in the first command's batch");
+}

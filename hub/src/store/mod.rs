@@ -98,6 +98,10 @@ pub struct StoreConfig {
     pub shards: usize,
     /// Most commands one writer puts in one write batch (one fsync). Default: 8,192.
     pub max_batch: usize,
+    /// How long a writer waits for more commands after the first of a batch (none of
+    /// acknowledgements alone): fewer, larger batches under load, each message that much later.
+    /// Default: zero.
+    pub commit_linger: Duration,
     /// Most unconsumed messages per queue before `BacklogFull`. Default: 1,000,000.
     pub backlog_limit: u64,
     /// Bytes the store may use on disk before new messages are refused; `None`: no limit.
@@ -129,6 +133,7 @@ impl StoreConfig {
             path: path.into(),
             shards: 2,
             max_batch: 8192,
+            commit_linger: Duration::ZERO,
             backlog_limit: 1_000_000,
             disk_budget: None,
             dedupe_window: Duration::from_secs(7 * 24 * 3600),

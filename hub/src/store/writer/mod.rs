@@ -288,6 +288,19 @@ impl ShardWriter {
                     Err(_) => break,
                 }
             }
+            // Linger for more work, when asked to: one write (one fsync) for more messages.
+            let linger = self.shared.config.commit_linger;
+            let acks_only = commands.iter().all(|c| matches!(c, Command::Ack { .. }));
+            if !linger.is_zero() && !acks_only {
+                let until = Instant::now() + linger;
+                while commands.len() < max_batch {
+                    let Some(left) = until.checked_duration_since(Instant::now()) else { break };
+                    match rx.recv_timeout(left) {
+                        Ok(command) => commands.push(command),
+                        Err(_) => break,
+                    }
+                }
+            }
             self.commit(commands);
             if self.last_sweep.elapsed() > Duration::from_secs(1) {
                 self.idle_sweep(BUSY_SWEEP_BUDGET);
