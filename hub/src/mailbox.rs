@@ -12,7 +12,7 @@
 //! entry at or below its cursor is reported back on the link, one `relay-taken` entry per
 //! device, the newest progress only ([`TakenLog::acked`], sent by the link's connector). The
 //! registration hub finds that message's sequence in the mailbox by its dedupe record
-//! ([`taken_in`]) and acknowledges the mailbox up to it for the device: every entry before it
+//! (`taken_in`) and acknowledges the mailbox up to it for the device: every entry before it
 //! was relayed before it, so the device has taken each of them at home.
 //!
 //! Reports are an optimisation of storage, never of correctness: one lost (a crash, the link
