@@ -304,7 +304,7 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
     if let Some(path) = &cli.plot {
         plot::write(path, &[(label_of(&report), &report)])?;
     }
-    Ok(report.verdict.is_clean())
+    Ok(report.is_clean())
 }
 
 /// The hubs of `--hub`, `--admin` and `--data-dir`, zipped in order.
@@ -410,12 +410,9 @@ async fn find_max(cli: &Cli, options: Options) -> anyhow::Result<Report> {
                 half,
                 at_half.deliver_latency.p50_us as f64 / 1000.0,
                 at_half.deliver_latency.p99_us as f64 / 1000.0,
-                if at_half.verdict.is_clean() { "clean" } else { "NOT clean" }
+                if at_half.is_clean() { "clean" } else { "NOT clean" }
             );
-            anyhow::ensure!(
-                at_half.verdict.is_clean(),
-                "the run at half the highest rate was not clean"
-            );
+            anyhow::ensure!(at_half.is_clean(), "the run at half the highest rate was not clean");
             return Ok(best);
         }
         best = Some(report);
@@ -450,7 +447,11 @@ fn compare(cli: &Cli) -> anyhow::Result<bool> {
             ratio,
             report.deliver_latency.p50_us as f64 / 1000.0,
             report.deliver_latency.p99_us as f64 / 1000.0,
-            if report.verdict.is_clean() { "yes" } else { "NO" }
+            match (report.saturated(), report.verdict.is_clean()) {
+                (true, _) => "saturated",
+                (false, true) => "yes",
+                (false, false) => "NO",
+            }
         );
     }
     if let Some(path) = &cli.plot {
@@ -458,7 +459,7 @@ fn compare(cli: &Cli) -> anyhow::Result<bool> {
             reports.iter().map(|(name, r)| (format!("{} ({name})", r.target), r)).collect();
         plot::write(path, &labelled)?;
     }
-    Ok(reports.iter().all(|(_, r)| r.verdict.is_clean()))
+    Ok(reports.iter().all(|(_, r)| r.is_clean()))
 }
 
 fn print_report(report: &Report) {
@@ -534,4 +535,10 @@ fn print_report(report: &Report) {
         v.unexpected,
         if v.is_clean() { "OK" } else { "FAILED" }
     );
+    if report.saturated() {
+        println!(
+            "saturated              {} accepted, {} rejected, {} unanswered: the server did not take this load",
+            report.accepted_all, report.rejected, report.failed
+        );
+    }
 }

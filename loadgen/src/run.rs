@@ -234,6 +234,21 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
+impl Report {
+    /// Whether the server could not take the load: no send of the run was accepted, or more
+    /// than 1% of the sends got no answer. A saturated run says nothing of correctness (nothing
+    /// accepted is nothing lost) and is never called clean.
+    pub fn saturated(&self) -> bool {
+        let offered = self.accepted_all + self.rejected + self.failed;
+        offered > 0 && (self.accepted_all == 0 || self.failed * 100 > offered)
+    }
+
+    /// Whether the run was correct and not saturated.
+    pub fn is_clean(&self) -> bool {
+        self.verdict.is_clean() && !self.saturated()
+    }
+}
+
 fn one() -> u32 {
     1
 }
@@ -800,5 +815,28 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_whose_sends_all_failed_is_saturated_and_not_clean() {
+        let mut report = Report { accepted_all: 0, failed: 5_000, ..Report::default() };
+        assert!(report.verdict.is_clean(), "nothing accepted, nothing lost");
+        assert!(report.saturated() && !report.is_clean());
+        // All refused: saturated too.
+        report = Report { accepted_all: 0, rejected: 5_000, ..Report::default() };
+        assert!(report.saturated());
+        // More than 1% unanswered.
+        report = Report { accepted_all: 9_800, failed: 200, ..Report::default() };
+        assert!(report.saturated());
+        // Under 1% unanswered, everything else accepted and correct: clean.
+        report = Report { accepted_all: 9_950, failed: 50, ..Report::default() };
+        assert!(!report.saturated() && report.is_clean());
+        // Nothing offered at all is no saturation.
+        assert!(!Report::default().saturated());
     }
 }
