@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use switchboard_loadgen::{
     hub_target::HubTarget,
+    mqtt_target::MqttTarget,
     nats_target::NatsTarget,
     plot,
     run::{Arrivals, BodySize, Latency, Options, Report, Target, Workload, run},
@@ -28,7 +29,8 @@ struct Cli {
     /// offline, 2 reconnections a second.
     #[arg(long, value_enum)]
     preset: Option<Preset>,
-    /// What to load: a Switchboard hub, or NATS JetStream (the same workload, to compare).
+    /// What to load: a Switchboard hub, or NATS JetStream or an MQTT broker (the same
+    /// workload, to compare).
     #[arg(long, value_enum, default_value_t = TargetKind::Hub)]
     target: TargetKind,
     /// The hub's QUIC address; several, comma-separated, to spread the users over linked
@@ -48,6 +50,12 @@ struct Cli {
     /// How the NATS server syncs, for the report (e.g. "sync_interval: always").
     #[arg(long, default_value = "server defaults")]
     nats_label: String,
+    /// The MQTT broker's TCP address, with --target mqtt.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    mqtt: std::net::SocketAddr,
+    /// What to call the MQTT broker's run in the report (how it keeps messages).
+    #[arg(long, default_value = "broker defaults, not durable")]
+    mqtt_label: String,
     /// Users.
     #[arg(long)]
     users: Option<u32>,
@@ -126,6 +134,7 @@ enum Preset {
 enum TargetKind {
     Hub,
     Nats,
+    Mqtt,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -256,6 +265,9 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         TargetKind::Nats => {
             Target::Nats(NatsTarget { url: cli.nats.clone(), label: cli.nats_label.clone() })
         }
+        TargetKind::Mqtt => {
+            Target::Mqtt(MqttTarget { address: cli.mqtt, label: cli.mqtt_label.clone() })
+        }
     };
     let workload = match settings.workload {
         WorkloadKind::OneToOne => Workload::OneToOne,
@@ -348,6 +360,7 @@ fn describe_target(options: &Options) -> String {
             format!("hub {}", addresses.join(", "))
         }
         Target::Nats(nats) => format!("NATS {} ({})", nats.url, nats.label),
+        Target::Mqtt(mqtt) => format!("MQTT {} ({})", mqtt.address, mqtt.label),
     }
 }
 
@@ -431,8 +444,8 @@ fn compare(cli: &Cli) -> anyhow::Result<bool> {
     }
     let base = &reports[0].1;
     println!(
-        "{:<36} {:>12} {:>8} {:>14} {:>14} {:>8}",
-        "report", "accepted/s", "ratio", "p50 deliv. ms", "p99 deliv. ms", "clean"
+        "{:<44} {:>11} {:>7} {:>12} {:>9} {:>9} {:>9} {:>9}  clean",
+        "report", "accepted/s", "ratio", "deliveries/s", "p50 ms", "p99 ms", "µs/msg", "µs/deliv",
     );
     for (name, report) in &reports {
         let ratio = if base.accepted_per_sec > 0.0 {
@@ -440,13 +453,17 @@ fn compare(cli: &Cli) -> anyhow::Result<bool> {
         } else {
             0.0
         };
+        let cpu = |us: Option<f64>| us.map_or("-".into(), |us| format!("{us:.1}"));
         println!(
-            "{:<36} {:>12.0} {:>7.2}x {:>14.2} {:>14.2} {:>8}",
+            "{:<44} {:>11.0} {:>6.2}x {:>12.0} {:>9.2} {:>9.2} {:>9} {:>9}  {}",
             format!("{} ({})", report.target, name),
             report.accepted_per_sec,
             ratio,
+            report.delivered_per_sec,
             report.deliver_latency.p50_us as f64 / 1000.0,
             report.deliver_latency.p99_us as f64 / 1000.0,
+            cpu(report.server_cpu_us_per_message),
+            cpu(report.server_cpu_us_per_delivery),
             match (report.saturated(), report.verdict.is_clean()) {
                 (true, _) => "saturated",
                 (false, true) => "yes",

@@ -19,6 +19,7 @@ use rand::Rng;
 use crate::{
     check::{Checker, LINE, Stamp, Verdict},
     hub_target::{HubFleet, HubTarget},
+    mqtt_target::{MqttFleet, MqttTarget},
     nats_target::{NatsFleet, NatsTarget},
 };
 
@@ -30,6 +31,8 @@ pub enum Target {
     Hubs(Vec<HubTarget>),
     /// NATS JetStream, the same workload for comparison.
     Nats(NatsTarget),
+    /// An MQTT broker (Mosquitto), the same workload for comparison.
+    Mqtt(MqttTarget),
 }
 
 /// Who each message is for.
@@ -385,6 +388,7 @@ pub(crate) struct Job {
 enum Fleet {
     Hubs(HubFleet),
     Nats(NatsFleet),
+    Mqtt(MqttFleet),
 }
 
 impl Fleet {
@@ -392,6 +396,7 @@ impl Fleet {
         match self {
             Self::Hubs(fleet) => fleet.is_online(device),
             Self::Nats(fleet) => fleet.is_online(device),
+            Self::Mqtt(fleet) => fleet.is_online(device),
         }
     }
 
@@ -399,6 +404,7 @@ impl Fleet {
         match self {
             Self::Hubs(fleet) => fleet.submit(sender, job),
             Self::Nats(fleet) => fleet.submit(sender, job),
+            Self::Mqtt(fleet) => fleet.submit(sender, job),
         }
     }
 
@@ -406,6 +412,7 @@ impl Fleet {
         match self {
             Self::Hubs(fleet) => fleet.reconnect(device).await,
             Self::Nats(fleet) => fleet.reconnect(device).await,
+            Self::Mqtt(fleet) => fleet.reconnect(device).await,
         }
     }
 
@@ -413,6 +420,7 @@ impl Fleet {
         match self {
             Self::Hubs(fleet) => fleet.bring_back(devices).await,
             Self::Nats(fleet) => fleet.bring_back(devices).await,
+            Self::Mqtt(fleet) => fleet.bring_back(devices).await,
         }
     }
 
@@ -423,14 +431,14 @@ impl Fleet {
         }
         match self {
             Self::Hubs(fleet) => fleet.cpu_seconds().await,
-            Self::Nats(_) => None,
+            Self::Nats(_) | Self::Mqtt(_) => None,
         }
     }
 
     async fn bytes_per_connection(&self) -> Option<f64> {
         match self {
             Self::Hubs(fleet) => fleet.bytes_per_connection().await,
-            Self::Nats(_) => None,
+            Self::Nats(_) | Self::Mqtt(_) => None,
         }
     }
 
@@ -438,6 +446,7 @@ impl Fleet {
         match self {
             Self::Hubs(fleet) => fleet.shutdown().await,
             Self::Nats(fleet) => fleet.shutdown().await,
+            Self::Mqtt(fleet) => fleet.shutdown().await,
         }
     }
 }
@@ -459,7 +468,7 @@ impl Plan {
     fn new(options: &Options) -> Self {
         let hubs = match &options.target {
             Target::Hubs(hubs) => (hubs.len() as u32).max(1),
-            Target::Nats(_) => 1,
+            Target::Nats(_) | Target::Mqtt(_) => 1,
         };
         let line_members = match options.workload {
             Workload::OneToOne => 0,
@@ -515,12 +524,15 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         Target::Nats(target) => {
             Fleet::Nats(NatsFleet::setup(target, &plan, &options, shared.clone()).await?)
         }
+        Target::Mqtt(target) => {
+            Fleet::Mqtt(MqttFleet::setup(target, &plan, &options, shared.clone()).await?)
+        }
     };
     let setup_secs = setup_start.elapsed().as_secs_f64();
     let bytes_per_connection = fleet.bytes_per_connection().await;
     let enrol_secs = match &fleet {
         Fleet::Hubs(fleet) => Some(fleet.enrol_secs()),
-        Fleet::Nats(_) => None,
+        Fleet::Nats(_) | Fleet::Mqtt(_) => None,
     };
 
     let senders: Vec<u32> = (0..plan.total()).filter(|&d| fleet.is_online(d)).collect();
@@ -675,6 +687,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         target: match &options.target {
             Target::Hubs(_) => "switchboard".into(),
             Target::Nats(target) => format!("nats ({})", target.label),
+            Target::Mqtt(target) => format!("mqtt ({})", target.label),
         },
         workload: describe(&options, &plan),
         offered_rate: options.rate,

@@ -200,3 +200,83 @@ async fn a_run_across_hubs_without_a_route_stops_before_sending_and_names_it() {
     }
     assert!(error.contains("has no peer serving") && error.contains("127.0.0.43"), "{error}");
 }
+
+/// A Mosquitto broker on `127.0.0.1` for the length of a test (installed by
+/// `deploy/install-deps.sh`), with its process id.
+struct Mosquitto {
+    child: std::process::Child,
+    address: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &config,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"),
+        )
+        .unwrap();
+        let binary = ["/usr/sbin/mosquitto", "mosquitto"]
+            .into_iter()
+            .find(|b| std::process::Command::new(b).arg("-h").output().is_ok())
+            .expect("mosquitto is installed (deploy/install-deps.sh)");
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(address).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, address, _dir: dir }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_workload_runs_against_mosquitto_with_persistent_sessions_and_is_checked() {
+    use switchboard_loadgen::mqtt_target::MqttTarget;
+    let broker = Mosquitto::start();
+    let options = Options {
+        target: Target::Mqtt(MqttTarget { address: broker.address, label: "test".into() }),
+        workload: Workload::Mix { members: 10, line_fraction: 0.2 },
+        users: 40,
+        devices: 2,
+        rate: 300.0,
+        arrivals: Arrivals::Poisson,
+        warmup: Duration::from_millis(200),
+        server_pid: Some(broker.child.id()),
+        duration: Duration::from_secs(2),
+        body: BodySize::Fixed(256),
+        offline: 0.2,
+        churn: 0.0,
+        idle: 0,
+        run_name: format!("mqtt{}", std::process::id()),
+        progress: false,
+    };
+    let report = run(options).await.unwrap();
+    assert_eq!(report.target, "mqtt (test)");
+    assert!(report.accepted > 300, "{report:?}");
+    assert_eq!(report.rejected + report.failed, 0, "{report:?}");
+    // Offline devices' persistent sessions kept what came for them: nothing lost.
+    assert!(report.is_clean(), "{:?}", report.verdict);
+    // No copies to the sender: each 1:1 message reaches the recipient's 2 devices.
+    assert!(report.delivered >= report.accepted * 2, "{report:?}");
+    // The broker's CPU, read from /proc.
+    assert!(report.server_cpu_secs.is_some_and(|s| s > 0.0), "{report:?}");
+}
