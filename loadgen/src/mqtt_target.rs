@@ -206,11 +206,12 @@ async fn drive(shared: Arc<Shared>, device: u32, mut eventloop: EventLoop, queue
                 }
             }
             Ok(_) => {}
+            // The run is over: the broker closes the connection after its DISCONNECT.
+            Err(_) if shared.stopping.load(std::sync::atomic::Ordering::Relaxed) => return,
             Err(error) => {
                 // The eventloop reconnects on the next poll; unacknowledged publishes are sent
                 // again with their packet ids.
                 eprintln!("loadgen: mqtt d{device}: {error}");
-                let _ = &shared;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

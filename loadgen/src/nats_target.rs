@@ -68,6 +68,9 @@ impl NatsFleet {
                 name: stream_name.clone(),
                 subjects: vec![format!("{subject_prefix}.>")],
                 storage: stream::StorageType::File,
+                // One consumer per device. nats-server 2.15 limits a stream to 1,000 consumers
+                // unless the stream names its own limit (and takes no "unlimited").
+                max_consumers: i32::try_from(plan.total()).unwrap_or(i32::MAX).saturating_add(16),
                 ..Default::default()
             })
             .await
