@@ -1153,6 +1153,15 @@ async fn devices_read_their_mailbox_at_the_registration_hub_while_the_home_hub_i
         }
     };
     assert!(error.text.contains("not a queue this device reads"), "{}", error.text);
+    // Nor may bob see it through the admin API; alice may, and a user with no home hub
+    // elsewhere has no mailbox.
+    let path = "/v1/home/mailbox?user=alice@home.example";
+    let refused = hub_p.as_user("bob@home.example").await.request("GET", path, None).await;
+    assert!(refused.unwrap_err().to_string().starts_with("403"));
+    let shown = hub_p.as_user("alice@home.example").await.request("GET", path, None).await;
+    assert_eq!(shown.unwrap()["home"], "alice-desk");
+    let none = operator.request("GET", "/v1/home/mailbox?user=bob@home.example", None).await;
+    assert!(none.unwrap_err().to_string().starts_with("404"));
 
     // Progress reports the provider must refuse, from her home hub (its identity, while the
     // real one is down): for a device of another user, and for a device she does not have.
