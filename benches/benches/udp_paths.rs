@@ -149,10 +149,8 @@ fn run_quinn_udp(work: &Workload, segments: usize) -> io::Result<Figures> {
                             rx_state.recv((&rx).into(), &mut bufs, &mut meta)
                         })
                         .await?;
-                    received += meta[..got]
-                        .iter()
-                        .map(|m| m.len.div_ceil(m.stride.max(1)))
-                        .sum::<usize>();
+                    received +=
+                        meta[..got].iter().map(|m| m.len.div_ceil(m.stride.max(1))).sum::<usize>();
                 }
                 sent += n;
             }

@@ -580,7 +580,34 @@ async fn when_one_member_reads_a_line_message_the_colleagues_and_the_sender_see_
     .unwrap();
     match next(&mut cy, 10).await {
         Event::Error(error) => {
-            assert_eq!(error.code, switchboard_protocol::ErrorCode::UNEXPECTED_FRAME)
+            assert_eq!(error.code, switchboard_protocol::ErrorCode::RECEIPT_REFUSED)
+        }
+        other => panic!("{other:?}"),
+    }
+    // A member who joined after the message was sent never got it, and cannot mark it read
+    // in the line's name either.
+    let dora_admin = hub.as_user("dora@example.org").await;
+    dora_admin.org(&Command::Register { org: org.id }).await.unwrap();
+    let max_admin = AdminClient::new(hub.admin, hub.token("max@example.org").await);
+    max_admin
+        .org(&Command::Approve { org: org.id, user: "dora@example.org".into() })
+        .await
+        .unwrap();
+    assign(&hub, &org, "dora@example.org").await;
+    let dora_phone = hub.enrol("dora@example.org", "phone").await;
+    let mut dora = connect(&dora_phone).await;
+    dora.receipt(switchboard_protocol::Receipt {
+        id,
+        kind: switchboard_protocol::ReceiptKind::Read,
+        message_from: Address::parse("max@example.org").unwrap(),
+        by: Address::parse("sales@example.org").unwrap(),
+        at_ms: 1,
+    })
+    .await
+    .unwrap();
+    match next(&mut dora, 10).await {
+        Event::Error(error) => {
+            assert_eq!(error.code, switchboard_protocol::ErrorCode::RECEIPT_REFUSED, "{error:?}")
         }
         other => panic!("{other:?}"),
     }

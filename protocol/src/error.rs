@@ -199,6 +199,10 @@ codes! {
         INTERNAL = 13, "internal";
         /// A hub link peer is not a known hub, or claims domains it does not serve.
         UNKNOWN_HUB = 14, "unknown-hub";
+        /// A device's `receipt` was refused: it names a message that never reached a device
+        /// of the device's user, it is made in the name of someone the device does not read
+        /// for, or it is a `delivered` receipt (those are the hub's to make).
+        RECEIPT_REFUSED = 15, "receipt-refused";
     }
 }
 

@@ -10,12 +10,12 @@
 
 use bytes::Bytes;
 use switchboard_protocol::{
-    Address, Deliver, DeliverReceipt, ErrorCode, Flags, Frame, Receipt, ReceiptKind,
+    Address, Deliver, DeliverReceipt, ErrorCode, Flags, Frame, MessageId, Receipt, ReceiptKind,
 };
 
 use crate::{
     fanout::{
-        Hub, SendError,
+        Account, Hub, SendError,
         entry::{Stored, decode_entry, encode_receipt},
     },
     store::{DeviceId, EnqueueRequest, Entry, QueueId, StoreError, system_clock_ms},
@@ -100,6 +100,24 @@ pub enum ReceiptError {
         /// The device's user.
         account: Address,
     },
+    /// A device made a receipt for a message that never reached a device of its user (or
+    /// reached it too long ago for the hub to know, beyond the dedupe window); the device is
+    /// told with an `error` frame.
+    #[error("receipt for {id} from {message_from}: no such message reached a device of {account}")]
+    NotReceived {
+        /// The message the receipt names.
+        id: MessageId,
+        /// Whom the receipt names as the message's sender.
+        message_from: Address,
+        /// The device's user.
+        account: Address,
+    },
+    /// A device made a `delivered` receipt: those are the hub's to make.
+    #[error("a device may send read and answered receipts; the hub makes delivered ones")]
+    DeliveredByDevice,
+    /// The store failed while checking the receipt; only logged.
+    #[error("checking a receipt: {0}")]
+    Store(#[from] StoreError),
     /// The receipt could not be stored (its sender is not served here, the store refused);
     /// receipts are best effort, so this is only logged.
     #[error(transparent)]
@@ -109,7 +127,10 @@ pub enum ReceiptError {
 impl ReceiptError {
     /// Whether the device is told (the receipt broke a rule) rather than the hub only logging.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::NotTheReader { .. })
+        matches!(
+            self,
+            Self::NotTheReader { .. } | Self::NotReceived { .. } | Self::DeliveredByDevice
+        )
     }
 }
 
@@ -177,6 +198,71 @@ impl Hub {
             return Ok(Some(receipt.by.clone()));
         }
         Err(ReceiptError::NotTheReader { by: receipt.by.clone(), account: account.clone() })
+    }
+
+    /// The second receipt rule: a device makes receipts only for messages that reached a
+    /// device of its user. The message is looked up by its dedupe record (`message_from`,
+    /// `id`) in the queues the device reads (with `line`, in that line's queue only), and it
+    /// reached a device if that device's reading started before it and the device took it:
+    /// acknowledged it, or, for this device, had it handed out in this session (`handed`).
+    pub async fn check_received(
+        &self,
+        account: &Account,
+        device: DeviceId,
+        receipt: &Receipt,
+        line: Option<&Address>,
+        handed: Vec<(QueueId, u64)>,
+    ) -> Result<(), ReceiptError> {
+        if receipt.kind == ReceiptKind::Delivered {
+            return Err(ReceiptError::DeliveredByDevice);
+        }
+        let only = match line {
+            Some(line) => Some(self.directory.resolve(line).map_err(ReceiptError::NotStored)?),
+            None => None,
+        };
+        let candidates: Vec<(QueueId, u64)> =
+            handed.into_iter().filter(|(queue, _)| only.is_none_or(|q| q == *queue)).collect();
+        let (from, id, user, own) =
+            (receipt.message_from.clone(), receipt.id, account.address.clone(), account.queue);
+        let reached = self
+            .store
+            .blocking(move |store| {
+                let mut devices: Option<Vec<DeviceId>> = None;
+                for (queue, handed) in candidates {
+                    let Some(seq) = store.dedupe_seq(queue, from.as_str().as_bytes(), id.0)? else {
+                        continue;
+                    };
+                    if store.reached_device(queue, device, seq, handed)? {
+                        return Ok(true);
+                    }
+                    // Another device of the user may have taken it.
+                    if devices.is_none() {
+                        let records = store.device_records(Some(user.as_str()))?;
+                        devices = Some(
+                            records
+                                .into_iter()
+                                .filter(|r| r.account == own && r.device != device && !r.revoked)
+                                .map(|r| r.device)
+                                .collect(),
+                        );
+                    }
+                    for &other in devices.iter().flatten() {
+                        if store.reached_device(queue, other, seq, 0)? {
+                            return Ok(true);
+                        }
+                    }
+                }
+                Ok::<_, StoreError>(false)
+            })
+            .await?;
+        match reached {
+            true => Ok(()),
+            false => Err(ReceiptError::NotReceived {
+                id: receipt.id,
+                message_from: receipt.message_from.clone(),
+                account: account.address.clone(),
+            }),
+        }
     }
 
     /// Stores a receipt for the message `receipt.id` in its sender's queue, when that sender is

@@ -224,15 +224,21 @@ impl<'h> Driver<'h> {
             Action::StoreDelivered(receipt) => self.work.push(Box::pin(async move {
                 Answer::Receipt(hub.store_receipt(receipt, None).await)
             })),
-            Action::StoreReceipt(receipt) => {
-                let account = self.account.as_ref().map(|a| a.address.clone());
-                let checked = match &account {
-                    Some(account) => hub.check_receipt(account, &receipt),
-                    None => Ok(None),
+            Action::StoreReceipt { receipt, device, handed } => {
+                // A receipt comes only once the session is open, when the account is known.
+                let Some(account) = self.account.clone() else {
+                    session.receipt_done(Ok(()));
+                    return None;
                 };
-                match checked {
+                match hub.check_receipt(&account.address, &receipt) {
                     Ok(line) => self.work.push(Box::pin(async move {
-                        Answer::Receipt(hub.store_receipt(receipt, line).await)
+                        let checked = hub
+                            .check_received(&account, device, &receipt, line.as_ref(), handed)
+                            .await;
+                        Answer::Receipt(match checked {
+                            Ok(()) => hub.store_receipt(receipt, line).await,
+                            Err(error) => Err(error),
+                        })
                     })),
                     Err(error) => session.receipt_done(Err(error)),
                 }

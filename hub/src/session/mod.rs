@@ -202,7 +202,15 @@ pub enum Action {
     /// Store a `delivered` receipt the hub made: answer with [`Session::receipt_done`].
     StoreDelivered(Receipt),
     /// Check and store a receipt the device sent: answer with [`Session::receipt_done`].
-    StoreReceipt(Receipt),
+    StoreReceipt {
+        /// The receipt as the device sent it.
+        receipt: Receipt,
+        /// The device that sent it.
+        device: DeviceId,
+        /// Each queue the device reads, with the highest sequence this session handed out
+        /// from it (acknowledged or not): with the store's cursors, what reached the device.
+        handed: Vec<(QueueId, u64)>,
+    },
     /// Write what [`Session::poll_transmit`] holds (it ends with `close`), finish the stream
     /// and close the connection with this error's code.
     Close(SessionError),
@@ -498,7 +506,7 @@ impl Session {
             Ok(()) => {}
             Err(error) if error.is_refusal() => {
                 let text = error.to_string();
-                self.push(&ErrorFrame { code: ErrorCode::UNEXPECTED_FRAME, text }.into());
+                self.push(&ErrorFrame { code: ErrorCode::RECEIPT_REFUSED, text }.into());
             }
             Err(error) => {
                 tracing::debug!(device = %open.device.name, %error, "receipt not stored");
@@ -526,7 +534,9 @@ impl Session {
             Frame::Ack(ack) => self.ack(ack, now),
             Frame::Receipt(receipt) => {
                 open.storing += 1;
-                self.actions.push_back(Action::StoreReceipt(receipt));
+                let handed = open.readings.iter().map(|r| (r.queue, r.after)).collect();
+                let device = open.device.device;
+                self.actions.push_back(Action::StoreReceipt { receipt, device, handed });
             }
             Frame::Credit(credit) => {
                 open.window = open.window.saturating_add(credit.grant).min(MAX_WINDOW);

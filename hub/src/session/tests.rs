@@ -210,7 +210,7 @@ impl World {
                 session.read_done(request.id, Ok(deliveries));
             }
             Action::Ack { .. } => session.ack_done(Ok(())),
-            Action::StoreDelivered(_) | Action::StoreReceipt(_) => session.receipt_done(Ok(())),
+            Action::StoreDelivered(_) | Action::StoreReceipt { .. } => session.receipt_done(Ok(())),
             Action::Close(_) => {}
             held => self.held.push(held),
         }

@@ -381,6 +381,49 @@ impl Store {
         self.scan_keys(&prefix, codec::subscription_queue)
     }
 
+    /// Where `device`'s reading of `queue` started: the sequence its cursor was given when it
+    /// subscribed (the queue's floor for [`StartAt::Oldest`], its last sequence for
+    /// [`StartAt::Next`]). `None` if it does not read `queue`; 0 for a subscription made before
+    /// starts were recorded.
+    pub fn subscribed_at(
+        &self,
+        device: DeviceId,
+        queue: QueueId,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(value) = self.db.get_pinned(codec::subscription(device, queue))? else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Ok(Some(0));
+        }
+        decode_u64(&value, "subscription").map(Some)
+    }
+
+    /// Whether the entry `seq` of `queue` reached `device`: it came after the device's start
+    /// and the device acknowledged it, or it is at or below `handed` (what the device's
+    /// session has handed out, acknowledged or not). Reads RocksDB.
+    pub fn reached_device(
+        &self,
+        queue: QueueId,
+        device: DeviceId,
+        seq: u64,
+        handed: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(start) = self.subscribed_at(device, queue)? else { return Ok(false) };
+        if seq <= start {
+            return Ok(false);
+        }
+        if seq <= handed {
+            return Ok(true);
+        }
+        let cursor = match self.cursor(queue, device) {
+            Ok(cursor) => cursor,
+            Err(StoreError::NotSubscribed { .. }) => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        Ok(seq <= cursor.acked || cursor.selective.binary_search(&seq).is_ok())
+    }
+
     /// The devices that read `queue`.
     pub fn readers(&self, queue: QueueId) -> Result<Vec<DeviceId>, StoreError> {
         let prefix = codec::readers_of(queue);

@@ -224,7 +224,9 @@ impl ShardWriter {
         };
         let cursor = Cursor { acked, selective: Vec::new() };
         batch.put(codec::reader(queue, device), encode_cursor(&cursor));
-        batch.put(codec::subscription(device, queue), []);
+        // The subscription records where the device started: what is at or below it never
+        // reached this device (see `Store::reached_device`).
+        batch.put(codec::subscription(device, queue), acked.to_be_bytes());
         readers.insert(device, cursor);
         // A queue whose only readers start after its backlog holds nothing anyone will read.
         self.trim(queue, batch, staged);
