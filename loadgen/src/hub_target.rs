@@ -2,7 +2,7 @@
 //! device its own QUIC connection, one task per device sending in order.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::SocketAddr,
     sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
@@ -15,7 +15,7 @@ use switchboard_hub::{
     client::{Client, ClientOptions, DeviceIdentity, Event, client_endpoint},
     org::{Change, Command},
 };
-use switchboard_protocol::{Address, Flags, MessageId};
+use switchboard_protocol::{Address, Envelope, Flags, MessageId};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::{
@@ -57,6 +57,8 @@ struct Ctx {
     taken: Mutex<HashMap<(u32, Address), u64>>,
     endpoint: quinn::Endpoint,
     client_options: ClientOptions,
+    /// The hubs may be killed and restarted during the run (see [`Options::hub_restarts`]).
+    hub_restarts: bool,
 }
 
 enum Order {
@@ -155,6 +157,7 @@ impl HubFleet {
             taken: Mutex::default(),
             endpoint,
             client_options,
+            hub_restarts: options.hub_restarts,
         });
         let before = resident_bytes(&admins).await;
         // Idle devices: enrolled under users of their own, connected, never used.
@@ -281,7 +284,9 @@ struct Recipients {
 }
 
 /// One device: sends its jobs in order, reconnects when told, and reads its events in a
-/// reader task of its current connection.
+/// reader task of its current connection. With `hub_restarts`, a connection that drops (the
+/// reader reports it, tagged with the connection's number) is made again, and the sends that
+/// got no answer are sent again, in their order and with their ids: the hub stores each once.
 async fn device_task(
     context: Arc<Ctx>,
     device: u32,
@@ -290,9 +295,55 @@ async fn device_task(
     mut orders: mpsc::UnboundedReceiver<Order>,
     recipients: Recipients,
 ) {
+    let (lost_tx, mut lost) = mpsc::unbounded_channel::<u64>();
+    let watch = |generation: u64| context.hub_restarts.then(|| (lost_tx.clone(), generation));
+    let mut generation = 0;
     let mut handle = client.handle();
-    let mut reader = tokio::spawn(read_events(context.clone(), device, client));
-    while let Some(order) = orders.recv().await {
+    let mut reader = tokio::spawn(read_events(context.clone(), device, client, watch(generation)));
+    // Sent and maybe unanswered, in send order (only with `hub_restarts`).
+    let mut unanswered: VecDeque<(MessageId, Envelope)> = VecDeque::new();
+    loop {
+        let order = tokio::select! {
+            order = orders.recv() => match order {
+                Some(order) => order,
+                None => break,
+            },
+            Some(dropped) = lost.recv() => {
+                if dropped != generation {
+                    continue;
+                }
+                // The hub went away: connect again, then send again what got no answer.
+                let _ = reader.await;
+                match connect_for(&context, &identity, HUB_RESTART_PATIENCE).await {
+                    Ok(client) => {
+                        context.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                        generation += 1;
+                        handle = client.handle();
+                        reader = tokio::spawn(read_events(
+                            context.clone(),
+                            device,
+                            client,
+                            watch(generation),
+                        ));
+                        let open: Vec<Envelope> = {
+                            let pending = context.pending.lock().expect("pending lock");
+                            unanswered.retain(|(id, _)| pending.contains_key(id));
+                            unanswered.iter().map(|(_, envelope)| envelope.clone()).collect()
+                        };
+                        for envelope in open {
+                            // A failure here is another drop, which the new reader reports.
+                            let _ = handle.send(envelope).await;
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        eprintln!("loadgen: device {device} could not reconnect: {error}");
+                        give_up(&context, &mut orders, unanswered).await;
+                        return;
+                    }
+                }
+            }
+        };
         match order {
             Order::Send(job) => {
                 let to = match job.to_user {
@@ -302,7 +353,18 @@ async fn device_task(
                 let envelope = handle.envelope(to, job.body, Flags::NONE);
                 let (id, stamp) = (envelope.id, job.stamp);
                 context.pending.lock().expect("pending lock").insert(id, (job.stamp, job.expected));
-                if handle.send(envelope).await.is_err()
+                if context.hub_restarts {
+                    {
+                        let pending = context.pending.lock().expect("pending lock");
+                        while unanswered.front().is_some_and(|(id, _)| !pending.contains_key(id)) {
+                            unanswered.pop_front();
+                        }
+                    }
+                    unanswered.push_back((id, envelope.clone()));
+                    // A failure is a dropped connection: the reader reports it, and the send
+                    // goes again once the device is back.
+                    let _ = handle.send(envelope).await;
+                } else if handle.send(envelope).await.is_err()
                     && context.pending.lock().expect("pending lock").remove(&id).is_some()
                 {
                     context.shared.failed(stamp);
@@ -319,6 +381,7 @@ async fn device_task(
                         .any(|(stamp, _)| stamp.sender == device)
                 };
                 wait_until(Duration::from_secs(30), || !mine(&context)).await;
+                generation += 1;
                 handle.close().await;
                 let _ = reader.await;
                 // Tried again on failure, as every connect here: a hub busy with its disk may
@@ -329,16 +392,16 @@ async fn device_task(
                     Ok(client) => {
                         context.shared.reconnects.fetch_add(1, Ordering::Relaxed);
                         handle = client.handle();
-                        reader = tokio::spawn(read_events(context.clone(), device, client));
+                        reader = tokio::spawn(read_events(
+                            context.clone(),
+                            device,
+                            client,
+                            watch(generation),
+                        ));
                     }
                     Err(error) => {
                         eprintln!("loadgen: device {device} could not reconnect: {error}");
-                        // Its further sends fail; its deliveries will be missing.
-                        while let Some(order) = orders.recv().await {
-                            if let Order::Send(job) = order {
-                                context.shared.failed(job.stamp);
-                            }
-                        }
+                        give_up(&context, &mut orders, unanswered).await;
                         return;
                     }
                 }
@@ -351,10 +414,70 @@ async fn device_task(
     let _ = reader.await;
 }
 
+/// How long a device keeps trying to connect again after its hub went away (`hub_restarts`).
+const HUB_RESTART_PATIENCE: Duration = Duration::from_secs(60);
+
+/// A device that cannot connect any more: what it sent without an answer, and every further
+/// send, counts as failed (its deliveries will be missing).
+async fn give_up(
+    context: &Ctx,
+    orders: &mut mpsc::UnboundedReceiver<Order>,
+    unanswered: VecDeque<(MessageId, Envelope)>,
+) {
+    for (id, _) in unanswered {
+        let entry = context.pending.lock().expect("pending lock").remove(&id);
+        if let Some((stamp, _)) = entry {
+            context.shared.failed(stamp);
+        }
+    }
+    while let Some(order) = orders.recv().await {
+        if let Order::Send(job) = order {
+            context.shared.failed(job.stamp);
+        }
+    }
+}
+
+/// Connects, trying again with a growing pause (at most a second) until `patience` has
+/// passed: the hub is restarting.
+async fn connect_for(
+    context: &Ctx,
+    identity: &DeviceIdentity,
+    patience: Duration,
+) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match Client::connect_with(&context.endpoint, identity, None, &context.client_options).await
+        {
+            Ok(client) => return Ok(client),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(error).with_context(|| format!("connecting {}", identity.address));
+            }
+            Err(_) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// Reads one connection's events: answers to its sends, and deliveries. Deliveries are
 /// acknowledged as a device would: once the deliveries that have arrived are taken, one
 /// cumulative ack per queue up to the last one taken.
-async fn read_events(context: Arc<Ctx>, device: u32, mut client: Client) {
+async fn read_events(
+    context: Arc<Ctx>,
+    device: u32,
+    mut client: Client,
+    lost: Option<(mpsc::UnboundedSender<u64>, u64)>,
+) {
+    read_connection(&context, device, &mut client).await;
+    // The connection is over, whoever ended it; the device task knows whether it meant to.
+    if let Some((lost, generation)) = lost {
+        let _ = lost.send(generation);
+    }
+}
+
+async fn read_connection(context: &Ctx, device: u32, client: &mut Client) {
     let mut acks: Vec<(Address, u64)> = Vec::new();
     while let Some(first) = client.next_event().await {
         let mut next = Some(first);
@@ -363,6 +486,9 @@ async fn read_events(context: Arc<Ctx>, device: u32, mut client: Client) {
                 Event::Accepted(id) => {
                     let entry = context.pending.lock().expect("pending lock").remove(&id);
                     if let Some((stamp, devices)) = entry {
+                        if let Some(journal) = &context.shared.journal {
+                            journal.accepted(id.0, stamp);
+                        }
                         context.shared.accepted(stamp, devices);
                     }
                 }

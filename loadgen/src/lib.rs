@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod hub_target;
+pub mod journal;
 pub mod mqtt_target;
 pub mod nats_target;
 pub mod plot;

@@ -104,6 +104,14 @@ struct Cli {
     /// (a hub reports its own through its metrics when this is not given).
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The hubs may be killed and restarted during the run (by a crash harness): devices
+    /// whose connection drops connect again for up to a minute and send again, with the same
+    /// ids, what got no answer.
+    #[arg(long)]
+    hub_restarts: bool,
+    /// Write every accepted message (id, sender, recipient, number) to FILE, fsynced.
+    #[arg(long, value_name = "FILE")]
+    journal: Option<std::path::PathBuf>,
     /// Turn UDP segmentation offload off.
     #[arg(long)]
     no_gso: bool,
@@ -295,6 +303,8 @@ async fn main_async(cli: Cli) -> anyhow::Result<bool> {
         idle: settings.idle,
         run_name: String::new(),
         progress: !cli.quiet,
+        hub_restarts: cli.hub_restarts,
+        journal: cli.journal.clone(),
     };
     let report = if settings.rate == "max" {
         find_max(&cli, options).await?
@@ -519,6 +529,9 @@ fn print_report(report: &Report) {
     println!("deliveries/s           {:.0}", report.delivered_per_sec);
     if report.reconnects > 0 {
         println!("reconnections          {}", report.reconnects);
+    }
+    if let Some(lines) = report.journaled {
+        println!("journal                {lines} accepted messages written and fsynced");
     }
     latency("send -> accepted", &report.accept_latency);
     latency("send -> delivered", &report.deliver_latency);

@@ -16,9 +16,12 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rand::Rng;
 
+use anyhow::Context;
+
 use crate::{
     check::{Checker, LINE, Stamp, Verdict},
     hub_target::{HubFleet, HubTarget},
+    journal::Journal,
     mqtt_target::{MqttFleet, MqttTarget},
     nats_target::{NatsFleet, NatsTarget},
 };
@@ -116,6 +119,14 @@ pub struct Options {
     pub run_name: String,
     /// Show live progress on standard error.
     pub progress: bool,
+    /// The hubs may be killed and restarted during the run (a crash harness does it): a
+    /// device whose connection drops keeps connecting again for up to a minute, then sends
+    /// again, with the same ids, whatever got no answer. Without it a dropped connection's
+    /// sends count as failed.
+    pub hub_restarts: bool,
+    /// Journal every `accepted` answer (the message id and its stamp) to this file, fsynced;
+    /// see [`crate::journal`].
+    pub journal: Option<std::path::PathBuf>,
 }
 
 /// Latency percentiles in microseconds, with the whole spectrum for plots and comparisons.
@@ -233,6 +244,9 @@ pub struct Report {
     /// Messages accepted over the whole run (warm-up included).
     #[serde(default)]
     pub accepted_all: u64,
+    /// Lines written to the journal of accepted messages, when there is one.
+    #[serde(default)]
+    pub journaled: Option<u64>,
     /// Correctness over the whole run.
     pub verdict: Verdict,
 }
@@ -283,6 +297,7 @@ pub(crate) struct Shared {
     /// Live figures for progress: deliveries since the last look.
     live_errors: AtomicU64,
     pub(crate) stopping: AtomicBool,
+    pub(crate) journal: Option<Journal>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -291,8 +306,9 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Shared {
-    fn new(plan: Plan) -> Self {
+    fn new(plan: Plan, journal: Option<Journal>) -> Self {
         Self {
+            journal,
             start: Instant::now(),
             plan,
             deliver_same_hub: Mutex::new(histogram()),
@@ -515,7 +531,18 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let plan = Plan::new(&options);
     anyhow::ensure!(options.users >= 1 && options.devices >= 1, "at least one user and device");
     anyhow::ensure!(options.rate > 0.0, "the rate must be positive");
-    let shared = Arc::new(Shared::new(plan.clone()));
+    anyhow::ensure!(
+        matches!(options.target, Target::Hubs(_))
+            || (options.journal.is_none() && !options.hub_restarts),
+        "hub restarts and the journal are for runs against hubs"
+    );
+    let journal = match &options.journal {
+        Some(path) => {
+            Some(Journal::create(path).with_context(|| format!("journal {}", path.display()))?)
+        }
+        None => None,
+    };
+    let shared = Arc::new(Shared::new(plan.clone(), journal));
     let setup_start = Instant::now();
     let mut fleet = match &options.target {
         Target::Hubs(targets) => {
@@ -678,6 +705,13 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     shared.stopping.store(true, Ordering::Relaxed);
     fleet.shutdown().await;
+    let journaled = match &shared.journal {
+        Some(journal) => {
+            journal.close().context("writing the journal")?;
+            Some(journal.written())
+        }
+        None => None,
+    };
 
     let accepted_measured = shared.accepted_measured.load(Ordering::Relaxed);
     let accepted_all = shared.accepted.load(Ordering::Relaxed);
@@ -718,6 +752,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         server_cpu_us_per_delivery: per(delivered),
         loadgen_cpu_secs: loadgen_cpu,
         accepted_all,
+        journaled,
         verdict: shared.checker.lock().expect("checker lock").verdict(),
     };
     Ok(report)

@@ -39,6 +39,8 @@ async fn run_against_a_hub(workload: Workload, tune: impl FnOnce(&mut Options)) 
         idle: 0,
         run_name: "short".into(),
         progress: false,
+        hub_restarts: false,
+        journal: None,
     };
     tune(&mut options);
     let report = run(options).await.unwrap();
@@ -165,6 +167,8 @@ fn options_across(targets: Vec<HubTarget>) -> Options {
         idle: 0,
         run_name: "across".into(),
         progress: false,
+        hub_restarts: false,
+        journal: None,
     }
 }
 
@@ -268,6 +272,8 @@ async fn the_same_workload_runs_against_mosquitto_with_persistent_sessions_and_i
         idle: 0,
         run_name: format!("mqtt{}", std::process::id()),
         progress: false,
+        hub_restarts: false,
+        journal: None,
     };
     let report = run(options).await.unwrap();
     assert_eq!(report.target, "mqtt (test)");

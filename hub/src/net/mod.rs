@@ -39,17 +39,34 @@ pub(crate) fn bind(
         .map_err(bind_error)
 }
 
-/// The endpoint's configuration, with a stateless-reset key derived from the hub's private key:
-/// the same after a restart, so that a hub that crashed answers packets of its earlier
-/// connections with a reset its peers and devices accept, and they notice at once instead of
-/// after the idle timeout.
+/// The endpoint's configuration, with a stateless-reset key and a connection-id key derived
+/// from the hub's private key: the same after a restart, so that a hub that crashed answers
+/// packets of its earlier connections with a reset its peers and devices accept, and they
+/// notice at once instead of after the idle timeout. Both keys matter: quinn drops a packet
+/// whose connection id its generator does not recognise before it considers a reset, so with
+/// a fresh random id key (quinn's default) a restarted hub stayed silent and every device
+/// waited out its idle timeout (found by the crash loop, loadgen/tests/crash_loop.rs).
 fn endpoint_config(identity: &tls::Identity) -> quinn::EndpointConfig {
     use sha2::Digest;
-    let mut secret = sha2::Sha256::new();
-    secret.update(b"switchboard stateless reset key\0");
-    secret.update(identity.key.secret_der());
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret.finalize());
-    quinn::EndpointConfig::new(Arc::new(key))
+    let derive = |label: &[u8]| {
+        let mut secret = sha2::Sha256::new();
+        secret.update(label);
+        secret.update(identity.key.secret_der());
+        secret.finalize()
+    };
+    let reset = derive(b"switchboard stateless reset key\0");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset);
+    let cid = derive(b"switchboard connection id key\0");
+    let cid_key = u64::from_le_bytes(cid[..8].try_into().expect("a SHA-256 digest has 8 bytes"));
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    // quinn sends at most one reset per interval (20 ms by default), for all peers together:
+    // after a restart, 70 devices took over a second to hear of it. A reset is always smaller
+    // than the packet that caused it, so a shorter interval amplifies nothing.
+    config.min_reset_interval(Duration::from_millis(1));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// The protocol the connection's TLS handshake agreed on.
