@@ -88,6 +88,15 @@ memtable_mib = 64
 # HTTP address of the admin API (users, devices, health). It answers only requests that carry
 # the token in <data_dir>/admin.token; keep it on a loopback or private address.
 listen = "127.0.0.1:7448"
+# Connections open at once, in all and from one address. Past either, the connection idle the
+# longest is closed to make room (one with a request in progress never is); with every one
+# busy, a new connection is answered 503. Behind a reverse proxy every client has the proxy's
+# address: raise the second.
+max_connections = 512
+max_connections_per_address = 256
+# Seconds a request's headers may take to arrive, and a whole request (body and answer).
+header_timeout_secs = 10
+request_timeout_secs = 30
 
 [log]
 # "human" or "json".
@@ -319,6 +328,14 @@ pub struct StoreSection {
 pub struct AdminConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// Connections open at once; past it the longest-idle one is closed to make room.
+    pub max_connections: usize,
+    /// Connections open at once from one address, likewise.
+    pub max_connections_per_address: usize,
+    /// Seconds a request's headers may take to arrive (a new or idle kept-alive connection).
+    pub header_timeout_secs: u64,
+    /// Seconds a whole request (body and answer) may take; past it the answer is 408.
+    pub request_timeout_secs: u64,
 }
 
 /// `[log]`
@@ -403,7 +420,13 @@ impl Default for StoreSection {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7448)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7448)),
+            max_connections: 512,
+            max_connections_per_address: 256,
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
+        }
     }
 }
 
@@ -472,6 +495,12 @@ impl Config {
         }
         if self.store.commit_linger_us > 100_000 {
             return bad("store.commit_linger_us must be at most 100000 (a tenth of a second)");
+        }
+        if self.admin.max_connections == 0 || self.admin.max_connections_per_address == 0 {
+            return bad("admin connection limits must be at least 1");
+        }
+        if self.admin.header_timeout_secs == 0 || self.admin.request_timeout_secs == 0 {
+            return bad("admin timeouts must be at least 1 second");
         }
         if self.quic.idle_timeout_secs == 0 || self.quic.handshake_timeout_secs == 0 {
             return bad("quic timeouts must be at least 1 second");

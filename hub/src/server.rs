@@ -63,11 +63,26 @@ pub struct RunningHub {
     admin: tokio::task::JoinHandle<()>,
 }
 
+/// Creates the data directory readable by this user alone (0700), or makes an existing one so:
+/// it holds the store, the hub's private key and the operator token, and the store's own
+/// files are created with the process's umask. A directory opened up to others is closed
+/// again, with a warning.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %dir.display(), mode = format!("{:o}", mode & 0o777), "data directory was open to other users; set to 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// Starts a hub with `config`.
 pub async fn start(config: Config) -> Result<RunningHub, StartError> {
     let data_dir = config.data_dir();
     let dir_error = |source| StartError::DataDir { path: data_dir.clone(), source };
-    std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+    private_dir(&data_dir).map_err(dir_error)?;
     let identity = tls::load_or_create(&data_dir.join("tls"))?;
     let token = admin::load_or_create_token(&data_dir).map_err(dir_error)?;
     let endpoint = net::bind(&config.quic, &identity)?;
@@ -87,12 +102,20 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
         pin: tls::pin(identity.cert.as_ref()),
         certificate: admin::hex(identity.cert.as_ref()),
     };
+    let admin_limits = config.admin.clone();
     let hub = open_hub(config).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let accepting =
         tokio::spawn(net::accept_loop(hub.clone(), endpoint.clone(), shutdown_rx.clone()));
     crate::links::start(hub.clone(), endpoint.clone(), &identity, shutdown_rx.clone()).await?;
-    let admin = tokio::spawn(admin::serve(admin_listener, hub.clone(), token, card, shutdown_rx));
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        hub.clone(),
+        token,
+        card,
+        admin_limits,
+        shutdown_rx,
+    ));
     tracing::info!(%quic_addr, %admin_addr, data_dir = %data_dir.display(), "hub serving");
     Ok(RunningHub {
         quic_addr,

@@ -866,3 +866,29 @@ fn deleting_a_member_can_hand_their_groups_and_unit_to_a_chosen_active_member() 
     assert_eq!(state.member(id, "bob@example.org").unwrap().unit, Some(sales));
     assert!(state.member(id, "ann@example.org").is_none());
 }
+
+#[test]
+fn a_user_owns_at_most_a_hundred_groups_of_their_own_and_the_operator_is_not_held_to_it() {
+    let mut state = OrgState::default();
+    for i in 0..MAX_OWN_GROUPS {
+        group(&mut state, &format!("#g{i}"), "ann@example.org", None, Scope::Owner, false);
+    }
+    let one_more = |name: &str| Command::CreateGroup {
+        name: name.into(),
+        owner: "ann@example.org".into(),
+        org: None,
+        scope: Scope::Owner,
+        anonymous: false,
+    };
+    let refused = state.execute(&user("ann@example.org"), one_more("#g-more"), NOW);
+    assert_eq!(refused_by(refused), "a user owns at most 100 groups outside organisations");
+    // Another user is not affected, and the operator may make more for ann.
+    group(&mut state, "#bobs", "bob@example.org", None, Scope::Owner, false);
+    state.execute(&Actor::Operator, one_more("#by-operator"), NOW).unwrap();
+    // The operator's counts too: ann now owns 101. Deleting two makes room for one.
+    let ann = user("ann@example.org");
+    state.execute(&ann, Command::DeleteGroup { group: "#g0".into() }, NOW).unwrap();
+    refused_by(state.execute(&ann, one_more("#g-again"), NOW));
+    state.execute(&ann, Command::DeleteGroup { group: "#g1".into() }, NOW).unwrap();
+    state.execute(&ann, one_more("#g-again"), NOW).unwrap();
+}

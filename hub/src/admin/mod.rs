@@ -58,6 +58,7 @@ mod devices;
 mod domains;
 mod error;
 mod home;
+pub mod listener;
 mod metrics;
 mod org;
 mod peers;
@@ -142,7 +143,8 @@ pub(crate) async fn serve(
     hub: Arc<Hub>,
     token: String,
     card: HubCard,
-    mut shutdown: watch::Receiver<bool>,
+    limits: crate::config::AdminConfig,
+    shutdown: watch::Receiver<bool>,
 ) {
     let app = Router::new()
         .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
@@ -188,18 +190,10 @@ pub(crate) async fn serve(
         .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
-        )
-        .with_state(AppState { hub, token: token.into(), card: Arc::new(card) });
-    let stop = async move {
-        while !*shutdown.borrow() {
-            if shutdown.changed().await.is_err() {
-                break;
-            }
-        }
-    };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-        tracing::error!(%error, "admin API stopped");
-    }
+        );
+    let token: Arc<str> = token.into();
+    let app = app.with_state(AppState { hub, token: token.clone(), card: Arc::new(card) });
+    listener::serve(listener, app, token, limits, shutdown).await;
 }
 
 /// The OpenAPI document of the admin API.

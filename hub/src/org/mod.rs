@@ -36,7 +36,7 @@ use switchboard_protocol::{Address, AddressKind};
 
 pub use commands::{Change, Command, Event, OrgError};
 pub use directory::{DirectoryEntry, LineEntry, MemberEntry};
-pub use groups::{Group, Scope};
+pub use groups::{Group, MAX_OWN_GROUPS, Scope};
 pub use keys::{DEFAULT_KEY_VALIDITY_MS, Key};
 pub use logo::{Logo, LogoError, MAX_LOGO_BYTES, MIN_LOGO_SIDE, check_logo};
 pub use members::code_hash;

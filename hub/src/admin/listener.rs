@@ -1,0 +1,414 @@
+//! The admin API's HTTP/1.1 server: connections accepted under caps, timeouts on every phase of
+//! a request, a back-off for addresses that keep failing authentication, and a shutdown that
+//! does not wait for idle clients.
+//!
+//! - **Caps.** At most `max_connections` connections in all and `max_connections_per_address`
+//!   from one address. When a new connection would pass a cap, the connection under that cap
+//!   that has been idle the longest (no request in progress, including one still sending its
+//!   headers) is closed to make room; if every one is busy with a request, the new connection
+//!   is answered 503 with `Retry-After` and closed. So clients that only hold connections open cannot keep the operator
+//!   out.
+//! - **Timeouts.** A request's headers must arrive within `header_timeout_secs` of the
+//!   connection waiting for them (a new connection, or an idle kept-alive one), and the whole
+//!   request, body and handler, within `request_timeout_secs`; past it the answer is 408.
+//! - **Authentication back-off.** After [`FAILED_AUTH_LIMIT`] answers of 401 to one address
+//!   within [`FAILED_AUTH_WINDOW`], that address gets 429 with `Retry-After` for every
+//!   request until the oldest of those failures is a window old: guessing a token goes at a
+//!   few tries a minute, not thousands a second. A request with the operator token is never
+//!   held back, so a guesser on the operator's own address cannot lock the operator out.
+//! - **Shutdown.** Idle connections are closed at once; requests in progress get
+//!   [`SHUTDOWN_GRACE`] to finish.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderValue, Request, Response, StatusCode, header},
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{oneshot, watch};
+use tower::ServiceExt;
+
+use crate::config::AdminConfig;
+
+/// Answers of 401 to one address, within [`FAILED_AUTH_WINDOW`], after which it is refused.
+pub const FAILED_AUTH_LIMIT: usize = 10;
+/// The window of [`FAILED_AUTH_LIMIT`].
+pub const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// How long requests in progress may take to finish once the hub stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// One open connection, as the caps see it.
+struct Open {
+    ip: IpAddr,
+    /// Requests in progress on it.
+    busy: Arc<AtomicUsize>,
+    /// When it last finished a request (or was accepted), ms since the server started.
+    idle_since_ms: Arc<AtomicU64>,
+    /// Closes it.
+    close: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    open: HashMap<u64, Open>,
+}
+
+impl Registry {
+    /// The idle connection (of `ip`, or of anyone) idle the longest.
+    fn longest_idle(&self, ip: Option<IpAddr>) -> Option<u64> {
+        self.open
+            .iter()
+            .filter(|(_, c)| ip.is_none_or(|ip| c.ip == ip))
+            .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, c)| c.idle_since_ms.load(Ordering::Acquire))
+            .map(|(&id, _)| id)
+    }
+
+    fn evict(&mut self, id: u64) {
+        if let Some(mut open) = self.open.remove(&id)
+            && let Some(close) = open.close.take()
+        {
+            let _ = close.send(());
+        }
+    }
+}
+
+/// Failed authentications per address.
+#[derive(Default)]
+struct Failures {
+    by_ip: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+impl Failures {
+    /// How long `ip` must wait, if it is refused now.
+    fn wait(&mut self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let times = self.by_ip.get_mut(&ip)?;
+        while times.front().is_some_and(|t| now.duration_since(*t) >= FAILED_AUTH_WINDOW) {
+            times.pop_front();
+        }
+        if times.is_empty() {
+            self.by_ip.remove(&ip);
+            return None;
+        }
+        (times.len() >= FAILED_AUTH_LIMIT).then(|| {
+            let oldest = times[times.len() - FAILED_AUTH_LIMIT];
+            FAILED_AUTH_WINDOW.saturating_sub(now.duration_since(oldest))
+        })
+    }
+
+    fn record(&mut self, ip: IpAddr, now: Instant) {
+        // Bounded: an address is refused once it has the limit, so it adds no more.
+        if self.by_ip.len() >= 100_000 {
+            self.by_ip.retain(|_, t| {
+                t.back().is_some_and(|b| now.duration_since(*b) < FAILED_AUTH_WINDOW)
+            });
+        }
+        let times = self.by_ip.entry(ip).or_default();
+        times.push_back(now);
+        if times.len() > FAILED_AUTH_LIMIT {
+            times.pop_front();
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true, as the module says.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    operator_token: Arc<str>,
+    limits: AdminConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let started = Instant::now();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let failures = Arc::new(Mutex::new(Failures::default()));
+    let mut connections = tokio::task::JoinSet::new();
+    let (stopping_tx, stopping) = watch::channel(false);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    tracing::warn!(%error, "admin API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => break,
+        };
+        let ip = remote.ip();
+        let now_ms = started.elapsed().as_millis() as u64;
+        let admitted = {
+            let mut registry = registry.lock().expect("admin registry lock");
+            admit(&mut registry, ip, &limits).then(|| {
+                let id = registry.next_id;
+                registry.next_id += 1;
+                let (close, closed) = oneshot::channel();
+                let busy = Arc::new(AtomicUsize::new(0));
+                let idle_since_ms = Arc::new(AtomicU64::new(now_ms));
+                registry.open.insert(
+                    id,
+                    Open {
+                        ip,
+                        busy: busy.clone(),
+                        idle_since_ms: idle_since_ms.clone(),
+                        close: Some(close),
+                    },
+                );
+                (id, closed, busy, idle_since_ms)
+            })
+        };
+        let Some((id, closed, busy, idle_since_ms)) = admitted else {
+            tracing::debug!(%remote, "admin API: connection refused, every slot busy");
+            connections.spawn(refuse(stream));
+            continue;
+        };
+        let connection = Connection {
+            app: app.clone(),
+            remote,
+            busy,
+            idle_since_ms,
+            started,
+            failures: failures.clone(),
+            operator_token: operator_token.clone(),
+            request_timeout: Duration::from_secs(limits.request_timeout_secs),
+        };
+        let header_timeout = Duration::from_secs(limits.header_timeout_secs);
+        let registry = registry.clone();
+        let stopping = stopping.clone();
+        connections.spawn(async move {
+            connection.run(stream, header_timeout, closed, stopping).await;
+            registry.lock().expect("admin registry lock").open.remove(&id);
+        });
+        // Reap what has ended, so the set does not grow with the connections ever made.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    let deadline = tokio::time::sleep(SHUTDOWN_GRACE + Duration::from_secs(1));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = connections.join_next() => if next.is_none() { break },
+            _ = &mut deadline => {
+                connections.abort_all();
+                break;
+            }
+        }
+    }
+}
+
+/// Answers a connection there is no room for with 503 and `Retry-After`, without reading its
+/// request, and closes it.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::json!({
+        "error": "the admin API is at its connection limit with every connection busy; retry shortly"
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Makes room for a connection from `ip`, closing the longest-idle one under a full cap;
+/// `false` if there is no room.
+fn admit(registry: &mut Registry, ip: IpAddr, limits: &AdminConfig) -> bool {
+    let from_ip = registry.open.values().filter(|c| c.ip == ip).count();
+    if from_ip >= limits.max_connections_per_address {
+        match registry.longest_idle(Some(ip)) {
+            Some(id) => registry.evict(id),
+            None => return false,
+        }
+    }
+    if registry.open.len() >= limits.max_connections {
+        match registry.longest_idle(None) {
+            Some(id) => registry.evict(id),
+            None => return false,
+        }
+    }
+    true
+}
+
+struct Connection {
+    app: Router,
+    remote: SocketAddr,
+    busy: Arc<AtomicUsize>,
+    idle_since_ms: Arc<AtomicU64>,
+    started: Instant,
+    failures: Arc<Mutex<Failures>>,
+    operator_token: Arc<str>,
+    request_timeout: Duration,
+}
+
+impl Connection {
+    async fn run(
+        self,
+        stream: tokio::net::TcpStream,
+        header_timeout: Duration,
+        closed: oneshot::Receiver<()>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        let this = Arc::new(self);
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let this = this.clone();
+            async move { Ok::<_, Infallible>(this.answer(request.map(Body::new)).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(64 * 1024);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = closed => {}
+            () = stopped(&mut stopping) => {}
+        }
+        // Closed to make room, or the hub stops: an idle connection ends now, a request in
+        // progress gets its answer first.
+        connection.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+    }
+
+    async fn answer(&self, request: Request<Body>) -> Response<Body> {
+        let ip = self.remote.ip();
+        let operator = super::auth::is_operator(&self.operator_token, request.headers());
+        let wait = match operator {
+            true => None,
+            false => self.failures.lock().expect("admin failures lock").wait(ip, Instant::now()),
+        };
+        if let Some(wait) = wait {
+            let secs = wait.as_secs().max(1);
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "too many failed authentications from {ip}: {FAILED_AUTH_LIMIT} within {} s; retry after {secs} s",
+                    FAILED_AUTH_WINDOW.as_secs()
+                ),
+            );
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            return response;
+        }
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        let answered =
+            tokio::time::timeout(self.request_timeout, self.app.clone().oneshot(request));
+        let response = match answered.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(infallible)) => match infallible {},
+            Err(_) => error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the request took longer than {} s", self.request_timeout.as_secs()),
+            ),
+        };
+        self.idle_since_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Release);
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        if response.status() == StatusCode::UNAUTHORIZED {
+            self.failures.lock().expect("admin failures lock").record(ip, Instant::now());
+        }
+        response
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// An answer in the API's error shape, `{"error": "..."}`.
+fn error(status: StatusCode, text: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": text }).to_string();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_refused_after_the_limit_of_failures_until_the_oldest_is_a_window_old() {
+        let mut failures = Failures::default();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let other: IpAddr = [10, 0, 0, 2].into();
+        let t0 = Instant::now();
+        for i in 0..FAILED_AUTH_LIMIT as u64 - 1 {
+            failures.record(ip, t0 + Duration::from_secs(i));
+        }
+        assert_eq!(failures.wait(ip, t0 + Duration::from_secs(10)), None);
+        failures.record(ip, t0 + Duration::from_secs(10));
+        assert_eq!(
+            failures.wait(ip, t0 + Duration::from_secs(10)),
+            Some(FAILED_AUTH_WINDOW - Duration::from_secs(10))
+        );
+        assert_eq!(failures.wait(other, t0 + Duration::from_secs(10)), None);
+        // Once the oldest failure is a window old, the address may try again.
+        assert_eq!(failures.wait(ip, t0 + FAILED_AUTH_WINDOW), None);
+    }
+
+    #[test]
+    fn a_full_cap_closes_the_longest_idle_connection_and_never_a_busy_one() {
+        let limits = AdminConfig {
+            max_connections: 3,
+            max_connections_per_address: 2,
+            ..AdminConfig::default()
+        };
+        let mut registry = Registry::default();
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let add = |registry: &mut Registry, ip, idle_since: u64, busy: usize| {
+            assert!(admit(registry, ip, &limits));
+            let id = registry.next_id;
+            registry.next_id += 1;
+            registry.open.insert(
+                id,
+                Open {
+                    ip,
+                    busy: Arc::new(AtomicUsize::new(busy)),
+                    idle_since_ms: Arc::new(AtomicU64::new(idle_since)),
+                    close: None,
+                },
+            );
+            id
+        };
+        let a_busy = add(&mut registry, a, 1, 1);
+        let a_idle = add(&mut registry, a, 5, 0);
+        // A third from `a` passes its per-address cap: its idle one goes, not the busy one.
+        let a_new = add(&mut registry, a, 9, 0);
+        assert!(!registry.open.contains_key(&a_idle));
+        assert!(registry.open.contains_key(&a_busy));
+        let _b1 = add(&mut registry, b, 10, 1);
+        // Three open (cap): a new one from `b` closes the longest idle anywhere (a_new).
+        let _b2 = add(&mut registry, b, 11, 0);
+        assert!(!registry.open.contains_key(&a_new));
+        // Every one busy: no room.
+        for open in registry.open.values() {
+            open.busy.store(1, Ordering::Release);
+        }
+        assert!(!admit(&mut registry, b, &limits));
+    }
+}

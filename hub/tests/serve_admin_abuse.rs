@@ -1,0 +1,208 @@
+//! The admin API under abuse, against a real `hub` process (issue 19): idle and slow
+//! connections, a stop while clients hold connections, token guessing, and a data directory
+//! other local users cannot read.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::fs::PermissionsExt,
+    time::Duration,
+};
+
+use common::*;
+use switchboard_hub::client::admin::AdminClient;
+
+/// A hub whose admin API holds at most 40 connections, 10 per address, and waits 2 s for
+/// headers.
+fn small_hub(dir: &std::path::Path) -> HubProcess {
+    HubProcess::start_configured(
+        dir,
+        "[admin]\nmax_connections = 40\nmax_connections_per_address = 10\nheader_timeout_secs = 2\n",
+    )
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status and the whole answer.
+fn request(admin: SocketAddr, token: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, answer)
+}
+
+/// Whether the hub closed `stream` (read answers end of stream) within `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_idle_and_slow_connections_do_not_keep_the_operator_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = small_hub(dir.path());
+    let admin = hub.admin;
+    let operator = hub.admin_client();
+    // 300 connections that say nothing, and 100 that start a request and never finish its
+    // headers, all from the operator's own address.
+    let mut idle: Vec<TcpStream> =
+        (0..300).filter_map(|_| TcpStream::connect(admin).ok()).collect();
+    let mut slow: Vec<TcpStream> = (0..100)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(admin).ok()?;
+            s.write_all(b"GET /v1/metrics HTTP/1.1\r\nHost: hub\r\nX-Slow: ").ok()?;
+            Some(s)
+        })
+        .collect();
+    // The operator still gets answers, again and again, while those are held.
+    for _ in 0..5 {
+        let metrics = tokio::time::timeout(Duration::from_secs(10), operator.metrics()).await;
+        assert!(matches!(metrics, Ok(Ok(_))), "the operator was kept out: {metrics:?}");
+    }
+    // The hub holds no more than its caps: of 400 connections, the oldest were closed to
+    // make room (at most 10 per address are open).
+    // Give the hub a moment to take what is still in the listen backlog.
+    let mut still_open = usize::MAX;
+    for _ in 0..50 {
+        still_open = idle
+            .iter_mut()
+            .chain(slow.iter_mut())
+            .map(|s| closed_within(s, Duration::from_millis(2)))
+            .filter(|closed| !closed)
+            .count();
+        if still_open <= 10 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(still_open <= 10, "{still_open} of 400 connections still open");
+    drop((idle, slow));
+
+    // A connection whose headers do not arrive within header_timeout_secs (2 s) is closed by
+    // the hub, without any other connection needing its slot.
+    let mut lone = TcpStream::connect(admin).unwrap();
+    lone.write_all(b"GET /v1/metrics HTTP/1.1\r\nHost: hub\r\n").unwrap();
+    assert!(closed_within(&mut lone, Duration::from_secs(15)), "a slow request was held open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_hub_while_clients_hold_admin_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = small_hub(dir.path());
+    let token = hub.admin_client();
+    // Idle connections, a slow one, and a kept-alive one that has made a request.
+    let _idle: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(hub.admin).unwrap()).collect();
+    let mut slow = TcpStream::connect(hub.admin).unwrap();
+    slow.write_all(b"GET /v1/health HTTP/1.1\r\n").unwrap();
+    let mut kept = TcpStream::connect(hub.admin).unwrap();
+    kept.write_all(b"GET /v1/health HTTP/1.1\r\nHost: hub\r\n\r\n").unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    token.metrics().await.unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut hub = hub;
+        let _ = tx.send(hub.terminate());
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(clean) => assert!(clean, "the hub did not exit cleanly"),
+        Err(_) => panic!("the hub did not stop within 20 s of SIGTERM while connections were open"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_tokens_is_held_back_with_429_and_retry_after_but_not_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let real = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    for i in 0..10 {
+        let (status, answer) = request(hub.admin, &format!("guess{i}"), "/v1/metrics");
+        assert_eq!(status, 401, "{answer}");
+    }
+    // The eleventh guess is not even checked.
+    let (status, answer) = request(hub.admin, "guess-more", "/v1/metrics");
+    assert_eq!(status, 429, "{answer}");
+    let retry = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: ").or_else(|| l.strip_prefix("Retry-After: ")))
+        .expect("Retry-After");
+    let secs: u64 = retry.trim().parse().unwrap();
+    assert!((1..=60).contains(&secs), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    // A user token from the same address waits too; the operator does not.
+    let user_token = hub.token("someone@example.org").await;
+    assert_eq!(request(hub.admin, &user_token, "/v1/contacts").0, 429);
+    assert_eq!(request(hub.admin, real.trim(), "/v1/metrics").0, 200);
+    let operator = AdminClient::new(hub.admin, real.trim().to_string());
+    operator.metrics().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_readable_by_the_hubs_user_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // A new directory is made 0700.
+    let fresh = dir.path().join("fresh");
+    let hub = HubProcess::start(&fresh);
+    let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    let token_mode =
+        std::fs::metadata(fresh.join("admin.token")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(token_mode, 0o600, "{token_mode:o}");
+    drop(hub);
+    // One opened up to others is closed again at start.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _hub = HubProcess::start(&open);
+    let mode = std::fs::metadata(&open).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_get_408_at_the_request_timeout_and_a_cap_of_busy_connections_answers_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start_configured(
+        dir.path(),
+        "[admin]\nmax_connections_per_address = 4\nrequest_timeout_secs = 3\n",
+    );
+    // Four requests that promise a body and never send it: each is in progress.
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(hub.admin).unwrap();
+            s.write_all(
+                b"POST /v1/users HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A fifth finds every slot busy: a clear 503, not a silent close.
+    let (status, answer) = request(hub.admin, "whatever", "/v1/health");
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("retry-after: 1"), "{answer}");
+    // The slow ones are answered 408 once the request timeout passes.
+    for stream in &mut slow {
+        stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    // Then there is room again.
+    assert_eq!(request(hub.admin, "whatever", "/v1/health").0, 200);
+}
