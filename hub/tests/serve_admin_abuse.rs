@@ -178,20 +178,21 @@ async fn slow_bodies_get_408_at_the_request_timeout_and_a_cap_of_busy_connection
     let dir = tempfile::tempdir().unwrap();
     let hub = HubProcess::start_configured(
         dir.path(),
-        "[admin]\nmax_connections_per_address = 4\nrequest_timeout_secs = 3\n",
+        "[admin]\nmax_connections_per_address = 4\nrequest_timeout_secs = 6\n",
     );
     // Four requests that promise a body and never send it: each is in progress.
     let mut slow: Vec<TcpStream> = (0..4)
         .map(|_| {
             let mut s = TcpStream::connect(hub.admin).unwrap();
             s.write_all(
-                b"POST /v1/users HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+                b"POST /v1/users HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer any\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
             )
             .unwrap();
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Time for the hub to take them (on a loaded machine, 0.5 s was not always enough).
+    std::thread::sleep(Duration::from_millis(2000));
     // A fifth finds every slot busy: a clear 503, not a silent close.
     let (status, answer) = request(hub.admin, "whatever", "/v1/health");
     assert_eq!(status, 503, "{answer}");
@@ -205,4 +206,115 @@ async fn slow_bodies_get_408_at_the_request_timeout_and_a_cap_of_busy_connection
     }
     // Then there is room again.
     assert_eq!(request(hub.admin, "whatever", "/v1/health").0, 200);
+}
+
+/// Any request on a fresh connection: the status, the headers (lower-cased) and the body.
+fn raw(admin: SocketAddr, head: &str, body: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = format!("{head}\r\nHost: hub\r\nConnection: close\r\n\r\n{body}");
+    // The hub may answer before it has read the body (and stop reading it): a failed write of
+    // the rest is not an error here.
+    let _ = stream.write_all(request.as_bytes());
+    // Read up to the end of the answer's body (by its length), not to the end of the stream:
+    // a hub that answered without reading a body need not close at once.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&answer[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if answer.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&answer[end + 4..end + 4 + length]).to_string();
+                let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                return (status, head, body);
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                panic!("no whole answer to {head}: {}", String::from_utf8_lossy(&answer))
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_status_and_one_json_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let json = "Content-Type: application/json";
+    let cases: Vec<(String, String, u16)> = vec![
+        (format!("GET /v1/nothing-here HTTP/1.1\r\n{auth}"), String::new(), 404),
+        (format!("DELETE /v1/users HTTP/1.1\r\n{auth}"), String::new(), 405),
+        (
+            format!("POST /v1/users HTTP/1.1\r\n{auth}\r\nContent-Length: 15"),
+            r#"{"name":"a@b.c"}"#[..15].into(),
+            415,
+        ),
+        (
+            format!("POST /v1/users HTTP/1.1\r\n{auth}\r\n{json}\r\nContent-Length: 2"),
+            "{}".into(),
+            400,
+        ),
+        (
+            format!("POST /v1/users HTTP/1.1\r\n{auth}\r\n{json}\r\nContent-Length: 10"),
+            r#"{"name":7}"#.into(),
+            400,
+        ),
+        (
+            format!("POST /v1/users HTTP/1.1\r\n{auth}\r\n{json}\r\nContent-Length: 5"),
+            "{nope".into(),
+            400,
+        ),
+        (
+            format!("POST /v1/users HTTP/1.1\r\n{auth}\r\n{json}\r\nContent-Length: 9000000"),
+            String::new(),
+            413,
+        ),
+        (
+            format!("POST /v1/users HTTP/1.1\r\n{auth}\r\n{json}\r\nContent-Length: 2500000"),
+            " ".repeat(2_500_000),
+            413,
+        ),
+        (format!("GET /v1/org/events?after=abc HTTP/1.1\r\n{auth}"), String::new(), 400),
+        (format!("GET /v1/org/events?after=-1 HTTP/1.1\r\n{auth}"), String::new(), 400),
+        (format!("GET /v1/org/events?after=1e3 HTTP/1.1\r\n{auth}"), String::new(), 400),
+        (
+            format!("GET /v1/org/events?after=18446744073709551616 HTTP/1.1\r\n{auth}"),
+            String::new(),
+            400,
+        ),
+    ];
+    for (head, body, want) in cases {
+        let (status, headers, answer) = raw(hub.admin, &head, &body);
+        assert_eq!(status, want, "{head}\n{headers}\n{answer}");
+        assert!(headers.contains("content-type: application/json"), "{head}\n{headers}");
+        let parsed: serde_json::Value =
+            serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{head}: {e}: {answer}"));
+        let text = parsed["error"].as_str().unwrap_or_else(|| panic!("{head}: {answer}"));
+        assert!(!text.is_empty(), "{head}");
+        if want == 405 {
+            assert!(headers.contains("allow:"), "{headers}");
+        }
+    }
+    // A wrong token, and no token with a malformed body: 401 with a challenge, and the body is
+    // never parsed (no 400 telling the caller what the body should look like).
+    let (status, headers, answer) =
+        raw(hub.admin, "GET /v1/metrics HTTP/1.1\r\nAuthorization: Bearer wrong", "");
+    assert_eq!(status, 401, "{answer}");
+    assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+    let (status, headers, answer) =
+        raw(hub.admin, &format!("POST /v1/users HTTP/1.1\r\n{json}\r\nContent-Length: 5"), "{nope");
+    assert_eq!(status, 401, "{answer}");
+    assert!(headers.contains("www-authenticate: bearer"), "{headers}");
+    assert!(answer.contains("\"error\""), "{answer}");
+    // Health needs no token.
+    assert_eq!(raw(hub.admin, "GET /v1/health HTTP/1.1", "").0, 200);
 }

@@ -45,6 +45,9 @@ use crate::config::AdminConfig;
 pub const FAILED_AUTH_LIMIT: usize = 10;
 /// The window of [`FAILED_AUTH_LIMIT`].
 pub const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// The largest body any route takes (a bulk device registration); each route has its own
+/// limit at or below it (2 MiB unless the API document says otherwise).
+pub const MAX_BODY_BYTES: u64 = super::devices::REGISTER_BODY_LIMIT as u64;
 /// How long requests in progress may take to finish once the hub stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -310,6 +313,32 @@ impl Connection {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             return response;
         }
+        // Every route but these wants a token: without one, the answer is 401 before the
+        // request is parsed at all.
+        let public = matches!(request.uri().path(), "/v1/health" | "/v1/openapi.json");
+        if !public && super::auth::bearer(request.headers()).is_empty() {
+            self.failures.lock().expect("admin failures lock").record(ip, Instant::now());
+            return with_challenge(error(
+                StatusCode::UNAUTHORIZED,
+                "this request needs a token: Authorization: Bearer <token>",
+            ));
+        }
+        // A body declared larger than any route takes is refused before it is read.
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+            // The body is not read: the connection ends with the answer.
+            let mut response = error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("a request body may be at most {MAX_BODY_BYTES} bytes"),
+            );
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+        let (method, path) = (request.method().clone(), request.uri().path().to_string());
         self.busy.fetch_add(1, Ordering::AcqRel);
         let answered =
             tokio::time::timeout(self.request_timeout, self.app.clone().oneshot(request));
@@ -326,8 +355,72 @@ impl Connection {
         if response.status() == StatusCode::UNAUTHORIZED {
             self.failures.lock().expect("admin failures lock").record(ip, Instant::now());
         }
-        response
+        uniform(response, &method, &path).await
     }
+}
+
+/// Gives every error answer the API's one shape, whoever made it (a handler, or axum's
+/// routing and extractors, which answer in plain text or not at all): `{"error": "..."}` with
+/// `Content-Type: application/json`. An unprocessable body (a missing or mistyped field) is
+/// 400 like any other bad request; 401 says how to authenticate.
+async fn uniform(
+    response: Response<Body>,
+    method: &axum::http::Method,
+    path: &str,
+) -> Response<Body> {
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        return match status {
+            StatusCode::UNAUTHORIZED => with_challenge(response),
+            _ => response,
+        };
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let text = match (status, text.is_empty()) {
+        (StatusCode::NOT_FOUND, true) => format!("no such route: {method} {path}"),
+        (StatusCode::METHOD_NOT_ALLOWED, true) => {
+            let allowed = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok());
+            match allowed {
+                Some(allowed) => format!("{path} does not take {method}; it takes {allowed}"),
+                None => format!("{path} does not take {method}"),
+            }
+        }
+        (_, true) => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        (_, false) => text,
+    };
+    let status = match status {
+        StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+        other => other,
+    };
+    let mut uniform = error(status, &text);
+    for name in [header::ALLOW, header::RETRY_AFTER] {
+        if let Some(value) = parts.headers.get(&name) {
+            uniform.headers_mut().insert(name, value.clone());
+        }
+    }
+    match status {
+        StatusCode::UNAUTHORIZED => with_challenge(uniform),
+        _ => uniform,
+    }
+}
+
+/// Adds the challenge a 401 carries.
+fn with_challenge(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"switchboard\""));
+    response
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
