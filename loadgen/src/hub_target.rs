@@ -296,10 +296,14 @@ async fn device_task(
     recipients: Recipients,
 ) {
     let (lost_tx, mut lost) = mpsc::unbounded_channel::<u64>();
-    let watch = |generation: u64| context.hub_restarts.then(|| (lost_tx.clone(), generation));
+    // A reader for each connection, tagged with the connection's number.
+    let read = |client: Client, generation: u64| {
+        let lost = context.hub_restarts.then(|| (lost_tx.clone(), generation));
+        tokio::spawn(read_events(context.clone(), device, client, lost))
+    };
     let mut generation = 0;
     let mut handle = client.handle();
-    let mut reader = tokio::spawn(read_events(context.clone(), device, client, watch(generation)));
+    let mut reader = read(client, generation);
     // Sent and maybe unanswered, in send order (only with `hub_restarts`).
     let mut unanswered: VecDeque<(MessageId, Envelope)> = VecDeque::new();
     loop {
@@ -319,12 +323,7 @@ async fn device_task(
                         context.shared.reconnects.fetch_add(1, Ordering::Relaxed);
                         generation += 1;
                         handle = client.handle();
-                        reader = tokio::spawn(read_events(
-                            context.clone(),
-                            device,
-                            client,
-                            watch(generation),
-                        ));
+                        reader = read(client, generation);
                         let open: Vec<Envelope> = {
                             let pending = context.pending.lock().expect("pending lock");
                             unanswered.retain(|(id, _)| pending.contains_key(id));
@@ -392,12 +391,7 @@ async fn device_task(
                     Ok(client) => {
                         context.shared.reconnects.fetch_add(1, Ordering::Relaxed);
                         handle = client.handle();
-                        reader = tokio::spawn(read_events(
-                            context.clone(),
-                            device,
-                            client,
-                            watch(generation),
-                        ));
+                        reader = read(client, generation);
                     }
                     Err(error) => {
                         eprintln!("loadgen: device {device} could not reconnect: {error}");
