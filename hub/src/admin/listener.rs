@@ -363,7 +363,7 @@ impl Connection {
 /// routing and extractors, which answer in plain text or not at all): `{"error": "..."}` with
 /// `Content-Type: application/json`. An unprocessable body (a missing or mistyped field) is
 /// 400 like any other bad request; 401 says how to authenticate.
-async fn uniform(
+pub(super) async fn uniform(
     response: Response<Body>,
     method: &axum::http::Method,
     path: &str,

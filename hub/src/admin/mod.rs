@@ -57,6 +57,7 @@ mod contacts;
 mod devices;
 mod domains;
 mod error;
+pub mod fuzz;
 mod home;
 pub mod listener;
 mod metrics;
@@ -146,6 +147,14 @@ pub(crate) async fn serve(
     limits: crate::config::AdminConfig,
     shutdown: watch::Receiver<bool>,
 ) {
+    let app = router(hub, token.clone(), card);
+    listener::serve(listener, app, token.into(), limits, shutdown).await;
+}
+
+/// The admin API's routes over `hub`, with `token` as the operator's: what [`serve`] puts
+/// behind its listener (connection limits, timeouts, the 401 before parsing, the uniform
+/// error shape), without them.
+pub fn router(hub: Arc<Hub>, token: String, card: HubCard) -> Router {
     let app = Router::new()
         .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/v1/hub", get(hub_card))
@@ -191,9 +200,7 @@ pub(crate) async fn serve(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         );
-    let token: Arc<str> = token.into();
-    let app = app.with_state(AppState { hub, token: token.clone(), card: Arc::new(card) });
-    listener::serve(listener, app, token, limits, shutdown).await;
+    app.with_state(AppState { hub, token: token.into(), card: Arc::new(card) })
 }
 
 /// The OpenAPI document of the admin API.

@@ -15,6 +15,7 @@
 //! within the window, until a close (by the device, a rule, a kick, or a drain once every
 //! commit it started is answered).
 
+pub mod fuzz;
 mod handshake;
 #[cfg(test)]
 mod tests;
