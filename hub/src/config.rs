@@ -286,6 +286,18 @@ pub struct DeliveryConfig {
     pub max_ttl_secs: u32,
 }
 
+impl DeliveryConfig {
+    /// How long a message whose envelope says `ttl_secs` is kept, in seconds: 0 means the
+    /// default, and no message is kept longer than the maximum. The envelope itself is
+    /// delivered as it was sent.
+    pub fn effective_ttl_secs(&self, ttl_secs: u32) -> u32 {
+        match ttl_secs {
+            0 => self.default_ttl_secs.min(self.max_ttl_secs),
+            ttl => ttl.min(self.max_ttl_secs),
+        }
+    }
+}
+
 /// `[limits]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1835,10 +1835,7 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
             rejected.push(refuse(RejectReason::NOT_ALLOWED));
             continue;
         }
-        let ttl = match envelope.ttl_secs {
-            0 => hub.config().delivery.default_ttl_secs,
-            ttl => ttl.min(hub.config().delivery.max_ttl_secs),
-        };
+        let ttl = hub.config().delivery.effective_ttl_secs(envelope.ttl_secs);
         // A home_changed notice from the user's registration hub moving them away from here
         // (or back): acted on once it is durable.
         let moving = if envelope.flags.contains(Flags::NOTICE) && serves(peer, &envelope.to) {

@@ -613,8 +613,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Device(command)) => runtime.block_on(device(&config, command)),
         Some(Command::Org { token, command }) => runtime.block_on(org(&config, token, command)),
         Some(Command::Identity) => {
-            let identity =
-                switchboard_hub::net::tls::load_or_create(&config.data_dir().join("tls"))?;
+            let identity = switchboard_hub::net::tls::load_or_create_for(&config)?;
             println!("name: {}", config.hub.name);
             println!("pin:  {}", switchboard_hub::net::tls::pin(identity.cert.as_ref()));
             Ok(())

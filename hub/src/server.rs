@@ -83,7 +83,7 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
     let data_dir = config.data_dir();
     let dir_error = |source| StartError::DataDir { path: data_dir.clone(), source };
     private_dir(&data_dir).map_err(dir_error)?;
-    let identity = tls::load_or_create(&data_dir.join("tls"))?;
+    let identity = tls::load_or_create_for(&config)?;
     let token = admin::load_or_create_token(&data_dir).map_err(dir_error)?;
     let endpoint = net::bind(&config.quic, &identity)?;
     let quic_addr = endpoint

@@ -203,6 +203,10 @@ codes! {
         /// of the device's user, it is made in the name of someone the device does not read
         /// for, or it is a `delivered` receipt (those are the hub's to make).
         RECEIPT_REFUSED = 15, "receipt-refused";
+        /// A device's `ack` was refused and changed nothing: it names a queue the device does
+        /// not read, a sequence the queue has not reached, or more selective acks than a
+        /// device may hold.
+        ACK_REFUSED = 16, "ack-refused";
     }
 }
 

@@ -80,8 +80,7 @@ impl Harness {
             .enable_all()
             .build()
             .map_err(|e| StartError::Store(StoreError::Storage(e.to_string())))?;
-        let mut config = Config::default();
-        config.data_dir = dir.to_path_buf();
+        let mut config = Config { data_dir: dir.to_path_buf(), ..Config::default() };
         config.hub.domains = vec!["example.org".into()];
         config.quic.listen = "127.0.0.1:0".parse().expect("a socket address");
         config.admin.listen = "127.0.0.1:0".parse().expect("a socket address");

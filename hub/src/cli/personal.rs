@@ -23,7 +23,7 @@ pub(crate) async fn personal(config: &Config, command: PersonalCommand) -> anyho
                 Some(record) => record.epoch + 1,
                 None => 1,
             };
-            let cert = tls::load_or_create(&config.data_dir().join("tls"))?;
+            let cert = tls::load_or_create_for(config)?;
             let mut record = HomeRecord {
                 user: user.as_str().to_string(),
                 hub: config.hub.name.clone(),

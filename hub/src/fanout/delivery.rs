@@ -81,9 +81,23 @@ impl AckError {
     pub fn code(&self) -> ErrorCode {
         match self.0 {
             StoreError::AckBeyondTail { .. } | StoreError::TooManySelectiveAcks { .. } => {
-                ErrorCode::MALFORMED
+                ErrorCode::ACK_REFUSED
             }
             _ => ErrorCode::INTERNAL,
+        }
+    }
+
+    /// What the device is told, naming the queue by its address (`queue`) rather than the
+    /// store's id.
+    pub fn text(&self, queue: &Address) -> String {
+        match &self.0 {
+            StoreError::AckBeyondTail { seq, last, .. } => {
+                format!("ack of {queue}: sequence {seq} is past the queue's last, {last}")
+            }
+            StoreError::TooManySelectiveAcks { limit } => {
+                format!("ack of {queue}: more than {limit} selective acks above the cursor")
+            }
+            _ => format!("ack of {queue}: the store failed; send it again"),
         }
     }
 }

@@ -239,7 +239,7 @@ impl Hub {
     fn plan(
         &self,
         sender: &Account,
-        mut envelope: Envelope,
+        envelope: Envelope,
     ) -> Result<(Plan, EnqueueRequest), SendError> {
         if envelope.flags.contains(Flags::NOTICE) || envelope.flags.contains(Flags::HANDOFF) {
             return Err(SendError::NotAllowed("rule: only a hub writes notices".into()));
@@ -278,15 +278,12 @@ impl Hub {
                 },
             },
         };
-        let delivery = &self.config.delivery;
-        envelope.ttl_secs = match envelope.ttl_secs {
-            0 => delivery.default_ttl_secs,
-            ttl => ttl.min(delivery.max_ttl_secs),
-        };
+        // The envelope is stored as sent; its ttl decides only how long it is kept.
+        let ttl = self.config.delivery.effective_ttl_secs(envelope.ttl_secs);
         let request = EnqueueRequest {
             id: envelope.id.0,
             sender: Bytes::copy_from_slice(envelope.from.as_str().as_bytes()),
-            expires_ms: system_clock_ms().saturating_add(u64::from(envelope.ttl_secs) * 1000),
+            expires_ms: system_clock_ms().saturating_add(u64::from(ttl) * 1000),
             payload: encode_message(&envelope),
         };
         let copy = mirror.filter(|&m| m != recipient).map(|m| (m, request.clone()));

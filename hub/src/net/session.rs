@@ -46,7 +46,7 @@ enum Answer {
     Enrolled(Result<DeviceRecord, EnrolError>),
     Readings(Result<Loaded, StoreError>),
     Read(u64, Result<Vec<Delivery>, StoreError>),
-    Acked(Result<(), AckError>),
+    Acked(QueueId, Result<(), AckError>),
     Receipt(Result<(), ReceiptError>),
 }
 
@@ -219,7 +219,7 @@ impl<'h> Driver<'h> {
             Action::Read(request) => self.read(request, session),
             Action::Ack { queue, device, up_to, selective } => {
                 let acked = hub.ack(queue, device, up_to, selective);
-                self.work.push(Box::pin(async move { Answer::Acked(acked.await) }));
+                self.work.push(Box::pin(async move { Answer::Acked(queue, acked.await) }));
             }
             Action::StoreDelivered(receipt) => self.work.push(Box::pin(async move {
                 Answer::Receipt(hub.store_receipt(receipt, None).await)
@@ -274,7 +274,7 @@ impl Answer {
             Self::Enrolled(result) => session.enrolled(result, now()),
             Self::Readings(result) => session.readings_loaded(result.map_err(|e| e.to_string())),
             Self::Read(id, result) => session.read_done(id, result.map_err(|e| e.to_string())),
-            Self::Acked(result) => session.ack_done(result),
+            Self::Acked(queue, result) => session.ack_done(queue, result),
             Self::Receipt(result) => session.receipt_done(result),
         }
     }

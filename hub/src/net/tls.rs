@@ -51,8 +51,36 @@ pub struct Identity {
     pub key: PrivateKeyDer<'static>,
 }
 
-/// Loads `dir/cert.der` and `dir/key.der`, making a self-signed pair on first start.
+/// Loads `dir/cert.der` and `dir/key.der`, making a self-signed pair on first start that names
+/// `localhost` and `switchboard-hub` only.
 pub fn load_or_create(dir: &Path) -> Result<Identity, TlsError> {
+    load_or_create_named(dir, &[])
+}
+
+/// The hub's identity in `config`'s data directory: a certificate made on first start names
+/// the hub (`[hub] name`) and its domains besides `localhost` and `switchboard-hub`, so that
+/// tools that show a certificate show whose it is. Devices and peers trust it by its pin, not
+/// by a name (see docs/protocol.md, Transport).
+pub fn load_or_create_for(config: &crate::config::Config) -> Result<Identity, TlsError> {
+    let mut names = vec![config.hub.name.clone()];
+    names.extend(config.hub.domains.iter().cloned());
+    load_or_create_named(&config.data_dir().join("tls"), &names)
+}
+
+/// Whether `name` can be a DNS name in a certificate: labels of letters, digits and hyphens.
+fn dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn load_or_create_named(dir: &Path, extra: &[String]) -> Result<Identity, TlsError> {
     let cert_path = dir.join("cert.der");
     let key_path = dir.join("key.der");
     let io = |path: &Path| {
@@ -61,11 +89,14 @@ pub fn load_or_create(dir: &Path) -> Result<Identity, TlsError> {
     };
     if !cert_path.exists() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let made = rcgen::generate_simple_self_signed(vec![
-            "localhost".to_string(),
-            "switchboard-hub".to_string(),
-        ])
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+        let mut names = vec!["localhost".to_string(), "switchboard-hub".to_string()];
+        for name in extra.iter().map(|n| n.to_ascii_lowercase()) {
+            if dns_name(&name) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let made = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
         write_private(&key_path, &made.signing_key.serialize_der()).map_err(io(&key_path))?;
         std::fs::write(&cert_path, made.cert.der()).map_err(io(&cert_path))?;
         tracing::info!(path = %cert_path.display(), "made a self-signed certificate");
@@ -256,5 +287,32 @@ impl ServerCertVerifier for PinnedCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn a_new_certificate_names_the_hub_and_its_domains_and_skips_what_is_no_dns_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            crate::config::Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        config.hub.name = "hub-one.example.net".into();
+        config.hub.domains = vec!["Example.org".into(), "not a name".into()];
+        let identity = load_or_create_for(&config).unwrap();
+        let der = identity.cert.as_ref();
+        for name in ["localhost", "switchboard-hub", "hub-one.example.net", "example.org"] {
+            assert!(contains(der, name), "{name} is not in the certificate");
+        }
+        assert!(!contains(der, "not a name"));
+        // Made once: the same certificate (and pin) on the next load, whatever the names.
+        config.hub.domains.clear();
+        assert_eq!(load_or_create_for(&config).unwrap().cert.as_ref(), der);
     }
 }

@@ -104,6 +104,7 @@ impl Harness {
     fn new() -> Self {
         let config = SessionConfig {
             handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             max_payload: MAX_PAYLOAD,
             peer_max_payload: MAX_PAYLOAD,
             window: 4,
@@ -141,7 +142,7 @@ impl Harness {
                 self.raw(&bytes);
             }
             1 => self.hello(op / 12 % 4),
-            2 => self.proof(op / 12 % 2 == 0),
+            2 => self.proof((op / 12).is_multiple_of(2)),
             3 => {
                 let by = u64::from(script.byte().unwrap_or(0)) * 100;
                 self.advance(Duration::from_millis(by));
@@ -335,7 +336,7 @@ impl Harness {
             }
             Action::LoadReadings { known, .. } => {
                 let mut current = vec![QUEUE];
-                if variant % 2 == 0 {
+                if variant.is_multiple_of(2) {
                     current.push(LINE);
                 }
                 let added = current
@@ -378,11 +379,14 @@ impl Harness {
                 };
                 session.read_done(request.id, result);
             }
-            Action::Ack { .. } => session.ack_done(if fail {
-                Err(AckError(StoreError::AckBeyondTail { queue: QUEUE, seq: 99, last: 5 }))
-            } else {
-                Ok(())
-            }),
+            Action::Ack { queue, .. } => session.ack_done(
+                queue,
+                if fail {
+                    Err(AckError(StoreError::AckBeyondTail { queue: QUEUE, seq: 99, last: 5 }))
+                } else {
+                    Ok(())
+                },
+            ),
             Action::StoreDelivered(_) | Action::StoreReceipt { .. } => session
                 .receipt_done(if fail { Err(ReceiptError::DeliveredByDevice) } else { Ok(()) }),
             Action::Opened { .. } | Action::Watch(_) | Action::Close(_) => {}

@@ -177,6 +177,9 @@ impl Session {
             server_time_ms: now.unix_ms,
             max_payload: self.config.max_payload,
             send_credit: self.config.send_credit,
+            window: self.config.window,
+            idle_timeout_ms: u32::try_from(self.config.idle_timeout.as_millis())
+                .unwrap_or(u32::MAX),
         };
         self.push(&welcome.into());
         tracing::debug!(session_id = self.id, device = %device.name, "session open");

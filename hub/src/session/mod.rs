@@ -41,11 +41,17 @@ pub use handshake::{EnrolError, Enrolment};
 /// Largest delivery window a device may ask for with `credit`.
 pub const MAX_WINDOW: u32 = 65_536;
 
+/// Acks and receipts a session hands to the store before their answers: past this, it reads
+/// no more frames until some are answered, so QUIC flow control holds a flooding device back.
+pub const MAX_STORING: u32 = 1_024;
+
 /// The settings a session follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
     /// Time from the session's start to `welcome`.
     pub handshake_timeout: Duration,
+    /// The connection's idle timeout (told to the device in `welcome`).
+    pub idle_timeout: Duration,
     /// Largest payload the hub reads (told to the device in `welcome`).
     pub max_payload: u32,
     /// Largest payload the hub writes (the device's limit).
@@ -65,6 +71,7 @@ impl SessionConfig {
     pub fn new(config: &Config) -> Self {
         Self {
             handshake_timeout: Duration::from_secs(config.quic.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(config.quic.idle_timeout_secs),
             max_payload: config.quic.max_payload,
             peer_max_payload: switchboard_protocol::DEFAULT_MAX_PAYLOAD,
             window: config.delivery.window,
@@ -336,7 +343,7 @@ impl Session {
     pub fn wants_frame(&self) -> bool {
         match &self.state {
             State::Handshake(handshake) => handshake.wants_frame(),
-            State::Open(open) => open.loaded && !self.draining,
+            State::Open(open) => open.loaded && !self.draining && open.storing < MAX_STORING,
             State::Closed => false,
         }
     }
@@ -490,11 +497,19 @@ impl Session {
     }
 
     /// The answer to [`Action::Ack`].
-    pub fn ack_done(&mut self, result: Result<(), AckError>) {
+    pub fn ack_done(&mut self, queue: QueueId, result: Result<(), AckError>) {
         let State::Open(open) = &mut self.state else { return };
         open.storing = open.storing.saturating_sub(1);
         if let Err(error) = result {
-            self.push(&ErrorFrame { code: error.code(), text: error.to_string() }.into());
+            let name = open.readings.iter().find(|r| r.queue == queue).map(|r| r.name.clone());
+            let text = match name {
+                Some(name) => error.text(&name),
+                None => error.to_string(),
+            };
+            if error.code() == ErrorCode::INTERNAL {
+                tracing::warn!(device = %open.device.name, %error, "ack not stored");
+            }
+            self.push(&ErrorFrame { code: error.code(), text }.into());
         }
         self.progress();
     }
@@ -556,8 +571,8 @@ impl Session {
         let State::Open(open) = &mut self.state else { return };
         let device = open.device.device;
         let Some(reading) = open.readings.iter_mut().find(|r| r.name == ack.queue) else {
-            let text = format!("{} is not a queue this device reads", ack.queue);
-            return self.push(&ErrorFrame { code: ErrorCode::UNEXPECTED_FRAME, text }.into());
+            let text = format!("ack of {}: not a queue this device reads", ack.queue);
+            return self.push(&ErrorFrame { code: ErrorCode::ACK_REFUSED, text }.into());
         };
         let mut done: Vec<u64> = reading.in_flight.range(..=ack.up_to).map(|(&s, _)| s).collect();
         done.extend(ack.selective.iter().filter(|s| reading.in_flight.contains_key(s)));

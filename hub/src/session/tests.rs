@@ -27,6 +27,7 @@ const BOB: &str = "bob@example.org";
 fn config() -> SessionConfig {
     SessionConfig {
         handshake_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
         max_payload: 1 << 20,
         peer_max_payload: 1 << 20,
         window: 4,
@@ -209,7 +210,7 @@ impl World {
                     .collect();
                 session.read_done(request.id, Ok(deliveries));
             }
-            Action::Ack { .. } => session.ack_done(Ok(())),
+            Action::Ack { queue, .. } => session.ack_done(queue, Ok(())),
             Action::StoreDelivered(_) | Action::StoreReceipt { .. } => session.receipt_done(Ok(())),
             Action::Close(_) => {}
             held => self.held.push(held),
@@ -277,12 +278,13 @@ fn delivered_seqs(frames: &[Frame]) -> Vec<u64> {
 }
 
 #[test]
-fn handshake_proves_the_key_then_welcomes_and_loads_the_queues() {
+fn handshake_proves_the_key_then_welcomes_with_the_limits_and_loads_the_queues() {
     let mut world = World::new(config());
     let device = world.add_device("alice@example.org/phone", &key(1));
     let frames = world.connect("alice@example.org/phone", &key(1), None);
     let [Frame::Welcome(welcome)] = frames.as_slice() else { panic!("{frames:?}") };
-    assert_eq!((welcome.session_id, welcome.send_credit), (9, 3));
+    assert_eq!((welcome.session_id, welcome.send_credit, welcome.window), (9, 3, 4));
+    assert_eq!(welcome.idle_timeout_ms, 30_000);
     assert_eq!(welcome.server_time_ms, 1_700_000_000_000);
     assert!(world.session.wants_frame());
     assert_eq!(world.session.poll_timeout(), None, "no handshake deadline once open");
@@ -455,19 +457,26 @@ fn selective_acks_release_the_window_and_held_entries_are_not_sent_again() {
 }
 
 #[test]
-fn an_ack_of_a_queue_the_device_does_not_read_is_an_error_not_a_close() {
+fn refused_acks_answer_ack_refused_naming_the_queue_by_address_and_the_session_goes_on() {
     let mut world = connected(config());
     let frames = world.frame(Ack { queue: address(BOB), up_to: 1, selective: vec![] }.into());
     let [Frame::Error(error)] = frames.as_slice() else { panic!("{frames:?}") };
-    assert_eq!(error.code, ErrorCode::UNEXPECTED_FRAME);
+    assert_eq!(error.code, ErrorCode::ACK_REFUSED);
+    assert!(error.text.contains(BOB), "{}", error.text);
     assert!(!world.session.is_closed());
-    world.session.ack_done(Err(AckError(crate::store::StoreError::AckBeyondTail {
-        queue: QueueId(1),
-        seq: 9,
-        last: 1,
-    })));
+    world.session.ack_done(
+        QueueId(1),
+        Err(AckError(crate::store::StoreError::AckBeyondTail {
+            queue: QueueId(1),
+            seq: 9,
+            last: 1,
+        })),
+    );
     let frames = world.drive();
-    assert!(matches!(frames.as_slice(), [Frame::Error(e)] if e.code == ErrorCode::MALFORMED));
+    let [Frame::Error(error)] = frames.as_slice() else { panic!("{frames:?}") };
+    assert_eq!(error.code, ErrorCode::ACK_REFUSED);
+    assert_eq!(error.text, "ack of alice@example.org: sequence 9 is past the queue's last, 1");
+    assert!(!world.session.is_closed());
 }
 
 #[test]
@@ -630,4 +639,24 @@ fn a_read_answered_after_its_queue_was_dropped_is_ignored() {
     let delivery = prepare(&entry, &read.name, &address(ALICE)).unwrap();
     world.session.read_done(read.id, Ok(vec![delivery]));
     assert!(delivered_seqs(&world.drive()).is_empty());
+}
+
+#[test]
+fn a_session_stops_reading_at_the_cap_of_unanswered_receipts_and_resumes_once_answered() {
+    let mut world = connected(config());
+    let receipt = Receipt {
+        id: MessageId(1),
+        kind: ReceiptKind::Read,
+        message_from: address(BOB),
+        by: address(ALICE),
+        at_ms: 1,
+    };
+    for _ in 0..MAX_STORING {
+        assert!(world.session.wants_frame());
+        world.session.handle_frame(receipt.clone().into(), world.clock);
+    }
+    assert!(!world.session.wants_frame(), "reads past {MAX_STORING} unanswered receipts");
+    world.drive();
+    assert!(world.session.wants_frame());
+    assert!(!world.session.is_closed());
 }

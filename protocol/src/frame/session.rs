@@ -58,6 +58,12 @@ pub struct Welcome {
     pub max_payload: u32,
     /// How many `send` frames the device may have unanswered at once (its send credit).
     pub send_credit: u32,
+    /// How many deliveries the hub may have unacknowledged to this device before the device
+    /// grants more with `credit` (its delivery window at the start).
+    pub window: u32,
+    /// The connection's idle timeout, milliseconds: a device that sends nothing for this long
+    /// is disconnected, so it pings more often than that when it has nothing to say.
+    pub idle_timeout_ms: u32,
 }
 
 /// Either side: a liveness probe; the peer answers [`Pong`] with the same nonce.
@@ -160,6 +166,8 @@ impl Wire for Welcome {
         self.server_time_ms.encode(out);
         self.max_payload.encode(out);
         self.send_credit.encode(out);
+        self.window.encode(out);
+        self.idle_timeout_ms.encode(out);
     }
     fn decode(buf: &mut Bytes) -> Result<Self, DecodeError> {
         Ok(Self {
@@ -167,6 +175,8 @@ impl Wire for Welcome {
             server_time_ms: Wire::decode(buf)?,
             max_payload: Wire::decode(buf)?,
             send_credit: Wire::decode(buf)?,
+            window: Wire::decode(buf)?,
+            idle_timeout_ms: Wire::decode(buf)?,
         })
     }
 }

@@ -38,6 +38,8 @@ pub fn sample_frames() -> Vec<Frame> {
             server_time_ms: 1_763_900_000_123,
             max_payload: 1 << 20,
             send_credit: 64,
+            window: 256,
+            idle_timeout_ms: 30_000,
         }
         .into(),
         Ping { nonce: 5 }.into(),
@@ -215,13 +217,16 @@ pub fn frame() -> impl Strategy<Value = Frame> {
         any::<[u8; 32]>().prop_map(|nonce| Challenge { nonce }.into()),
         prop::collection::vec(any::<u8>(), 64)
             .prop_map(|s| Proof { signature: s.try_into().unwrap() }.into()),
-        (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>()).prop_map(|(a, b, c, d)| Welcome {
-            session_id: a,
-            server_time_ms: b,
-            max_payload: c,
-            send_credit: d
-        }
-        .into()),
+        (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>())
+            .prop_map(|(a, b, c, d, e, f)| Welcome {
+                session_id: a,
+                server_time_ms: b,
+                max_payload: c,
+                send_credit: d,
+                window: e,
+                idle_timeout_ms: f,
+            }
+            .into()),
         any::<u64>().prop_map(|nonce| Ping { nonce }.into()),
         any::<u64>().prop_map(|nonce| Pong { nonce }.into()),
         (any::<u16>(), text(MAX_TEXT_LEN)).prop_map(|(c, text)| ErrorFrame {
