@@ -59,6 +59,20 @@ send_burst = 40000
 # Largest message body accepted (bytes); a larger one is rejected with too-large. It must fit in
 # quic.max_payload with the envelope around it.
 max_body_bytes = 524288
+# Per source address (0: no limit): QUIC connections held at once, and new connections per
+# second with the burst above that rate. A connection past them is refused (QUIC
+# CONNECTION_REFUSED) before its TLS handshake. Many devices can share one address (a company's
+# NAT), so the cap is generous; with quic.address_validation off, a spoofed source could spend
+# another address's rate.
+connections_per_address = 10000
+connections_per_second_per_address = 500
+connection_burst_per_address = 5000
+# Failed enrolments (a wrong, spent or expired code) within the window, per source address and
+# per account: past either, enrolments from that address or for that account are refused
+# (enrolment-refused) until the oldest failure is a window old. Each refusal is logged.
+enrolment_failures_per_address = 20
+enrolment_failures_per_account = 5
+enrolment_failure_window_secs = 600
 
 [store]
 # Shards: writer threads, each owning part of the queues. 0: one per four cores, at least one
@@ -308,6 +322,18 @@ pub struct LimitsConfig {
     pub send_burst: u32,
     /// Largest message body.
     pub max_body_bytes: usize,
+    /// QUIC connections one address may hold at once (0: no limit).
+    pub connections_per_address: u32,
+    /// New QUIC connections per second from one address (0: no limit).
+    pub connections_per_second_per_address: u32,
+    /// New connections from one address at once above that rate.
+    pub connection_burst_per_address: u32,
+    /// Failed enrolments from one address within the window before it must wait (0: none).
+    pub enrolment_failures_per_address: u32,
+    /// Failed enrolments for one account within the window before it must wait (0: none).
+    pub enrolment_failures_per_account: u32,
+    /// The window of failed enrolments, seconds.
+    pub enrolment_failure_window_secs: u64,
 }
 
 /// `[store]`
@@ -410,7 +436,17 @@ impl Default for DeliveryConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { sends_per_second: 20_000, send_burst: 40_000, max_body_bytes: 512 << 10 }
+        Self {
+            sends_per_second: 20_000,
+            send_burst: 40_000,
+            max_body_bytes: 512 << 10,
+            connections_per_address: 10_000,
+            connections_per_second_per_address: 500,
+            connection_burst_per_address: 5_000,
+            enrolment_failures_per_address: 20,
+            enrolment_failures_per_account: 5,
+            enrolment_failure_window_secs: 600,
+        }
     }
 }
 

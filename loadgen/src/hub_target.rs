@@ -12,7 +12,7 @@ use anyhow::Context;
 use switchboard_hub::{
     admin::{DeviceKey, hex},
     client::admin::AdminClient,
-    client::{Client, ClientOptions, DeviceIdentity, Event, client_endpoint},
+    client::{Client, ClientOptions, DeviceIdentity, Event, client_endpoint, client_endpoint_at},
     org::{Change, Command},
 };
 use switchboard_protocol::{Address, Envelope, Flags, MessageId};
@@ -55,10 +55,42 @@ struct Ctx {
     /// sending again what a device had not acknowledged before it reconnected: a device takes
     /// each sequence once, as every client must.
     taken: Mutex<HashMap<(u32, Address), u64>>,
-    endpoint: quinn::Endpoint,
+    /// Client endpoints; a device always uses the same one (see [`Ctx::endpoint`]).
+    endpoints: Vec<quinn::Endpoint>,
     client_options: ClientOptions,
     /// The hubs may be killed and restarted during the run (see [`Options::hub_restarts`]).
     hub_restarts: bool,
+}
+
+/// Devices per client endpoint when the hubs are on loopback.
+const DEVICES_PER_SOURCE: u64 = 4_000;
+
+/// The client endpoints of a run with `devices` devices. On loopback, one per 4,000 devices,
+/// each on an address of its own in 127.77.0.0/16, so that a large run looks like many sources
+/// (as real devices are) and stays within a hub's limits per source address
+/// (`[limits] connections_per_address`, `connection_burst_per_address`). Elsewhere, one.
+fn client_endpoints(targets: &[HubTarget], devices: u64) -> anyhow::Result<Vec<quinn::Endpoint>> {
+    if !targets.iter().all(|t| t.hub.ip().is_loopback()) {
+        return Ok(vec![client_endpoint().context("client endpoint")?]);
+    }
+    let count = devices.div_ceil(DEVICES_PER_SOURCE).max(1);
+    (0..count)
+        .map(|k| {
+            let ip = std::net::Ipv4Addr::new(127, 77, (k / 250) as u8, (k % 250 + 1) as u8);
+            client_endpoint_at(SocketAddr::from((ip, 0)))
+                .with_context(|| format!("client endpoint on {ip}"))
+        })
+        .collect()
+}
+
+impl Ctx {
+    /// The endpoint `identity` connects from: always the same for one device.
+    fn endpoint(&self, identity: &DeviceIdentity) -> &quinn::Endpoint {
+        let hash = identity.address.as_str().bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        &self.endpoints[(hash % self.endpoints.len() as u64) as usize]
+    }
 }
 
 enum Order {
@@ -92,7 +124,8 @@ impl HubFleet {
         anyhow::ensure!(!targets.is_empty(), "no hub to load");
         let admins: Vec<AdminClient> =
             targets.iter().map(|t| AdminClient::new(t.admin, t.token.clone())).collect();
-        let endpoint = client_endpoint().context("client endpoint")?;
+        let devices = u64::from(plan.users) * u64::from(plan.devices) + u64::from(options.idle);
+        let endpoints = client_endpoints(targets, devices)?;
         let client_options = ClientOptions {
             segmentation_offload: targets[0].gso,
             // Of thousands of handshakes in a burst, a few lose packets and would wait out the
@@ -155,7 +188,7 @@ impl HubFleet {
             shared,
             pending: Mutex::default(),
             taken: Mutex::default(),
-            endpoint,
+            endpoints,
             client_options,
             hub_restarts: options.hub_restarts,
         });
@@ -385,8 +418,13 @@ async fn device_task(
                 let _ = reader.await;
                 // Tried again on failure, as every connect here: a hub busy with its disk may
                 // answer a hello late (seen on a loaded machine: no welcome within 3 s).
-                match connect_retrying(&context.endpoint, &identity, None, &context.client_options)
-                    .await
+                match connect_retrying(
+                    context.endpoint(&identity),
+                    &identity,
+                    None,
+                    &context.client_options,
+                )
+                .await
                 {
                     Ok(client) => {
                         context.shared.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -441,7 +479,13 @@ async fn connect_for(
     let deadline = Instant::now() + patience;
     let mut pause = Duration::from_millis(50);
     loop {
-        match Client::connect_with(&context.endpoint, identity, None, &context.client_options).await
+        match Client::connect_with(
+            context.endpoint(identity),
+            identity,
+            None,
+            &context.client_options,
+        )
+        .await
         {
             Ok(client) => return Ok(client),
             Err(error) if Instant::now() >= deadline => {
@@ -537,7 +581,8 @@ async fn connect_all(
         let (context, identity) = (context.clone(), identity.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            connect_retrying(&context.endpoint, &identity, None, &context.client_options).await
+            connect_retrying(context.endpoint(&identity), &identity, None, &context.client_options)
+                .await
         }));
     }
     let mut clients = Vec::with_capacity(tasks.len());

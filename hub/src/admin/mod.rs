@@ -151,7 +151,7 @@ pub(crate) async fn serve(
     listener::serve(listener, app, token.into(), limits, shutdown).await;
 }
 
-/// The admin API's routes over `hub`, with `token` as the operator's: what [`serve`] puts
+/// The admin API's routes over `hub`, with `token` as the operator's: what the hub's listener puts
 /// behind its listener (connection limits, timeouts, the 401 before parsing, the uniform
 /// error shape), without them.
 pub fn router(hub: Arc<Hub>, token: String, card: HubCard) -> Router {

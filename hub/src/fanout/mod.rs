@@ -49,6 +49,8 @@ pub struct Hub {
     sessions: SessionRegistry,
     /// QUIC connections open now (handshaking or in a session).
     connections: AtomicUsize,
+    /// Limits per source address and on failed enrolments.
+    sources: Arc<crate::net::sources::Sources>,
     /// This hub, for work it starts in the background.
     me: Weak<Hub>,
     /// The peer hubs and the state of their links.
@@ -71,6 +73,7 @@ impl Hub {
     pub fn new(store: Arc<Store>, config: Config) -> Result<Arc<Self>, StoreError> {
         let org = OrgService::open(store.clone())?;
         let peers = Arc::new(crate::links::Peers::new(&config));
+        let sources = Arc::new(crate::net::sources::Sources::new(config.limits.clone()));
         Ok(Arc::new_cyclic(|me| Self {
             peers,
             store,
@@ -80,6 +83,7 @@ impl Hub {
             directory: Directory::default(),
             sessions: SessionRegistry::default(),
             connections: AtomicUsize::new(0),
+            sources,
             me: me.clone(),
             key_uses: std::sync::Mutex::default(),
         }))
@@ -113,6 +117,11 @@ impl Hub {
     /// The live sessions, to end or refresh them.
     pub fn sessions(&self) -> &SessionRegistry {
         &self.sessions
+    }
+
+    /// The limits per source address and on failed enrolments.
+    pub fn sources(&self) -> &Arc<crate::net::sources::Sources> {
+        &self.sources
     }
 
     /// How many QUIC connections are open now.

@@ -5,6 +5,7 @@
 pub mod endpoint;
 pub mod framed;
 mod session;
+pub mod sources;
 pub mod tls;
 
 use std::{
@@ -103,6 +104,15 @@ pub(crate) async fn accept_loop(
             incoming.refuse();
             continue;
         }
+        let ip = incoming.remote_address().ip();
+        let source = match hub.sources().admit(ip, std::time::Instant::now()) {
+            Ok(source) => source,
+            Err(refusal) => {
+                refused(ip, refusal);
+                incoming.refuse();
+                continue;
+            }
+        };
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let (hub, shutdown) = (hub.clone(), shutdown.clone());
         let counted = hub.count_connection();
@@ -119,6 +129,7 @@ pub(crate) async fn accept_loop(
                 Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
             }
             drop(counted);
+            drop(source);
         });
     }
     // Refuse new connections, then let every session finish what it started.
@@ -127,5 +138,21 @@ pub(crate) async fn accept_loop(
     if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
         tracing::warn!("sessions still open 10 s after shutdown began; closing them");
         sessions.abort_all();
+    }
+}
+
+/// Logs a refused connection, at most once a second with the count since the last line, so a
+/// storm of them cannot flood the log.
+fn refused(ip: std::net::IpAddr, refusal: sources::SourceRefusal) {
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    let count = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let now = crate::store::system_clock_ms();
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 1_000
+        && LAST_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        SINCE.store(0, Ordering::Relaxed);
+        tracing::warn!(%ip, %refusal, refused = count, "connections refused (this one and those since the last line)");
     }
 }

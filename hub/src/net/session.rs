@@ -82,6 +82,7 @@ pub(crate) async fn run(
         signals: None,
         watch: None,
         account: None,
+        remote: connection.remote_address().ip(),
     };
     // Whether the session was told to drain. Not `*shutdown.borrow()`: a shutdown that begins
     // while this task is busy must still reach the session at the next select.
@@ -166,6 +167,8 @@ struct Driver<'h> {
     signals: Option<Arc<SessionSignals>>,
     watch: Option<Watch<'h>>,
     account: Option<Account>,
+    /// The device's address, for the limits on failed enrolments.
+    remote: std::net::IpAddr,
 }
 
 impl<'h> Driver<'h> {
@@ -189,9 +192,12 @@ impl<'h> Driver<'h> {
                 let name = device.as_str().to_string();
                 Answer::Device(hub.store().blocking(move |store| store.device_record(&name)).await)
             })),
-            Action::Enrol(enrolment) => self
-                .work
-                .push(Box::pin(async move { Answer::Enrolled(enrol(&hub, enrolment).await) })),
+            Action::Enrol(enrolment) => {
+                let remote = self.remote;
+                self.work.push(Box::pin(async move {
+                    Answer::Enrolled(enrol(&hub, remote, enrolment).await)
+                }))
+            }
             Action::Opened { device, account } => {
                 self.signals = Some(hub.sessions().register(device));
                 self.sends = Some(Sends::new(hub.clone(), account.clone()));
@@ -280,13 +286,31 @@ impl Answer {
     }
 }
 
-/// Enrols a device with a code, then subscribes it to its user's lines.
-async fn enrol(hub: &Hub, enrolment: Enrolment) -> Result<DeviceRecord, EnrolError> {
+/// Enrols a device with a code, then subscribes it to its user's lines. Past the limit of
+/// failed enrolments from `remote` or for the account, the code is not looked at.
+async fn enrol(
+    hub: &Hub,
+    remote: std::net::IpAddr,
+    enrolment: Enrolment,
+) -> Result<DeviceRecord, EnrolError> {
     let Enrolment { account, device, public_key, code } = enrolment;
+    let user = device.account().map(|a| a.as_str().to_string()).unwrap_or_default();
+    let sources = hub.sources();
+    if let Some(wait) = sources.enrolment_wait(remote, &user, std::time::Instant::now()) {
+        let secs = wait.as_secs().max(1);
+        tracing::warn!(%remote, %device, retry_in_secs = secs, "enrolment refused: too many failed attempts");
+        return Err(EnrolError::Refused(format!(
+            "too many failed enrolment attempts from this address or for this user; try again in {secs} s"
+        )));
+    }
     let enrolled = hub.store().enrol_device(account, device.as_str(), public_key, &code).await;
     let record = match enrolled {
         Ok(record) => record,
-        Err(StoreError::EnrolmentRefused(why)) => return Err(EnrolError::Refused(why.into())),
+        Err(StoreError::EnrolmentRefused(why)) => {
+            sources.enrolment_failed(remote, &user, std::time::Instant::now());
+            tracing::warn!(%remote, %device, why, "enrolment refused");
+            return Err(EnrolError::Refused(why.into()));
+        }
         Err(StoreError::Exists(_)) => return Err(EnrolError::Taken),
         Err(error) => return Err(EnrolError::Failed(error.to_string())),
     };
