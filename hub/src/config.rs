@@ -87,6 +87,12 @@ max_batch = 8192
 backlog_limit = 1000000
 # Total bytes the store may use on disk; past it new messages get disk-full. 0: no limit.
 disk_budget_bytes = 0
+# Free bytes on the store's filesystem below which new messages get disk-full (0: not watched).
+# The store also keeps a reserve file of reserve_bytes, released when the disk is full so that
+# acknowledgements (which free space) keep working; new messages are taken again, with no
+# restart, once min_free_bytes + reserve_bytes are free.
+min_free_bytes = 268435456
+reserve_bytes = 67108864
 # How long a message id is remembered to drop a retried duplicate (seconds).
 dedupe_window_secs = 604800
 # Dedupe records kept in memory (all shards), so a new message id needs no disk lookup; about
@@ -350,6 +356,10 @@ pub struct StoreSection {
     pub backlog_limit: u64,
     /// Disk budget in bytes, 0 for none.
     pub disk_budget_bytes: u64,
+    /// Free bytes on the filesystem below which new messages are refused, 0 for none.
+    pub min_free_bytes: u64,
+    /// Bytes of the reserve file released when the disk is full, 0 for none.
+    pub reserve_bytes: u64,
     /// Dedupe window, seconds.
     pub dedupe_window_secs: u64,
     /// Dedupe records kept in memory.
@@ -458,6 +468,8 @@ impl Default for StoreSection {
             max_batch: 8192,
             backlog_limit: 1_000_000,
             disk_budget_bytes: 0,
+            min_free_bytes: 256 << 20,
+            reserve_bytes: 64 << 20,
             dedupe_window_secs: 604_800,
             dedupe_memory: 1_000_000,
             tail_cache_mib: 64,
@@ -638,6 +650,8 @@ impl Config {
         store.backlog_limit = self.store.backlog_limit;
         store.disk_budget =
             (self.store.disk_budget_bytes > 0).then_some(self.store.disk_budget_bytes);
+        store.min_free_bytes = self.store.min_free_bytes;
+        store.reserve_bytes = self.store.reserve_bytes;
         store.dedupe_window = Duration::from_secs(self.store.dedupe_window_secs);
         store.dedupe_memory = self.store.dedupe_memory;
         store.tail_cache_bytes = self.store.tail_cache_mib << 20;

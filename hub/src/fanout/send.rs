@@ -83,7 +83,9 @@ impl SendError {
             }
             Self::RateLimited(_) => RejectReason::RATE_LIMITED,
             Self::Store(StoreError::BacklogFull { .. }) => RejectReason::RECIPIENT_BACKLOG_FULL,
-            Self::Store(StoreError::DiskFull { .. }) => RejectReason::DISK_FULL,
+            Self::Store(StoreError::DiskFull { .. } | StoreError::NoSpace { .. }) => {
+                RejectReason::DISK_FULL
+            }
             Self::LineWithoutQueue(_) | Self::Store(_) => RejectReason::INTERNAL,
         }
     }

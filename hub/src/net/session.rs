@@ -224,8 +224,15 @@ impl<'h> Driver<'h> {
             }
             Action::Read(request) => self.read(request, session),
             Action::Ack { queue, device, up_to, selective } => {
-                let acked = hub.ack(queue, device, up_to, selective);
-                self.work.push(Box::pin(async move { Answer::Acked(queue, acked.await) }));
+                // Its own task: an ack waiting for disk space outlives the session.
+                let acking =
+                    tokio::spawn(async move { ack(&hub, queue, device, up_to, selective).await });
+                self.work.push(Box::pin(async move {
+                    let acked = acking
+                        .await
+                        .unwrap_or_else(|e| Err(AckError(StoreError::TaskFailed(e.to_string()))));
+                    Answer::Acked(queue, acked)
+                }));
             }
             Action::StoreDelivered(receipt) => self.work.push(Box::pin(async move {
                 Answer::Receipt(hub.store_receipt(receipt, None).await)
@@ -282,6 +289,29 @@ impl Answer {
             Self::Read(id, result) => session.read_done(id, result.map_err(|e| e.to_string())),
             Self::Acked(queue, result) => session.ack_done(queue, result),
             Self::Receipt(result) => session.receipt_done(result),
+        }
+    }
+}
+
+/// Writes an ack. A write that found the disk full is tried again twice a second for up to a
+/// minute, even after the session ended (an ack is idempotent): acks free space, and the store
+/// resumes writing once the reserve it released is there, so a device's acks are not lost to
+/// a full disk.
+async fn ack(
+    hub: &Hub,
+    queue: QueueId,
+    device: DeviceId,
+    up_to: u64,
+    selective: Vec<u64>,
+) -> Result<(), AckError> {
+    let mut tries = 0;
+    loop {
+        match hub.ack(queue, device, up_to, selective.clone()).await {
+            Err(AckError(StoreError::NoSpace { .. })) if tries < 120 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
         }
     }
 }

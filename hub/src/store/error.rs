@@ -23,6 +23,15 @@ pub enum StoreError {
         /// The budget.
         budget: u64,
     },
+    /// The disk is nearly full (see `[store] min_free_bytes`): new messages are refused until
+    /// space returns; acknowledgements still work.
+    #[error(
+        "the disk is nearly full ({free} bytes free): new messages are refused until space returns"
+    )]
+    NoSpace {
+        /// Free bytes as last measured.
+        free: u64,
+    },
     /// No queue with this id.
     #[error("unknown queue {0}")]
     UnknownQueue(QueueId),
@@ -93,6 +102,10 @@ pub enum StoreError {
 
 impl From<rocksdb::Error> for StoreError {
     fn from(error: rocksdb::Error) -> Self {
-        Self::Storage(error.into_string())
+        let text = error.into_string();
+        match super::space::is_no_space(&text) {
+            true => Self::NoSpace { free: 0 },
+            false => Self::Storage(text),
+        }
     }
 }

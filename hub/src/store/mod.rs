@@ -25,6 +25,7 @@ mod codec;
 mod dedupe;
 mod error;
 mod registry;
+pub mod space;
 mod tail;
 mod writer;
 
@@ -124,6 +125,11 @@ pub struct StoreConfig {
     /// Fsync every write batch. Default: true. Only benchmarks of the non-durable case turn it
     /// off.
     pub sync: bool,
+    /// Free bytes on the store's filesystem below which new messages are refused (see
+    /// [`space`]). Default: 0 (not watched).
+    pub min_free_bytes: u64,
+    /// Bytes of the reserve file released when the disk is full. Default: 0 (none).
+    pub reserve_bytes: u64,
 }
 
 impl StoreConfig {
@@ -142,6 +148,8 @@ impl StoreConfig {
             max_selective: 4096,
             memtable_bytes: 64 << 20,
             sync: true,
+            min_free_bytes: 0,
+            reserve_bytes: 0,
         }
     }
 }
@@ -283,6 +291,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Box<dyn Fn() -> u64 + Send + Sync>,
     /// The newest committed entries of the queues.
     pub(crate) tails: tail::Tails,
+    /// Free space on the store's filesystem.
+    pub(crate) space: space::Space,
 }
 
 impl Store {
@@ -301,8 +311,10 @@ impl Store {
         let db = Arc::new(DB::open(&db_options(&config)?, &config.path)?);
         let budget = config.disk_budget.unwrap_or(0);
         let tails = tail::Tails::new(config.tail_cache_bytes);
+        let space = space::Space::new(&config.path, config.min_free_bytes, config.reserve_bytes);
         let shared = Arc::new(Shared {
             tails,
+            space,
             config,
             metrics: StoreMetrics::default(),
             disk_budget: AtomicU64::new(budget),

@@ -357,6 +357,9 @@ impl ShardWriter {
                 self.shared.tails.forget_through(std::mem::take(&mut staged.floors));
             }
             Err(error) => {
+                if matches!(error, StoreError::NoSpace { .. }) {
+                    self.shared.space.no_space();
+                }
                 tracing::error!(shard = self.index, %error, "write batch failed; nothing in it was acknowledged");
                 // The in-memory state ran ahead of the failed batch: drop it and reload from
                 // RocksDB, which holds the truth.
@@ -484,6 +487,7 @@ impl ShardWriter {
         self.last_disk_check = Instant::now();
         let used = disk_usage(&self.db, &self.shared.config.path);
         self.shared.disk_used.store(used, Ordering::Relaxed);
+        self.shared.space.check();
     }
 
     /// A new id, unique across shards and restarts: a per-shard counter in the high 48 bits and

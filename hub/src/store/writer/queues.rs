@@ -66,6 +66,9 @@ impl ShardWriter {
         if budget > 0 && used >= budget {
             return Err(StoreError::DiskFull { used, budget });
         }
+        if self.shared.space.is_full() {
+            return Err(StoreError::NoSpace { free: self.shared.space.free() });
+        }
         let state = self.queue(queue)?;
         let mut seqs = Vec::with_capacity(payloads.len());
         for payload in payloads {
@@ -94,6 +97,9 @@ impl ShardWriter {
         let used = self.shared.disk_used.load(Ordering::Relaxed);
         if budget > 0 && used >= budget {
             return Err(StoreError::DiskFull { used, budget });
+        }
+        if self.shared.space.is_full() {
+            return Err(StoreError::NoSpace { free: self.shared.space.free() });
         }
         let sender = codec::stable_hash(&request.sender);
         let dedupe_key = codec::dedupe(queue, request.id, sender);
