@@ -4,7 +4,8 @@
 # libclang, and RocksDB's C++ is compiled by the `cc` crate); and dnsmasq, the DNS server the
 # domain-verification tests run on loopback (the package without the system service); and
 # Mosquitto, the MQTT broker loadgen compares against (its test starts one on loopback; the
-# package's system service is not used). Safe to run again: it installs nothing that is
+# package's system service is not used); and nftables, which the partition test uses to drop
+# packets between two hubs in network namespaces. Safe to run again: it installs nothing that is
 # already there. Debian and Ubuntu only; elsewhere it says what to install and stops.
 set -euo pipefail
 
@@ -23,13 +24,14 @@ command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison)" >&2
+    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions)" >&2
     exit 1
 fi
 

@@ -1677,6 +1677,10 @@ pub(crate) async fn accept(
         old.close(ErrorCode::NORMAL.0.into(), b"replaced by a new link");
     }
     peer.update(|s| s.inbound_up = true);
+    // The peer is evidently up again: the link towards it need not wait out its backoff.
+    if peer.status.lock().unwrap_or_else(|e| e.into_inner()).state == LinkState::Backoff {
+        peer.retry.notify_one();
+    }
     tracing::info!(peer = %peer.config.name, %remote, "hub link accepted");
     let why = loop {
         // A batch read is committed and answered before the hub stops; none is read after.

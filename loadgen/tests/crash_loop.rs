@@ -1,12 +1,14 @@
 //! The crash loop (issue 19): loadgen runs against a real `hub` process (real QUIC on
-//! 127.0.0.80, real RocksDB on disk) while the hub is killed with SIGKILL at random moments
-//! and started again on the same data directory and ports. Devices connect again and send
+//! 127.0.0.80, real RocksDB on disk), or three linked ones (127.0.0.81-83, most messages
+//! crossing a hub link), while a hub is killed with SIGKILL at random moments and started again
+//! on the same data directory and ports. Devices connect again and send
 //! again, with the same ids, what got no answer. At the end every accepted message must have
 //! reached every device of its recipients (and the sender's other devices) exactly once and in
 //! order, and nothing that was never sent may arrive.
 //!
-//! 20 cycles by default (well under a minute of killing); `SWITCHBOARD_CRASH_LOOP_CYCLES=1000` runs
-//! a thousand (about half an hour), and `SWITCHBOARD_CRASH_LOOP_SEED` repeats a run's moments.
+//! 20 cycles by default (well under a minute of killing each); `SWITCHBOARD_CRASH_LOOP_CYCLES=1000`
+//! runs a thousand (about half an hour), and `SWITCHBOARD_CRASH_LOOP_SEED` repeats a run's
+//! moments.
 //! The `hub` binary is the one `cargo test --workspace` builds next to this test.
 
 use std::{
@@ -28,7 +30,7 @@ use switchboard_loadgen::{
     run::{Arrivals, BodySize, Options, Target, Workload, run},
 };
 
-const IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 80);
+use std::net::Ipv4Addr;
 
 /// The hub built by `cargo test --workspace`, next to this test's own binary.
 fn hub_binary() -> PathBuf {
@@ -49,18 +51,42 @@ struct Hub {
     dir: PathBuf,
     quic: SocketAddr,
     admin: SocketAddr,
+    /// The configuration file, for linked hubs (their names, domains and peers).
+    config: Option<PathBuf>,
     child: Option<Child>,
     starts: u32,
 }
 
 impl Hub {
-    fn start(dir: &Path) -> Self {
-        let quic = std::net::UdpSocket::bind((IP, 0)).unwrap().local_addr().unwrap();
-        let admin = std::net::TcpListener::bind((IP, 0)).unwrap().local_addr().unwrap();
-        let mut hub =
-            Self { binary: hub_binary(), dir: dir.into(), quic, admin, child: None, starts: 0 };
-        hub.spawn();
-        hub
+    /// A hub on `ip` with its data under `dir`, not started yet.
+    fn new(dir: &Path, ip: Ipv4Addr) -> Self {
+        let quic = std::net::UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap();
+        let admin = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap();
+        let binary = hub_binary();
+        Self { binary, dir: dir.into(), quic, admin, config: None, child: None, starts: 0 }
+    }
+
+    /// The pin of the hub's certificate (made now if it has none yet).
+    fn pin(&self) -> String {
+        let output = Command::new(&self.binary)
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("identity")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8(output.stdout).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("pin:")).unwrap().trim().to_string()
+    }
+
+    fn target(&self) -> HubTarget {
+        HubTarget {
+            hub: self.quic,
+            admin: self.admin,
+            token: self.token(),
+            cert: std::fs::read(self.dir.join("data/tls/cert.der")).unwrap(),
+            gso: true,
+        }
     }
 
     fn spawn(&mut self) {
@@ -69,7 +95,11 @@ impl Hub {
             .append(true)
             .open(self.dir.join("hub.log"))
             .unwrap();
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(self.dir.join("data"))
             .args(["serve", "--listen", &self.quic.to_string()])
@@ -113,30 +143,64 @@ impl Drop for Hub {
     }
 }
 
+/// Three hubs, each serving `hN.example` and the domains under it, each the others' peer.
+fn three_linked_hubs(dirs: &[tempfile::TempDir]) -> Vec<Hub> {
+    let mut hubs: Vec<Hub> =
+        (0..3).map(|i| Hub::new(dirs[i].path(), Ipv4Addr::new(127, 0, 0, 81 + i as u8))).collect();
+    let pins: Vec<String> = hubs.iter().map(Hub::pin).collect();
+    let domains = |i: usize| format!("[\"h{i}.example\", \"*.h{i}.example\"]");
+    let quic: Vec<SocketAddr> = hubs.iter().map(|h| h.quic).collect();
+    for (i, hub) in hubs.iter_mut().enumerate() {
+        let mut config = format!("[hub]\nname = \"hub-{i}\"\ndomains = {}\n", domains(i));
+        for j in (0..3).filter(|&j| j != i) {
+            config.push_str(&format!(
+                "\n[[peers]]\nname = \"hub-{j}\"\naddress = \"{}\"\npin = \"{}\"\ndomains = {}\n",
+                quic[j],
+                pins[j],
+                domains(j)
+            ));
+        }
+        let path = hub.dir.join("hub.toml");
+        std::fs::write(&path, config).unwrap();
+        hub.config = Some(path);
+        hub.spawn();
+    }
+    hubs
+}
+
+fn setting(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_message_arrives_once_and_in_order_across_repeated_sigkills_under_load() {
-    let cycles: u32 = std::env::var("SWITCHBOARD_CRASH_LOOP_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
-    let seed: u64 = std::env::var("SWITCHBOARD_CRASH_LOOP_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::rng().random());
-    println!("crash loop: {cycles} cycles, seed {seed} (SWITCHBOARD_CRASH_LOOP_SEED repeats it)");
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(dir.path());
-    let target = HubTarget {
-        hub: hub.quic,
-        admin: hub.admin,
-        token: hub.token(),
-        cert: std::fs::read(dir.path().join("data/tls/cert.der")).unwrap(),
-        gso: true,
-    };
-    let (users, devices) = (40u32, 2u32);
-    let journal = dir.path().join("accepted.journal");
+    let mut hub = Hub::new(dir.path(), Ipv4Addr::new(127, 0, 0, 80));
+    hub.spawn();
+    crash_loop(vec![hub], dir.path(), 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_across_three_hubs_arrive_once_and_in_order_while_each_is_killed_in_turn() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let hubs = three_linked_hubs(&dirs);
+    crash_loop(hubs, dirs[0].path(), 60).await;
+}
+
+/// Runs loadgen against `hubs` (`users` users with two devices each, spread over the hubs)
+/// while one of them, at random, is killed and started again, the cycles the environment asks
+/// for (20 by default); then checks the run and the journal under `dir`.
+async fn crash_loop(hubs: Vec<Hub>, dir: &Path, users: u32) {
+    let cycles = setting("SWITCHBOARD_CRASH_LOOP_CYCLES").unwrap_or(20) as u32;
+    let seed = setting("SWITCHBOARD_CRASH_LOOP_SEED").unwrap_or_else(|| rand::rng().random());
+    println!(
+        "crash loop: {} hub(s), {cycles} cycles, seed {seed} (SWITCHBOARD_CRASH_LOOP_SEED repeats it)",
+        hubs.len()
+    );
+    let devices = 2u32;
+    let journal = dir.join("accepted.journal");
     let options = Options {
-        target: Target::Hubs(vec![target.clone()]),
+        target: Target::Hubs(hubs.iter().map(Hub::target).collect()),
         // A quarter of the messages to a line of 10: a kill lands among fan-outs too.
         workload: Workload::Mix { members: 10, line_fraction: 0.25 },
         users,
@@ -160,19 +224,27 @@ async fn every_accepted_message_arrives_once_and_in_order_across_repeated_sigkil
     };
     let online = (0..users * devices).filter(|d| d % 10 != 9).count() as u64;
 
-    // The killer: once every online device is connected, SIGKILL and restart, `cycles` times.
+    // The killer: once every online device is connected, SIGKILL one hub and restart it,
+    // `cycles` times.
     let done = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(AtomicU32::new(0));
     let killer = {
         let (done, killed) = (done.clone(), killed.clone());
-        let admin = AdminClient::new(hub.admin, hub.token());
+        let admins: Vec<AdminClient> =
+            hubs.iter().map(|h| AdminClient::new(h.admin, h.token())).collect();
         let handle = tokio::runtime::Handle::current();
-        let mut hub = hub;
+        let mut hubs = hubs;
         std::thread::spawn(move || {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
-                let connected = handle.block_on(admin.metrics()).map(|m| m.connections);
+                let connected = handle.block_on(async {
+                    let mut sum = 0;
+                    for admin in &admins {
+                        sum += admin.metrics().await?.connections;
+                    }
+                    Ok::<_, switchboard_hub::client::admin::AdminError>(sum)
+                });
                 if connected.is_ok_and(|c| c >= online) {
                     break;
                 }
@@ -184,17 +256,19 @@ async fn every_accepted_message_arrives_once_and_in_order_across_repeated_sigkil
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(rng.random_range(200..1000)));
-                hub.kill();
+                let victim = rng.random_range(0..hubs.len());
+                hubs[victim].kill();
                 killed.fetch_add(1, Ordering::Relaxed);
-                hub.spawn();
+                hubs[victim].spawn();
             }
-            hub
+            hubs
         })
     };
     let report = run(options).await;
     done.store(true, Ordering::Relaxed);
-    let hub = killer.join().expect("the killer thread");
-    let report = report.unwrap_or_else(|e| panic!("loadgen failed: {e:#}\n{}", hub.log_tail()));
+    let hubs = killer.join().expect("the killer thread");
+    let logs = || hubs.iter().map(Hub::log_tail).collect::<Vec<_>>().join("\n----\n");
+    let report = report.unwrap_or_else(|e| panic!("loadgen failed: {e:#}\n{}", logs()));
     println!(
         "crash loop: accepted {}, delivered {}, reconnections {}, send -> delivered p99 {} µs, max {} µs",
         report.accepted_all,
@@ -205,11 +279,11 @@ async fn every_accepted_message_arrives_once_and_in_order_across_repeated_sigkil
     );
     let killed = killed.load(Ordering::Relaxed);
     assert_eq!(killed, cycles, "every kill landed while loadgen ran");
-    assert_eq!(hub.starts, cycles + 1);
+    assert_eq!(hubs.iter().map(|h| h.starts).sum::<u32>(), cycles + hubs.len() as u32);
     assert!(report.reconnects >= u64::from(cycles), "{report:?}");
 
     // Nothing lost, duplicated, reordered or made up; every send answered.
-    assert!(report.verdict.is_clean(), "{:?}\n{}", report.verdict, hub.log_tail());
+    assert!(report.verdict.is_clean(), "{:?}\n{}", report.verdict, logs());
     assert_eq!(report.failed, 0, "sends left without an answer: {report:?}");
     assert_eq!(report.rejected, 0, "{report:?}");
     assert!(report.accepted_all > u64::from(cycles) * 50, "{report:?}");

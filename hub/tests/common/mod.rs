@@ -24,6 +24,8 @@ pub struct HubProcess {
     pub cert: Vec<u8>,
     extra: Vec<String>,
     config: Option<PathBuf>,
+    /// The network namespace the hub runs in, if not the test's own.
+    netns: Option<String>,
 }
 
 impl HubProcess {
@@ -38,10 +40,20 @@ impl HubProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         std::fs::write(&path, config).unwrap();
         let config = Some(path);
-        let (child, quic, admin) = spawn(data_dir, &config, &[], "127.0.0.1:0", "127.0.0.1:0");
+        let (child, quic, admin) =
+            spawn(None, data_dir, &config, &[], "127.0.0.1:0", "127.0.0.1:0");
         let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
         let data_dir = data_dir.into();
-        Self { child: Some(child), data_dir, quic, admin, cert, extra: Vec::new(), config }
+        Self {
+            child: Some(child),
+            data_dir,
+            quic,
+            admin,
+            cert,
+            extra: Vec::new(),
+            config,
+            netns: None,
+        }
     }
 
     /// Starts a hub with `config` (TOML) listening on `quic` and `admin` (for hubs on distinct
@@ -52,16 +64,54 @@ impl HubProcess {
         std::fs::write(&path, config).unwrap();
         let config = Some(path);
         let (child, quic, admin) =
-            spawn(data_dir, &config, &[], &quic.to_string(), &admin.to_string());
+            spawn(None, data_dir, &config, &[], &quic.to_string(), &admin.to_string());
         let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
         let data_dir = data_dir.into();
-        Self { child: Some(child), data_dir, quic, admin, cert, extra: Vec::new(), config }
+        Self {
+            child: Some(child),
+            data_dir,
+            quic,
+            admin,
+            cert,
+            extra: Vec::new(),
+            config,
+            netns: None,
+        }
+    }
+
+    /// Starts a hub with `config` in the network namespace `netns`, listening on every address
+    /// there at the ports of `quic` and `admin`, which are where the test reaches it.
+    pub fn start_in_netns(
+        netns: &str,
+        data_dir: &Path,
+        config: &str,
+        quic: SocketAddr,
+        admin: SocketAddr,
+    ) -> Self {
+        let path = data_dir.join("hub.toml");
+        std::fs::create_dir_all(data_dir).unwrap();
+        std::fs::write(&path, config).unwrap();
+        let config = Some(path);
+        let any = |at: SocketAddr| SocketAddr::from(([0, 0, 0, 0], at.port())).to_string();
+        let (child, _, _) = spawn(Some(netns), data_dir, &config, &[], &any(quic), &any(admin));
+        let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
+        Self {
+            child: Some(child),
+            data_dir: data_dir.into(),
+            quic,
+            admin,
+            cert,
+            extra: Vec::new(),
+            config,
+            netns: Some(netns.to_string()),
+        }
     }
 
     /// Starts a hub with extra command-line arguments (after `serve`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, quic, admin) = spawn(data_dir, &None, &extra, "127.0.0.1:0", "127.0.0.1:0");
+        let (child, quic, admin) =
+            spawn(None, data_dir, &None, &extra, "127.0.0.1:0", "127.0.0.1:0");
         let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
         Self {
             child: Some(child),
@@ -71,6 +121,7 @@ impl HubProcess {
             cert,
             extra,
             config: None,
+            netns: None,
         }
     }
 
@@ -92,14 +143,23 @@ impl HubProcess {
     /// Starts the hub again on the same data directory and the same ports.
     pub fn restart(&mut self) {
         self.kill();
+        // In a namespace of its own the hub listens on every address of it, at the ports the
+        // test reaches it on.
+        let listen = |at: SocketAddr| match self.netns {
+            Some(_) => SocketAddr::from(([0, 0, 0, 0], at.port())).to_string(),
+            None => at.to_string(),
+        };
         let (child, quic, admin) = spawn(
+            self.netns.as_deref(),
             &self.data_dir,
             &self.config,
             &self.extra,
-            &self.quic.to_string(),
-            &self.admin.to_string(),
+            &listen(self.quic),
+            &listen(self.admin),
         );
-        assert_eq!((quic, admin), (self.quic, self.admin));
+        if self.netns.is_none() {
+            assert_eq!((quic, admin), (self.quic, self.admin));
+        }
         self.child = Some(child);
     }
 
@@ -150,13 +210,21 @@ fn signal_process(pid: u32, signal: &str) {
 }
 
 fn spawn(
+    netns: Option<&str>,
     data_dir: &Path,
     config: &Option<PathBuf>,
     extra: &[String],
     quic: &str,
     admin: &str,
 ) -> (Child, SocketAddr, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_hub"));
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns, env!("CARGO_BIN_EXE_hub")]);
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_hub")),
+    };
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
