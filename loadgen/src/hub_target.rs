@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::{
     check::Stamp,
     run::{Job, Options, Plan, Shared, wait_until},
+    storm::{Storm, StormReport},
 };
 
 /// A hub to load.
@@ -109,6 +110,8 @@ pub(crate) struct HubFleet {
     orders: Vec<Option<mpsc::UnboundedSender<Order>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     idle: Vec<Client>,
+    /// With `hub_restarts`: the idle devices' tasks, which connect again after a drop.
+    storm: Option<(Arc<Storm>, Vec<tokio::task::JoinHandle<()>>)>,
     bytes_per_connection: Option<f64>,
     enrol_secs: f64,
     admins: Vec<AdminClient>,
@@ -194,9 +197,8 @@ impl HubFleet {
         });
         let before = resident_bytes(&admins).await;
         // Idle devices: enrolled under users of their own, connected, never used.
-        let mut idle = Vec::new();
+        let (mut idle, mut idle_ids) = (Vec::new(), Vec::new());
         if options.idle > 0 {
-            let mut idle_ids = Vec::new();
             let started = Instant::now();
             for (index, (target, admin)) in targets.iter().zip(&admins).enumerate() {
                 let idle_names: Vec<String> = (0..options.idle)
@@ -220,6 +222,7 @@ impl HubFleet {
             orders: vec![None; plan.total() as usize],
             tasks: Vec::new(),
             idle,
+            storm: None,
             bytes_per_connection: None,
             enrol_secs,
             admins: admins.clone(),
@@ -232,6 +235,24 @@ impl HubFleet {
                 fleet.bytes_per_connection =
                     Some(after.saturating_sub(before) as f64 / connections as f64);
             }
+        }
+        if options.hub_restarts && !fleet.idle.is_empty() {
+            let storm = Arc::new(Storm::default());
+            let tasks = fleet
+                .idle
+                .drain(..)
+                .zip(idle_ids)
+                .map(|(client, identity)| {
+                    let (storm, context) = (storm.clone(), fleet.context.clone());
+                    let identity = identity.clone();
+                    tokio::spawn(async move {
+                        let endpoint = context.endpoint(&identity).clone();
+                        let options = context.client_options.clone();
+                        storm.hold(endpoint, identity, options, client).await;
+                    })
+                })
+                .collect();
+            fleet.storm = Some((storm, tasks));
         }
         Ok(fleet)
     }
@@ -306,6 +327,22 @@ impl HubFleet {
         for client in self.idle.drain(..) {
             client.close().await;
         }
+        if let Some((_, tasks)) = self.storm.take() {
+            for task in tasks {
+                task.abort();
+            }
+        }
+    }
+
+    /// With idle devices that reconnect: waits (up to `limit`) until every one that dropped is
+    /// back, and reports the storm; `None` without such devices or without a drop.
+    pub(crate) async fn storm_report(&self, limit: Duration) -> Option<StormReport> {
+        let (storm, _) = self.storm.as_ref()?;
+        let deadline = Instant::now() + limit;
+        while !storm.settled() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        storm.report()
     }
 }
 

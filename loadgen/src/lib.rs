@@ -10,3 +10,4 @@ pub mod mqtt_target;
 pub mod nats_target;
 pub mod plot;
 pub mod run;
+pub mod storm;

@@ -97,7 +97,8 @@ struct Cli {
     #[arg(long)]
     churn: Option<f64>,
     /// Extra idle connected devices held for the run; the report gives the hub's resident
-    /// memory per connection.
+    /// memory per connection. With --hub-restarts they connect again when their hub is
+    /// restarted, as devices do, and the report measures that reconnect storm.
     #[arg(long)]
     idle: Option<u32>,
     /// The server's process id, when it runs on this machine: its CPU time is read from /proc
@@ -519,6 +520,20 @@ fn print_report(report: &Report) {
             report
                 .hub_bytes_per_connection
                 .map_or("unknown".into(), |b| format!("{:.1} KiB", b / 1024.0))
+        );
+    }
+    if let Some(storm) = &report.storm {
+        println!(
+            "reconnect storm        {} of {} idle devices back in {:.1} s (each: p50 {:.1} s, p99 {:.1} s, max {:.1} s); failed attempts: {} refused, {} timed out, {} other",
+            storm.back,
+            storm.lost,
+            storm.secs_to_all_back,
+            storm.wait_p50_secs,
+            storm.wait_p99_secs,
+            storm.wait_max_secs,
+            storm.refused,
+            storm.timed_out,
+            storm.other
         );
     }
     println!(

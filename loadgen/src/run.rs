@@ -247,6 +247,10 @@ pub struct Report {
     /// Lines written to the journal of accepted messages, when there is one.
     #[serde(default)]
     pub journaled: Option<u64>,
+    /// Idle devices that reconnected after their hub restarted (`--idle` with
+    /// `--hub-restarts`): the reconnect storm; see [`crate::storm`].
+    #[serde(default)]
+    pub storm: Option<crate::storm::StormReport>,
     /// Correctness over the whole run.
     pub verdict: Verdict,
 }
@@ -703,6 +707,12 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         .map(|(end, start)| end - start);
     // A moment more, so that a duplicate arriving late is seen.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Idle devices still coming back after a hub restart: the storm is waited out (up to ten
+    // minutes) and measured.
+    let storm = match &fleet {
+        Fleet::Hubs(fleet) => fleet.storm_report(Duration::from_secs(600)).await,
+        Fleet::Nats(_) | Fleet::Mqtt(_) => None,
+    };
     shared.stopping.store(true, Ordering::Relaxed);
     fleet.shutdown().await;
     let journaled = match &shared.journal {
@@ -753,6 +763,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         loadgen_cpu_secs: loadgen_cpu,
         accepted_all,
         journaled,
+        storm,
         verdict: shared.checker.lock().expect("checker lock").verdict(),
     };
     Ok(report)
