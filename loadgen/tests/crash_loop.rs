@@ -9,7 +9,9 @@
 //! 20 cycles by default (well under a minute of killing each); `SWITCHBOARD_CRASH_LOOP_CYCLES=1000`
 //! runs a thousand (about half an hour), and `SWITCHBOARD_CRASH_LOOP_SEED` repeats a run's
 //! moments.
-//! The `hub` binary is the one `cargo test --workspace` builds next to this test.
+//! The `hub` binary is the one `cargo test --workspace` builds next to this test. A third test
+//! kills a hub holding 300 idle devices and checks loadgen's reconnect-storm report: every
+//! device came back.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -294,4 +296,57 @@ async fn crash_loop(hubs: Vec<Hub>, dir: &Path, users: u32) {
     assert_eq!(entries.len() as u64, report.accepted_all);
     let ids: std::collections::HashSet<u128> = entries.iter().map(|e| e.id).collect();
     assert_eq!(ids.len(), entries.len(), "an id was accepted twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_devices_all_come_back_after_their_hub_is_killed_and_the_storm_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::new(dir.path(), Ipv4Addr::new(127, 0, 0, 84));
+    hub.spawn();
+    let (users, idle) = (10u32, 300u32);
+    let options = Options {
+        target: Target::Hubs(vec![hub.target()]),
+        workload: Workload::OneToOne,
+        users,
+        devices: 1,
+        rate: 50.0,
+        arrivals: Arrivals::Poisson,
+        warmup: Duration::from_millis(200),
+        server_pid: None,
+        // An idle device learns of the restart at its next keep-alive (every 10 s), answered
+        // by a stateless reset: the sending outlasts that.
+        duration: Duration::from_secs(14),
+        body: BodySize::Fixed(64),
+        offline: 0.0,
+        churn: 0.0,
+        idle,
+        run_name: "storm".into(),
+        progress: false,
+        hub_restarts: true,
+        journal: None,
+    };
+    let admin = AdminClient::new(hub.admin, hub.token());
+    let handle = tokio::runtime::Handle::current();
+    let killer = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !handle
+            .block_on(admin.metrics())
+            .is_ok_and(|m| m.connections >= u64::from(users + idle))
+        {
+            assert!(Instant::now() < deadline, "the devices never all connected");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        hub.kill();
+        hub.spawn();
+        hub
+    });
+    let report = run(options).await;
+    let hub = killer.join().expect("the killer thread");
+    let report = report.unwrap_or_else(|e| panic!("loadgen failed: {e:#}\n{}", hub.log_tail()));
+    let storm = report.storm.clone().expect("the idle devices saw their hub go");
+    println!("storm: {storm:?}");
+    assert_eq!((storm.lost, storm.back), (u64::from(idle), u64::from(idle)), "{storm:?}");
+    assert!(storm.secs_to_all_back > 0.0 && storm.wait_max_secs <= storm.secs_to_all_back);
+    assert!(report.verdict.is_clean(), "{:?}", report.verdict);
 }
