@@ -41,14 +41,6 @@ fn quietly(args: &[&str]) {
     let _ = Command::new(args[0]).args(&args[1..]).stderr(std::process::Stdio::null()).status();
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// The namespaces of one run, removed when dropped.
 struct Net {
     ns: [String; 2],

@@ -39,14 +39,6 @@ impl Drop for Mount {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// Sends `text` and waits for its answer: `Ok` when accepted, the reason when rejected.
 async fn send(client: &mut Client, to: &Address, text: &str) -> Result<(), RejectReason> {
     let id = client.send_text(to, text).await.unwrap();

@@ -420,3 +420,12 @@ pub fn envelope(from: &str, to: &str, text: &str) -> switchboard_protocol::Envel
         body: bytes::Bytes::from(text.to_string()),
     }
 }
+
+/// Whether the tests run as root (network namespaces, mounts).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
