@@ -1082,8 +1082,8 @@ async fn hand_over_once(
 }
 
 /// On a home hub, a `home_changed` notice relayed in from the registration hub of one of its
-/// users: the record it carries when it moves the user to another hub, or back here, newer
-/// than the last move seen. The record was checked by the registration hub; it is checked again
+/// users: the record it carries (whether it is news is asked when it is acted on, see
+/// [`is_news`]). The record was checked by the registration hub; it is checked again
 /// here when the signing device is enrolled here too (a record that does not verify is
 /// ignored, and logged).
 async fn move_notice(hub: &Hub, envelope: &Envelope) -> Option<HomeRecord> {
@@ -1097,11 +1097,6 @@ async fn move_notice(hub: &Hub, envelope: &Envelope) -> Option<HomeRecord> {
     let record: HomeRecord = serde_json::from_value(body["record"].clone()).ok()?;
     let user = envelope.to.as_str();
     if record.user != user || hub.directory().queue(user).is_none() {
-        return None;
-    }
-    let last = hub.peers().moved.load().get(user).map(|m| m.record.epoch);
-    let here = record.hub == hub.peers().name;
-    if last.is_some_and(|epoch| epoch >= record.epoch) || (here && last.is_none()) {
         return None;
     }
     let lookup = user.to_string();
@@ -1120,6 +1115,16 @@ async fn move_notice(hub: &Hub, envelope: &Envelope) -> Option<HomeRecord> {
         ),
     }
     Some(record)
+}
+
+/// Whether `record` changes where its user lives as this hub knows it: a move away newer than
+/// the last one seen, or a move back here after one. Asked again when the notice is acted on,
+/// as a relayed batch may carry several notices of one user (a hub that was down learns of a
+/// move away and back at once).
+fn is_news(hub: &Hub, record: &HomeRecord) -> bool {
+    let last = hub.peers().moved.load().get(&record.user).map(|m| m.record.epoch);
+    let here = record.hub == hub.peers().name;
+    !(last.is_some_and(|epoch| epoch >= record.epoch) || (here && last.is_none()))
 }
 
 /// A notice naming this hub again after the user moved away: they are back, and their sends
@@ -1884,6 +1889,9 @@ async fn relay_in(hub: &Hub, peer: &Peer, relay: Relay) -> Result<RelayAck, Stri
         }
     }
     for (record, seq) in moves {
+        if !is_news(hub, &record) {
+            continue;
+        }
         let user = record.user.clone();
         let done = if record.hub == hub.peers().name {
             moving_back_in(hub, &user, record).await
