@@ -31,6 +31,12 @@ max_connections = 100000
 idle_timeout_secs = 30
 # A device must finish the handshake (hello, proof) within this time.
 handshake_timeout_secs = 10
+# Handshakes (TLS, then a device's hello and proof) in progress at once. A new connection past
+# it is refused (QUIC CONNECTION_REFUSED) before its TLS handshake, at almost no cost, and the
+# device tries again after a pause: when many devices reconnect at once (after a restart) the
+# hub works through them a few hundred at a time instead of slowing every handshake until
+# devices give up on them and start over.
+max_handshakes = 256
 # Largest frame payload accepted from a device, in bytes.
 max_payload = 1048576
 # UDP receive and send buffer size asked of the kernel (bytes). Small buffers drop packets
@@ -117,6 +123,14 @@ max_connections_per_address = 256
 # Seconds a request's headers may take to arrive, and a whole request (body and answer).
 header_timeout_secs = 10
 request_timeout_secs = 30
+# Requests per second from one token (a user's or a device's) and from one address, with the
+# burst above each rate; past either the answer is 429 with Retry-After. The operator token is
+# never held back. 0 turns a limit off. Behind a reverse proxy every client has the proxy's
+# address: raise or turn off the address limit.
+requests_per_second_per_token = 50
+request_burst_per_token = 200
+requests_per_second_per_address = 200
+request_burst_per_address = 1000
 
 [log]
 # "human" or "json".
@@ -282,6 +296,8 @@ pub struct QuicConfig {
     pub idle_timeout_secs: u64,
     /// Handshake deadline, seconds.
     pub handshake_timeout_secs: u64,
+    /// Handshakes in progress at once; past it new connections are refused.
+    pub max_handshakes: usize,
     /// Largest payload accepted from a device.
     pub max_payload: u32,
     /// UDP socket buffer size.
@@ -384,6 +400,14 @@ pub struct AdminConfig {
     pub header_timeout_secs: u64,
     /// Seconds a whole request (body and answer) may take; past it the answer is 408.
     pub request_timeout_secs: u64,
+    /// Requests per second one token other than the operator's may make (0: no limit).
+    pub requests_per_second_per_token: u32,
+    /// Requests one token may make at once above its rate.
+    pub request_burst_per_token: u32,
+    /// Requests per second one address may make without the operator token (0: no limit).
+    pub requests_per_second_per_address: u32,
+    /// Requests one address may make at once above its rate.
+    pub request_burst_per_address: u32,
 }
 
 /// `[log]`
@@ -430,6 +454,7 @@ impl Default for QuicConfig {
             max_connections: 100_000,
             idle_timeout_secs: 30,
             handshake_timeout_secs: 10,
+            max_handshakes: 256,
             max_payload: 1 << 20,
             udp_buffer_bytes: 4 << 20,
             segmentation_offload: true,
@@ -486,6 +511,10 @@ impl Default for AdminConfig {
             max_connections_per_address: 256,
             header_timeout_secs: 10,
             request_timeout_secs: 30,
+            requests_per_second_per_token: 50,
+            request_burst_per_token: 200,
+            requests_per_second_per_address: 200,
+            request_burst_per_address: 1000,
         }
     }
 }
@@ -546,6 +575,9 @@ impl Config {
         }
         if self.delivery.send_credit == 0 {
             return bad("delivery.send_credit must be at least 1");
+        }
+        if self.quic.max_handshakes == 0 {
+            return bad("quic.max_handshakes must be at least 1");
         }
         if self.quic.max_payload < 1024 {
             return bad("quic.max_payload must be at least 1024 bytes");

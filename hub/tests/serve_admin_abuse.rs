@@ -152,6 +152,67 @@ async fn guessing_tokens_is_held_back_with_429_and_retry_after_but_not_the_opera
     operator.metrics().await.unwrap();
 }
 
+/// The seconds of a 429 answer's `Retry-After`.
+fn retry_after(answer: &str) -> u64 {
+    let retry = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: ").or_else(|| l.strip_prefix("Retry-After: ")))
+        .expect("Retry-After");
+    retry.trim().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_past_its_request_rate_gets_429_and_others_and_the_operator_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // A rate slow enough that the test's requests cannot refill it.
+    let hub = HubProcess::start_configured(
+        dir.path(),
+        "[admin]\nrequests_per_second_per_token = 1\nrequest_burst_per_token = 20\n",
+    );
+    let greedy = hub.token("greedy@example.org").await;
+    let other = hub.token("other@example.org").await;
+    let answers: Vec<_> = (0..30).map(|_| request(hub.admin, &greedy, "/v1/contacts")).collect();
+    let ok = answers.iter().take_while(|(status, _)| *status == 200).count();
+    // The burst, and perhaps a token or two refilled while the requests ran.
+    assert!((20..=25).contains(&ok), "{ok} answered before the limit");
+    let (status, answer) = &answers[29];
+    assert_eq!(*status, 429, "{answer}");
+    assert!((1..=2).contains(&retry_after(answer)), "{answer}");
+    assert!(answer.contains("requests a second with this token"), "{answer}");
+    // Another user's token and the operator are not held back by it.
+    assert_eq!(request(hub.admin, &other, "/v1/contacts").0, 200);
+    let operator = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    for _ in 0..30 {
+        assert_eq!(request(hub.admin, operator.trim(), "/v1/metrics").0, 200);
+    }
+    // Once it waited as told, the greedy token is answered again.
+    tokio::time::sleep(Duration::from_secs(retry_after(&answers[29].1))).await;
+    assert_eq!(request(hub.admin, &greedy, "/v1/contacts").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_past_its_request_rate_gets_429_whatever_tokens_it_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start_configured(
+        dir.path(),
+        "[admin]\nrequests_per_second_per_address = 1\nrequest_burst_per_address = 10\n",
+    );
+    // Tokens made through the operator, which spends nothing.
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        tokens.push(hub.token(&format!("user{i}@example.org")).await);
+    }
+    // A fresh token per request does not escape the address's bucket.
+    let statuses: Vec<u16> =
+        tokens.iter().map(|t| request(hub.admin, t, "/v1/contacts").0).collect();
+    assert!(statuses[..10].iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(statuses[11], 429, "{statuses:?}");
+    // Nor do requests without a token, which are refused before they are looked at.
+    assert_eq!(request(hub.admin, "", "/v1/contacts").0, 429);
+    let operator = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    assert_eq!(request(hub.admin, operator.trim(), "/v1/metrics").0, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_directory_is_readable_by_the_hubs_user_alone() {
     let dir = tempfile::tempdir().unwrap();

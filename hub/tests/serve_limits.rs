@@ -135,3 +135,56 @@ async fn failed_enrolments_lock_out_the_account_and_the_address_even_with_the_ri
     // The lock-out refused alice's code without spending it.
     assert!(admin.devices(Some("alice@example.org")).await.unwrap().is_empty());
 }
+
+/// A QUIC connection through TLS to the hub that opens no stream: it holds a handshake slot
+/// until the hub's handshake timeout.
+async fn silent_connection(hub: &HubProcess) -> quinn::Connection {
+    use switchboard_hub::net::{endpoint, tls};
+    let client = switchboard_hub::client::client_endpoint().unwrap();
+    let crypto = tls::client_crypto(hub.cert.clone()).unwrap();
+    let mut config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+    config.transport_config(endpoint::transport(Duration::from_secs(30), None, true));
+    client.connect_with(config, hub.quic, "localhost").unwrap().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_handshakes_in_progress_are_refused_until_one_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[quic]\nmax_handshakes = 2\nhandshake_timeout_secs = 4\n";
+    let hub = HubProcess::start_configured(dir.path(), config);
+    let alice = hub.enrol("alice@example.org", "phone").await;
+    let operator = hub.admin_client();
+    // Welcomed sessions hold no slot: more of them than the limit connect one after another.
+    let mut welcomed = Vec::new();
+    for _ in 0..4 {
+        welcomed.push(connect(&alice).await);
+    }
+    assert_eq!(operator.metrics().await.unwrap().handshakes, 0);
+    // Two connections that never say hello hold both slots; the next one is refused before
+    // its TLS handshake.
+    let silent = [silent_connection(&hub).await, silent_connection(&hub).await];
+    assert_eq!(operator.metrics().await.unwrap().handshakes, 2);
+    match Client::connect(&client_endpoint_at(([127, 0, 0, 1], 0).into()).unwrap(), &alice, None)
+        .await
+    {
+        Err(ClientError::Connect(text)) => assert!(text.contains("refused"), "{text}"),
+        other => panic!("a third handshake at once: {:?}", other.map(|_| ())),
+    }
+    assert_eq!(operator.metrics().await.unwrap().handshakes_refused, 1);
+    // The silent ones are closed at the handshake timeout, which frees their slots.
+    for connection in &silent {
+        let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed()).await;
+        assert!(closed.is_ok(), "a silent connection outlived the handshake timeout");
+    }
+    let again =
+        connect_soon(&client_endpoint_at(([127, 0, 0, 1], 0).into()).unwrap(), &alice).await;
+    let metrics = operator.metrics().await.unwrap();
+    assert_eq!((metrics.handshakes, metrics.handshakes_refused), (0, 1));
+    // The sessions welcomed before all went on.
+    let bob = hub.enrol("bob@example.org", "phone").await;
+    let to_bob = Address::parse("bob@example.org").unwrap();
+    send_all(&mut welcomed[3], &to_bob, &["still here".to_string()]).await;
+    let mut bob = connect(&bob).await;
+    assert_eq!(receive(&mut bob, 1).await, ["still here"]);
+    again.close().await;
+}

@@ -16,6 +16,11 @@
 //!   request until the oldest of those failures is a window old: guessing a token goes at a
 //!   few tries a minute, not thousands a second. A request with the operator token is never
 //!   held back, so a guesser on the operator's own address cannot lock the operator out.
+//! - **Request rates.** Requests spend a token from a bucket of their bearer token and one of
+//!   their address, refilled at `requests_per_second_per_token` and
+//!   `requests_per_second_per_address` up to their bursts; with either bucket empty the answer
+//!   is 429 with `Retry-After` (whole seconds until it has a token again), before the request
+//!   is parsed. The operator token spends from neither.
 //! - **Shutdown.** Idle connections are closed at once; requests in progress get
 //!   [`SHUTDOWN_GRACE`] to finish.
 
@@ -126,6 +131,93 @@ impl Failures {
     }
 }
 
+/// Token buckets by key: one per bearer token, or one per address.
+struct Buckets<K> {
+    /// Tokens a second; 0: no limit.
+    rate: f64,
+    burst: f64,
+    /// Tokens left and when they were counted.
+    by_key: HashMap<K, (f64, Instant)>,
+}
+
+/// Keys kept before full buckets are forgotten.
+const BUCKET_KEYS: usize = 100_000;
+
+impl<K: std::hash::Hash + Eq> Buckets<K> {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self { rate: f64::from(rate), burst: f64::from(burst.max(1)), by_key: HashMap::new() }
+    }
+
+    /// Spends a token of `key`'s bucket, or answers how long until it has one.
+    fn spend(&mut self, key: K, now: Instant) -> Result<(), Duration> {
+        if self.rate == 0.0 {
+            return Ok(());
+        }
+        if self.by_key.len() >= BUCKET_KEYS {
+            let (rate, burst) = (self.rate, self.burst);
+            self.by_key.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let (tokens, at) = self.by_key.entry(key).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens < 1.0 {
+            return Err(Duration::from_secs_f64((1.0 - *tokens) / rate));
+        }
+        *tokens -= 1.0;
+        Ok(())
+    }
+}
+
+/// The request-rate buckets of the admin API.
+struct Rates {
+    tokens: Buckets<Box<str>>,
+    addresses: Buckets<IpAddr>,
+}
+
+impl Rates {
+    fn new(limits: &AdminConfig) -> Self {
+        Self {
+            tokens: Buckets::new(
+                limits.requests_per_second_per_token,
+                limits.request_burst_per_token,
+            ),
+            addresses: Buckets::new(
+                limits.requests_per_second_per_address,
+                limits.request_burst_per_address,
+            ),
+        }
+    }
+
+    /// Spends from the address's bucket, then the token's (if the request carries one); the
+    /// answer 429 with `Retry-After` when either is empty.
+    fn refusal(&mut self, ip: IpAddr, token: &str, now: Instant) -> Option<Response<Body>> {
+        let refused = |wait: Duration, what: String| {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response =
+                error(StatusCode::TOO_MANY_REQUESTS, &format!("{what}; retry after {secs} s"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+        };
+        if let Err(wait) = self.addresses.spend(ip, now) {
+            let rate = self.addresses.rate;
+            return Some(refused(wait, format!("more than {rate} requests a second from {ip}")));
+        }
+        if !token.is_empty()
+            && let Err(wait) = self.tokens.spend(token.into(), now)
+        {
+            let rate = self.tokens.rate;
+            return Some(refused(
+                wait,
+                format!("more than {rate} requests a second with this token"),
+            ));
+        }
+        None
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` turns true, as the module says.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
@@ -137,6 +229,7 @@ pub(crate) async fn serve(
     let started = Instant::now();
     let registry = Arc::new(Mutex::new(Registry::default()));
     let failures = Arc::new(Mutex::new(Failures::default()));
+    let rates = Arc::new(Mutex::new(Rates::new(&limits)));
     let mut connections = tokio::task::JoinSet::new();
     let (stopping_tx, stopping) = watch::channel(false);
     loop {
@@ -186,6 +279,7 @@ pub(crate) async fn serve(
             idle_since_ms,
             started,
             failures: failures.clone(),
+            rates: rates.clone(),
             operator_token: operator_token.clone(),
             request_timeout: Duration::from_secs(limits.request_timeout_secs),
         };
@@ -259,6 +353,7 @@ struct Connection {
     idle_since_ms: Arc<AtomicU64>,
     started: Instant,
     failures: Arc<Mutex<Failures>>,
+    rates: Arc<Mutex<Rates>>,
     operator_token: Arc<str>,
     request_timeout: Duration,
 }
@@ -312,6 +407,14 @@ impl Connection {
             );
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             return response;
+        }
+        if !operator {
+            let token = super::auth::bearer(request.headers());
+            let refusal =
+                self.rates.lock().expect("admin rates lock").refusal(ip, token, Instant::now());
+            if let Some(response) = refusal {
+                return response;
+            }
         }
         // Every route but these wants a token: without one, the answer is 401 before the
         // request is parsed at all.
@@ -461,6 +564,24 @@ mod tests {
         assert_eq!(failures.wait(other, t0 + Duration::from_secs(10)), None);
         // Once the oldest failure is a window old, the address may try again.
         assert_eq!(failures.wait(ip, t0 + FAILED_AUTH_WINDOW), None);
+    }
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_its_rate_and_says_how_long_to_wait() {
+        let t0 = Instant::now();
+        let mut buckets = Buckets::new(2, 3);
+        for _ in 0..3 {
+            assert_eq!(buckets.spend("a", t0), Ok(()));
+        }
+        assert_eq!(buckets.spend("a", t0), Err(Duration::from_millis(500)));
+        // Another key has its own bucket.
+        assert_eq!(buckets.spend("b", t0), Ok(()));
+        // Half a second refills one token at two a second.
+        assert_eq!(buckets.spend("a", t0 + Duration::from_millis(500)), Ok(()));
+        assert!(buckets.spend("a", t0 + Duration::from_millis(500)).is_err());
+        // A rate of 0 is no limit.
+        let mut open = Buckets::new(0, 0);
+        assert!((0..10_000).all(|_| open.spend("a", t0).is_ok()));
     }
 
     #[test]

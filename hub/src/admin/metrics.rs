@@ -10,6 +10,13 @@ use crate::admin::{ApiError, AppState, auth::authorise};
 pub struct Metrics {
     /// QUIC connections open now.
     pub connections: u64,
+    /// Handshakes in progress now (TLS, then a device's hello and proof).
+    #[serde(default)]
+    pub handshakes: u64,
+    /// New connections refused since the hub started because `quic.max_handshakes`
+    /// handshakes were in progress (a reconnect storm being worked through).
+    #[serde(default)]
+    pub handshakes_refused: u64,
     /// The hub process's resident memory in bytes (Linux; absent elsewhere).
     pub resident_bytes: Option<u64>,
     /// Write batches the store has committed (each one fsync).
@@ -67,6 +74,8 @@ pub(super) async fn metrics(
     let store = state.hub.store().metrics();
     Ok(Json(Metrics {
         connections: state.hub.connections() as u64,
+        handshakes: state.hub.handshakes() as u64,
+        handshakes_refused: state.hub.handshakes_refused(),
         resident_bytes: resident_bytes(),
         store_batches: store.batches.load(std::sync::atomic::Ordering::Relaxed),
         store_commands: store.commands.load(std::sync::atomic::Ordering::Relaxed),

@@ -49,6 +49,9 @@ pub struct Hub {
     sessions: SessionRegistry,
     /// QUIC connections open now (handshaking or in a session).
     connections: AtomicUsize,
+    /// Handshakes in progress.
+    handshakes: AtomicUsize,
+    handshakes_refused: std::sync::atomic::AtomicU64,
     /// Limits per source address and on failed enrolments.
     sources: Arc<crate::net::sources::Sources>,
     /// This hub, for work it starts in the background.
@@ -83,6 +86,8 @@ impl Hub {
             directory: Directory::default(),
             sessions: SessionRegistry::default(),
             connections: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            handshakes_refused: std::sync::atomic::AtomicU64::new(0),
             sources,
             me: me.clone(),
             key_uses: std::sync::Mutex::default(),
@@ -127,6 +132,32 @@ impl Hub {
     /// How many QUIC connections are open now.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// How many handshakes are in progress now.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::Relaxed)
+    }
+
+    /// New connections refused since the hub started because `quic.max_handshakes` were in
+    /// progress.
+    pub fn handshakes_refused(&self) -> u64 {
+        self.handshakes_refused.load(Ordering::Relaxed)
+    }
+
+    /// Takes a handshake slot if fewer than `max` are in progress: the slot is held until the
+    /// guard is dropped. Counts a refusal otherwise.
+    pub fn start_handshake(self: &Arc<Self>, max: usize) -> Option<HandshakeSlot> {
+        let taken = self
+            .handshakes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1));
+        match taken {
+            Ok(_) => Some(HandshakeSlot(self.clone())),
+            Err(_) => {
+                self.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 
     /// Counts a connection for as long as the returned guard lives.
@@ -211,5 +242,14 @@ pub struct ConnectionGuard(Arc<Hub>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A handshake in progress, counted against `quic.max_handshakes` until dropped.
+pub struct HandshakeSlot(Arc<Hub>);
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -86,6 +86,7 @@ pub(crate) async fn accept_loop(
     let mut sessions = JoinSet::new();
     let validate = hub.config().quic.address_validation;
     let max = hub.config().quic.max_connections;
+    let max_handshakes = hub.config().quic.max_handshakes;
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => match incoming {
@@ -105,10 +106,15 @@ pub(crate) async fn accept_loop(
             continue;
         }
         let ip = incoming.remote_address().ip();
+        let Some(slot) = hub.start_handshake(max_handshakes) else {
+            refused(ip, Refusal::Handshakes(max_handshakes));
+            incoming.refuse();
+            continue;
+        };
         let source = match hub.sources().admit(ip, std::time::Instant::now()) {
             Ok(source) => source,
             Err(refusal) => {
-                refused(ip, refusal);
+                refused(ip, Refusal::Source(refusal));
                 incoming.refuse();
                 continue;
             }
@@ -120,10 +126,11 @@ pub(crate) async fn accept_loop(
             let remote = incoming.remote_address();
             match incoming.await {
                 Ok(connection) if alpn(&connection).as_deref() == Some(tls::HUB_ALPN) => {
+                    drop(slot);
                     crate::links::accept(hub.clone(), connection, shutdown).await;
                 }
                 Ok(connection) => {
-                    let end = session::run(hub.clone(), connection, id, shutdown).await;
+                    let end = session::run(hub.clone(), connection, id, slot, shutdown).await;
                     tracing::debug!(session_id = id, %remote, %end, "session ended");
                 }
                 Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
@@ -141,9 +148,20 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// Why a new connection was refused before its handshake.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    /// `quic.max_handshakes` handshakes were in progress.
+    #[error("{0} handshakes in progress already")]
+    Handshakes(usize),
+    /// A limit of its source address.
+    #[error(transparent)]
+    Source(sources::SourceRefusal),
+}
+
 /// Logs a refused connection, at most once a second with the count since the last line, so a
 /// storm of them cannot flood the log.
-fn refused(ip: std::net::IpAddr, refusal: sources::SourceRefusal) {
+fn refused(ip: std::net::IpAddr, refusal: Refusal) {
     static LAST_MS: AtomicU64 = AtomicU64::new(0);
     static SINCE: AtomicU64 = AtomicU64::new(0);
     let count = SINCE.fetch_add(1, Ordering::Relaxed) + 1;

@@ -61,8 +61,11 @@ pub(crate) async fn run(
     hub: Arc<Hub>,
     connection: quinn::Connection,
     session_id: u64,
+    slot: crate::fanout::HandshakeSlot,
     mut shutdown: watch::Receiver<bool>,
 ) -> End {
+    // Held until the device is welcomed (or the session ends first).
+    let mut slot = Some(slot);
     let config = SessionConfig::new(hub.config());
     let (mut send, recv) =
         match tokio::time::timeout(config.handshake_timeout, connection.accept_bi()).await {
@@ -91,6 +94,9 @@ pub(crate) async fn run(
         session.drain();
     }
     loop {
+        if slot.is_some() && session.device().is_some() {
+            slot = None;
+        }
         if let Some(end) = driver.carry_out(&mut session) {
             return close(send, &connection, &mut session, end).await;
         }
