@@ -5,7 +5,8 @@
 # domain-verification tests run on loopback (the package without the system service); and
 # Mosquitto, the MQTT broker loadgen compares against (its test starts one on loopback; the
 # package's system service is not used); and nftables, which the partition test uses to drop
-# packets between two hubs in network namespaces. Safe to run again: it installs nothing that is
+# packets between two hubs in network namespaces; and python3 with its venv module, in which
+# deploy/schemathesis installs the admin API's conformance tester. Safe to run again: it installs nothing that is
 # already there. Debian and Ubuntu only; elsewhere it says what to install and stops.
 set -euo pipefail
 
@@ -25,13 +26,15 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions)" >&2
+    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions; python3 and its venv module run schemathesis)" >&2
     exit 1
 fi
 

@@ -123,6 +123,9 @@ max_connections_per_address = 256
 # Seconds a request's headers may take to arrive, and a whole request (body and answer).
 header_timeout_secs = 10
 request_timeout_secs = 30
+# Answers of 401 to one address within a minute after which every request from it without the
+# operator token is answered 429 until the oldest is a minute old (0: no back-off).
+failed_auth_limit = 10
 # Requests per second from one token (a user's or a device's) and from one address, with the
 # burst above each rate; past either the answer is 429 with Retry-After. The operator token is
 # never held back. 0 turns a limit off. Behind a reverse proxy every client has the proxy's
@@ -199,12 +202,13 @@ impl Default for HubSection {
 }
 
 /// One `[[peers]]` table: another hub.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// Its `[hub] name`.
     pub name: String,
-    /// Its QUIC address.
+    /// Its QUIC address, `ip:port`.
+    #[schema(value_type = String)]
     pub address: SocketAddr,
     /// Its certificate's pin (SHA-256 of the DER, hex).
     pub pin: String,
@@ -400,6 +404,8 @@ pub struct AdminConfig {
     pub header_timeout_secs: u64,
     /// Seconds a whole request (body and answer) may take; past it the answer is 408.
     pub request_timeout_secs: u64,
+    /// Answers of 401 to one address within a minute that hold it back (0: none do).
+    pub failed_auth_limit: usize,
     /// Requests per second one token other than the operator's may make (0: no limit).
     pub requests_per_second_per_token: u32,
     /// Requests one token may make at once above its rate.
@@ -511,6 +517,7 @@ impl Default for AdminConfig {
             max_connections_per_address: 256,
             header_timeout_secs: 10,
             request_timeout_secs: 30,
+            failed_auth_limit: 10,
             requests_per_second_per_token: 50,
             request_burst_per_token: 200,
             requests_per_second_per_address: 200,

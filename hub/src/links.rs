@@ -62,7 +62,7 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_LINK_FRAME: u32 = 16 << 20;
 
 /// Where a link to a peer stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LinkState {
     /// An attempt is under way.
@@ -74,11 +74,12 @@ pub enum LinkState {
 }
 
 /// What the admin API shows of a peer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PeerStatus {
     /// The peer's name.
     pub name: String,
-    /// Its address.
+    /// Its address, `ip:port`.
+    #[schema(value_type = String)]
     pub address: std::net::SocketAddr,
     /// The domains it serves.
     pub domains: Vec<String>,
@@ -289,7 +290,7 @@ impl Drop for HomeHold {
 }
 
 /// What the admin API shows of a hand-off in progress.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HandoffStatus {
     /// The user moving.
     pub user: String,

@@ -76,6 +76,8 @@ enum Command {
     /// Print this hub's certificate pin (other hubs put it in their peer tables), making the
     /// certificate if the data directory has none yet.
     Identity,
+    /// Print the admin API's OpenAPI document (what `GET /v1/openapi.json` serves).
+    Openapi,
     /// Peer hubs and their links (talks to the running hub's admin API).
     #[command(subcommand)]
     Peer(PeerCommand),
@@ -616,6 +618,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let identity = switchboard_hub::net::tls::load_or_create_for(&config)?;
             println!("name: {}", config.hub.name);
             println!("pin:  {}", switchboard_hub::net::tls::pin(identity.cert.as_ref()));
+            Ok(())
+        }
+        Some(Command::Openapi) => {
+            println!("{}", switchboard_hub::admin::openapi().to_pretty_json()?);
             Ok(())
         }
         Some(Command::Peer(command)) => runtime.block_on(cli::peers::peer(&config, command)),

@@ -29,14 +29,15 @@ use crate::{
 pub const SIGNING_VERSION: &str = "switchboard-home-record-v1";
 
 /// Where a private user's home hub is, signed by one of the user's devices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HomeRecord {
     /// The user, `local@domain`.
     pub user: String,
     /// The home hub's name (its `[hub] name`).
     pub hub: String,
-    /// The home hub's QUIC address.
+    /// The home hub's QUIC address, `ip:port`.
+    #[schema(value_type = String)]
     pub address: SocketAddr,
     /// The pin of the home hub's certificate (64 hex digits, `hub identity`).
     pub pin: String,

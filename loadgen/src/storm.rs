@@ -7,6 +7,13 @@
 //! next keep-alive (the restarted hub answers it with a stateless reset), so the drops are
 //! spread over one keep-alive interval (10 s) and the storm lasts at least that long; each
 //! device's own wait (drop to back) is the figure for the hub's handshakes.
+//!
+//! loadgen runs every device on the few cores of one machine, where a real storm has a CPU per
+//! device: left alone, 100,000 handshakes started at once each get a sliver of loadgen's own
+//! CPU, time out on loadgen's side, and count as failures of the hub. So at most
+//! [`CLIENT_HANDSHAKES`] attempts are in progress in loadgen at once, as that many machines
+//! would; a device waiting for its turn has not made an attempt yet (its wait counts, its turn
+//! is not a failure).
 
 use std::{
     sync::{
@@ -23,9 +30,14 @@ use switchboard_hub::client::{Client, ClientError, ClientOptions, DeviceIdentity
 const PAUSE_START: Duration = Duration::from_secs(1);
 const PAUSE_CAP: Duration = Duration::from_secs(30);
 
+/// Connection attempts in progress in loadgen at once (see the module's documentation).
+pub const CLIENT_HANDSHAKES: usize = 512;
+
 /// What the idle devices saw, shared by their tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Storm {
+    /// Turns to attempt a connection.
+    turns: tokio::sync::Semaphore,
     lost: AtomicU64,
     back: AtomicU64,
     refused: AtomicU64,
@@ -61,6 +73,23 @@ pub struct StormReport {
     pub other: u64,
 }
 
+impl Default for Storm {
+    fn default() -> Self {
+        Self {
+            turns: tokio::sync::Semaphore::new(CLIENT_HANDSHAKES),
+            lost: AtomicU64::default(),
+            back: AtomicU64::default(),
+            refused: AtomicU64::default(),
+            timed_out: AtomicU64::default(),
+            other: AtomicU64::default(),
+            first_lost: Mutex::default(),
+            last_lost: Mutex::default(),
+            last_back: Mutex::default(),
+            waits: Mutex::default(),
+        }
+    }
+}
+
 impl Storm {
     /// Holds `client` open; when its connection drops, connects `identity` again through
     /// `endpoint` until it is back, and again after every later drop, until the task is
@@ -81,7 +110,11 @@ impl Storm {
             *self.last_lost.lock().expect("storm lock") = Some(dropped);
             let mut pause = PAUSE_START;
             client = loop {
-                match Client::connect_with(&endpoint, &identity, None, &options).await {
+                let attempt = async {
+                    let _turn = self.turns.acquire().await.expect("the storm's turns stay open");
+                    Client::connect_with(&endpoint, &identity, None, &options).await
+                };
+                match attempt.await {
                     Ok(client) => break client,
                     Err(error) => {
                         self.count_failure(&error);

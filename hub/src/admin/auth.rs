@@ -13,10 +13,10 @@ use axum::{
     extract::{Query, State},
     http::{HeaderMap, StatusCode},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    admin::{ApiError, AppState, hex, users::account_name},
+    admin::{ApiError, AppState, ErrorBody, hex, users::account_name},
     org::{Actor, MAX_NAME},
     store::{TokenRecord, UserStatus, system_clock_ms},
 };
@@ -114,22 +114,43 @@ pub(super) fn require_looks_after(
     }
 }
 
-#[derive(Deserialize)]
+/// A token to make.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TokenBody {
+    /// The user it acts as (`user@domain`): existing and active.
     user: String,
+    /// When it stops working, Unix milliseconds, in the future; never when left out.
     #[serde(default)]
     expires_ms: Option<u64>,
+    /// A name for people.
     #[serde(default)]
     label: Option<String>,
 }
 
-/// `POST /v1/tokens`: a token acting as an existing, active user.
+/// A token made: its record, and the token itself (shown this once).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct IssuedToken {
+    #[serde(flatten)]
+    record: TokenRecord,
+    /// The bearer token: `Authorization: Bearer <token>`.
+    token: String,
+}
+
+/// Makes a token acting as an existing, active user (the user, their organisation's admins,
+/// the operator).
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = TokenBody, responses(
+    (status = 200, description = "the token and its record", body = IssuedToken),
+    (status = 400, description = "a bad field", body = ErrorBody),
+    (status = 403, description = "the caller does not look after the account", body = ErrorBody),
+    (status = 404, description = "no such user", body = ErrorBody),
+    (status = 409, description = "the user is deactivated", body = ErrorBody),
+))]
 pub(super) async fn new_token(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<TokenBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<IssuedToken>, ApiError> {
     let actor = actor(&state, &headers).await?;
     let user = account_name(&body.user)?;
     require_looks_after(&state, &actor, &user)?;
@@ -166,17 +187,20 @@ pub(super) async fn new_token(
         label,
     };
     state.hub.store().issue_token(&token, &record).await?;
-    let mut answer = serde_json::json!(record);
-    answer["token"] = serde_json::json!(token);
-    Ok(Json(answer))
+    Ok(Json(IssuedToken { record, token }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct TokensQuery {
+    /// Only this user's tokens.
     user: Option<String>,
 }
 
-/// `GET /v1/tokens[?user=NAME]`: the records (never the tokens) the caller may see.
+/// The records (never the tokens) of the tokens the caller may see.
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", params(TokensQuery), responses(
+    (status = 200, description = "token records", body = [TokenRecord]),
+))]
 pub(super) async fn list_tokens(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -189,13 +213,19 @@ pub(super) async fn list_tokens(
     Ok(Json(tokens.into_iter().filter(|t| snapshot.looks_after(&actor, &t.user)).collect()))
 }
 
-#[derive(Deserialize)]
+/// A token by its id.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RevokeBody {
+    /// The id from its record.
     id: String,
 }
 
-/// `POST /v1/tokens/revoke`: deletes a token by its id.
+/// Deletes a token by its id; it stops working at once.
+#[utoipa::path(post, path = "/v1/tokens/revoke", tag = "tokens", request_body = RevokeBody, responses(
+    (status = 200, description = "the record of the token revoked", body = TokenRecord),
+    (status = 404, description = "no such token the caller may see", body = ErrorBody),
+))]
 pub(super) async fn revoke_token(
     State(state): State<AppState>,
     headers: HeaderMap,

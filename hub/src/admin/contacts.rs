@@ -13,7 +13,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    admin::{ApiError, AppState, auth::actor},
+    admin::{ApiError, AppState, ErrorBody, auth::actor},
     org::{Actor, DirectoryEntry, account_in, text},
 };
 
@@ -27,7 +27,7 @@ pub(super) const MAX_CATEGORY: usize = 64;
 pub(super) const COLLEAGUES: &str = "colleagues";
 
 /// One entry of the address book.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Contact {
     /// Their address (`local@domain`).
     pub address: String,
@@ -70,11 +70,34 @@ async fn save(
     Ok(())
 }
 
-/// `GET /v1/contacts`: the caller's contacts, then their colleagues.
+/// A colleague: a member of one of the user's organisations that their directory shows.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Colleague {
+    address: String,
+    /// `["colleagues"]`.
+    categories: [&'static str; 1],
+    /// The organisation's name.
+    organisation: String,
+    /// Their unit's line.
+    unit: String,
+}
+
+/// The answer to `GET /v1/contacts`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct AddressBook {
+    contacts: Vec<Contact>,
+    colleagues: Vec<Colleague>,
+}
+
+/// The caller's contacts, then their colleagues (a user token only).
+#[utoipa::path(get, path = "/v1/contacts", tag = "contacts", responses(
+    (status = 200, description = "the address book", body = AddressBook),
+    (status = 400, description = "the operator token: an address book is a user's own", body = ErrorBody),
+))]
 pub(super) async fn list_contacts(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AddressBook>, ApiError> {
     let user = user_of(&state, &headers).await?;
     let book = load(&state, &user).await?;
     let contacts: Vec<Contact> =
@@ -83,19 +106,24 @@ pub(super) async fn list_contacts(
     for entry in state.hub.org().snapshot().directory_of(&user) {
         if let DirectoryEntry::Org { members, name, .. } = entry {
             for member in members.into_iter().filter(|m| m.user != user) {
-                colleagues.push(serde_json::json!({
-                    "address": member.user,
-                    "categories": [COLLEAGUES],
-                    "organisation": name,
-                    "unit": member.unit,
-                }));
+                colleagues.push(Colleague {
+                    address: member.user,
+                    categories: [COLLEAGUES],
+                    organisation: name.clone(),
+                    unit: member.unit,
+                });
             }
         }
     }
-    Ok(Json(serde_json::json!({ "contacts": contacts, "colleagues": colleagues })))
+    Ok(Json(AddressBook { contacts, colleagues }))
 }
 
-/// `POST /v1/contacts`: adds a contact, or sets the categories of one.
+/// Adds a contact, or sets the categories of one (a user token only).
+#[utoipa::path(post, path = "/v1/contacts", tag = "contacts", request_body = Contact, responses(
+    (status = 200, description = "the contact as kept", body = Contact),
+    (status = 400, description = "a bad address or category, or the operator token", body = ErrorBody),
+    (status = 409, description = "the address book is full (10,000)", body = ErrorBody),
+))]
 pub(super) async fn put_contact(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -124,13 +152,18 @@ pub(super) async fn put_contact(
     Ok(Json(Contact { address, categories }))
 }
 
-#[derive(Deserialize)]
+/// A contact by address.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RemoveBody {
     address: String,
 }
 
-/// `POST /v1/contacts/remove`: takes a contact out of the address book.
+/// Takes a contact out of the address book (a user token only).
+#[utoipa::path(post, path = "/v1/contacts/remove", tag = "contacts", request_body = RemoveBody, responses(
+    (status = 200, description = "the contact removed", body = Contact),
+    (status = 404, description = "not a contact", body = ErrorBody),
+))]
 pub(super) async fn remove_contact(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -11,7 +11,7 @@ use switchboard_protocol::{Address, AddressKind};
 
 use crate::{
     admin::{
-        ApiError, AppState,
+        ApiError, AppState, ErrorBody,
         auth::authorise,
         provisioning::Provisioning,
         users::{NameBody, account_name},
@@ -19,11 +19,18 @@ use crate::{
     store::{DeviceKind, DeviceRecord},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DeviceQuery {
+    /// The user (`user@domain`).
     user: Option<String>,
 }
 
+/// The enrolled devices, all or one user's (operator only).
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(DeviceQuery), responses(
+    (status = 200, description = "the devices", body = [DeviceRecord]),
+    (status = 400, description = "not an account address", body = ErrorBody),
+))]
 pub(super) async fn list_devices(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -42,7 +49,7 @@ pub const MAX_REGISTER: usize = 10_000;
 pub(super) const REGISTER_BODY_LIMIT: usize = 8 << 20;
 
 /// One device to register: its address and its ed25519 public key in hex.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceKey {
     /// `user@domain/device`.
     pub name: String,
@@ -53,15 +60,18 @@ pub struct DeviceKey {
     pub kind: Option<DeviceKind>,
 }
 
-#[derive(Deserialize)]
+/// Devices whose public keys the operator knows, registered without enrolment codes.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct RegisterBody {
+    /// At most 10,000.
     devices: Vec<DeviceKey>,
+    /// Adds the users that do not exist yet (otherwise their devices are refused, 404).
     #[serde(default)]
     add_users: bool,
 }
 
 /// What registering one device came to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Registered {
     /// The device's address as given.
     pub name: String,
@@ -77,7 +87,7 @@ pub struct Registered {
 }
 
 /// The answer to `POST /v1/devices`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Registration {
     /// How many devices were registered.
     pub registered: usize,
@@ -85,6 +95,13 @@ pub struct Registration {
     pub results: Vec<Registered>,
 }
 
+/// Registers devices whose keys the operator knows, with no codes (operator only). Each
+/// device succeeds or fails on its own, in the order given.
+#[utoipa::path(post, path = "/v1/devices", tag = "devices", request_body = RegisterBody, responses(
+    (status = 200, description = "one result per device", body = Registration),
+    (status = 400, description = "more than 10,000 devices", body = ErrorBody),
+    (status = 413, description = "a body over 8 MiB", body = ErrorBody),
+))]
 pub(super) async fn register_devices(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -159,15 +176,22 @@ pub(super) fn parse_device_key(device: &DeviceKey) -> Result<(Address, [u8; 32])
     Ok((address, key))
 }
 
-#[derive(Deserialize)]
+/// A device and its kind.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KindBody {
+    /// The device (`user@domain/device`).
     name: String,
     kind: DeviceKind,
 }
 
-/// `POST /v1/devices/kind`: what kind of machine a device is (the operator, or the device's
-/// own user).
+/// Says what kind of machine a device is (the operator, or the device's own user).
+#[utoipa::path(post, path = "/v1/devices/kind", tag = "devices", request_body = KindBody, responses(
+    (status = 200, description = "the device", body = DeviceRecord),
+    (status = 400, description = "not a device address", body = ErrorBody),
+    (status = 403, description = "neither the operator nor the device's user", body = ErrorBody),
+    (status = 404, description = "no such device", body = ErrorBody),
+))]
 pub(super) async fn set_device_kind(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -195,14 +219,28 @@ pub(super) async fn set_device_kind(
     Ok(Json(record))
 }
 
-/// `GET /v1/devices/preferred?user=NAME`: the user's preferred device (the user, the
-/// operator): the device that signed their home record, or before they have one, their first
-/// enrolled desktop that is not revoked.
+/// A user's preferred device, and why it is.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Preferred {
+    user: String,
+    /// None before the user has a desktop (and no home record).
+    device: Option<DeviceRecord>,
+    /// `home record`, `first desktop` or `no desktop yet`.
+    why: &'static str,
+}
+
+/// A user's preferred device (the user, the operator): the device that signed their home
+/// record, or before they have one, their first enrolled desktop that is not revoked.
+#[utoipa::path(get, path = "/v1/devices/preferred", tag = "devices", params(DeviceQuery), responses(
+    (status = 200, description = "the preferred device", body = Preferred),
+    (status = 400, description = "no user, or not an account address", body = ErrorBody),
+    (status = 403, description = "neither the user nor the operator", body = ErrorBody),
+))]
 pub(super) async fn preferred_device(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<DeviceQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Preferred>, ApiError> {
     let actor = super::auth::actor(&state, &headers).await?;
     let Some(user) = query.user else {
         return Err(ApiError(StatusCode::BAD_REQUEST, "user: required".into()));
@@ -227,12 +265,17 @@ pub(super) async fn preferred_device(
             (first, "first desktop")
         }
     };
-    Ok(Json(match device {
-        Some(device) => serde_json::json!({ "user": user, "device": device, "why": why }),
-        None => serde_json::json!({ "user": user, "device": null, "why": "no desktop yet" }),
-    }))
+    let why = if device.is_some() { why } else { "no desktop yet" };
+    Ok(Json(Preferred { user, device, why }))
 }
 
+/// Revokes a device: its sessions end at once and it is refused from then on (operator
+/// only).
+#[utoipa::path(post, path = "/v1/devices/revoke", tag = "devices", request_body = NameBody, responses(
+    (status = 200, description = "the device", body = DeviceRecord),
+    (status = 400, description = "not a device address", body = ErrorBody),
+    (status = 404, description = "no such device", body = ErrorBody),
+))]
 pub(super) async fn revoke_device(
     State(state): State<AppState>,
     headers: HeaderMap,

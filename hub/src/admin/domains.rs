@@ -18,53 +18,85 @@ use hickory_resolver::{
 use serde::Deserialize;
 
 use crate::{
-    admin::{ApiError, AppState, auth::actor},
+    admin::{ApiError, AppState, ErrorBody, auth::actor},
     org::{Actor, Command, OrgId, OrgState, Right, ServiceError},
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct DomainsQuery {
+    /// The organisation.
+    #[param(value_type = u64)]
     org: OrgId,
 }
 
-/// `GET /v1/org/domains?org=N`: the organisation's proven domains, its claims, and for each
-/// claim the TXT record that proves it.
+/// A domain claimed and not proven yet, and how to prove it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Claim {
+    domain: String,
+    /// When it was claimed, Unix milliseconds.
+    claimed_ms: u64,
+    /// Where the TXT record goes: `_switchboard.<domain>`.
+    record: String,
+    /// The text it must hold.
+    txt: String,
+}
+
+/// An organisation's domains.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Domains {
+    /// Proven domains.
+    domains: std::collections::BTreeSet<String>,
+    /// Domains merged into another: alias to the domain that holds it now.
+    merged: std::collections::BTreeMap<String, String>,
+    claims: Vec<Claim>,
+}
+
+/// The organisation's proven domains, its claims, and for each claim the TXT record that
+/// proves it (its admins, the operator).
+#[utoipa::path(get, path = "/v1/org/domains", tag = "org", params(DomainsQuery), responses(
+    (status = 200, description = "the domains", body = Domains),
+    (status = 403, description = "not an admin of the organisation", body = ErrorBody),
+    (status = 404, description = "no such organisation", body = ErrorBody),
+))]
 pub(super) async fn list_domains(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<DomainsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Domains>, ApiError> {
     let actor = actor(&state, &headers).await?;
     let snapshot = state.hub.org().snapshot();
     let org = require_domain_admin(&snapshot, &actor, query.org)?;
     let claims: Vec<_> = org
         .claims
         .iter()
-        .map(|(domain, claimed_ms)| {
-            serde_json::json!({
-                "domain": domain,
-                "claimed_ms": claimed_ms,
-                "record": format!("_switchboard.{domain}"),
-                "txt": OrgState::domain_token(org.id, domain),
-            })
+        .map(|(domain, claimed_ms)| Claim {
+            domain: domain.clone(),
+            claimed_ms: *claimed_ms,
+            record: format!("_switchboard.{domain}"),
+            txt: OrgState::domain_token(org.id, domain),
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "domains": org.domains,
-        "merged": org.merged,
-        "claims": claims,
-    })))
+    Ok(Json(Domains { domains: org.domains.clone(), merged: org.merged.clone(), claims }))
 }
 
-#[derive(Deserialize)]
+/// A claimed domain to prove.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct VerifyBody {
+    #[schema(value_type = u64)]
     org: OrgId,
     domain: String,
 }
 
-/// `POST /v1/org/domains/verify`: looks up the claim's TXT record and, if it holds the
-/// organisation's text, proves the domain (the event's actor is the hub).
+/// Looks up the claim's TXT record and, if it holds the organisation's text, proves the
+/// domain (the event's actor is the hub).
+#[utoipa::path(post, path = "/v1/org/domains/verify", tag = "org", request_body = VerifyBody, responses(
+    (status = 200, description = "the event: the domain proven", body = crate::org::Event),
+    (status = 403, description = "not an admin of the organisation", body = ErrorBody),
+    (status = 404, description = "no such organisation, or the domain is not claimed", body = ErrorBody),
+    (status = 409, description = "the TXT record is missing or holds another text", body = ErrorBody),
+))]
 pub(super) async fn verify_domain(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -11,6 +11,13 @@ use crate::{
     store::StoreError,
 };
 
+/// The body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// What went wrong, for people; a refused rule is named in it.
+    pub(crate) error: String,
+}
+
 /// An error answer.
 pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 

@@ -10,15 +10,50 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    admin::{ApiError, AppState, auth::actor},
+    admin::{ApiError, AppState, ErrorBody, auth::actor},
     org::Actor,
     personal::{HomeError, HomeRecord, SetHomeError},
 };
 
-#[derive(Deserialize)]
+/// A user, in the query or the body.
+#[derive(Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HomeQuery {
+    /// The user (`user@domain`).
     user: String,
+}
+
+/// The answer to abandoning a hand-off.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Abandoned {
+    user: String,
+    /// The old home hub given up on.
+    abandoned: String,
+}
+
+/// Where one device reading a mailbox is.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct MailboxReader {
+    /// The device's address.
+    device: String,
+    /// It has taken everything up to this sequence, here or (as its home hub reported) there.
+    acked: u64,
+}
+
+/// A user's mailbox on this hub, their registration hub.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Mailbox {
+    user: String,
+    /// Their home hub.
+    home: String,
+    /// The mailbox's last sequence.
+    last_seq: u64,
+    /// Entries kept, for the home hub or for a device.
+    held: u64,
+    /// The home hub's link has everything up to this sequence.
+    home_acked: u64,
+    devices: Vec<MailboxReader>,
 }
 
 /// Refuses unless `actor` is the operator or `user` themself.
@@ -33,7 +68,12 @@ fn require_self_or_operator(actor: &Actor, user: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `GET /v1/home?user=NAME`: the user's home record (the operator, or the user).
+/// The user's home record (the operator, or the user).
+#[utoipa::path(get, path = "/v1/home", tag = "home", params(HomeQuery), responses(
+    (status = 200, description = "the home record", body = HomeRecord),
+    (status = 403, description = "neither the user nor the operator", body = ErrorBody),
+    (status = 404, description = "no home record", body = ErrorBody),
+))]
 pub(super) async fn get_home(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -47,8 +87,12 @@ pub(super) async fn get_home(
     }
 }
 
-/// `GET /v1/home/handoff?user=NAME`: the user's hand-off in progress (the operator, or the
-/// user); 404 when none is.
+/// The user's hand-off in progress (the operator, or the user).
+#[utoipa::path(get, path = "/v1/home/handoff", tag = "home", params(HomeQuery), responses(
+    (status = 200, description = "the hand-off", body = crate::links::HandoffStatus),
+    (status = 403, description = "neither the user nor the operator", body = ErrorBody),
+    (status = 404, description = "no hand-off in progress", body = ErrorBody),
+))]
 pub(super) async fn get_handoff(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -65,22 +109,35 @@ pub(super) async fn get_handoff(
     }
 }
 
-/// `POST /v1/home/handoff/abandon {"user"}`: gives up on what the old home hub of the user's
-/// unfinished hand-off holds (the operator, or the user); 404 when no hand-off is in progress.
+/// Gives up on what the old home hub of the user's unfinished hand-off holds (the operator, or
+/// the user): the move ends, the new home hub gets the mailbox, and what the old hub hands
+/// over later is dropped.
+#[utoipa::path(post, path = "/v1/home/handoff/abandon", tag = "home", request_body = HomeQuery, responses(
+    (status = 200, description = "the hub given up on", body = Abandoned),
+    (status = 403, description = "neither the user nor the operator", body = ErrorBody),
+    (status = 404, description = "no hand-off in progress", body = ErrorBody),
+))]
 pub(super) async fn abandon_handoff(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<HomeQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Abandoned>, ApiError> {
     let actor = actor(&state, &headers).await?;
     require_self_or_operator(&actor, &body.user)?;
     let from =
         state.hub.peers().abandon_move(&body.user).await.map_err(super::peers::peer_error)?;
-    Ok(Json(serde_json::json!({ "user": body.user, "abandoned": from })))
+    Ok(Json(Abandoned { user: body.user, abandoned: from }))
 }
 
-/// `POST /v1/home`: a new home record, signed by one of the user's devices, with the next
-/// epoch (the operator, or the user).
+/// Takes a new home record, signed by one of the user's unrevoked devices, with the next epoch
+/// (the operator, or the user). The error text starts with its kind.
+#[utoipa::path(post, path = "/v1/home", tag = "home", request_body = HomeRecord, responses(
+    (status = 200, description = "the record taken", body = HomeRecord),
+    (status = 400, description = "`malformed`: a bad field", body = ErrorBody),
+    (status = 403, description = "`revoked-device`, `bad-signature`, or neither the user nor the operator", body = ErrorBody),
+    (status = 404, description = "`unknown-user`, `unknown-device`", body = ErrorBody),
+    (status = 409, description = "`stale-epoch`: not one above the stored record's; `hand-off-in-progress`: a move is open and the record names another hub than the one the user is moving away from", body = ErrorBody),
+))]
 pub(super) async fn set_home(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -107,14 +164,19 @@ pub(super) async fn set_home(
     }
 }
 
-/// `GET /v1/home/mailbox?user=NAME`: the user's mailbox on this hub, their registration hub
-/// (the operator, or the user): its last sequence, what it holds, where the home hub's link is
-/// and where each device reading it is; 404 when the user's home hub is not another hub.
+/// The user's mailbox on this hub, their registration hub (the operator, or the user): its
+/// last sequence, what it holds, where the home hub's link is and where each device reading
+/// it is.
+#[utoipa::path(get, path = "/v1/home/mailbox", tag = "home", params(HomeQuery), responses(
+    (status = 200, description = "the mailbox", body = Mailbox),
+    (status = 403, description = "neither the user nor the operator", body = ErrorBody),
+    (status = 404, description = "the user's home hub is not another hub", body = ErrorBody),
+))]
 pub(super) async fn get_mailbox(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<HomeQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Mailbox>, ApiError> {
     let actor = actor(&state, &headers).await?;
     require_self_or_operator(&actor, &query.user)?;
     let Some(home) = state.hub.peers().home_hub(&query.user) else {
@@ -136,18 +198,18 @@ pub(super) async fn get_mailbox(
             for record in store.device_records(Some(&user))? {
                 if readers.contains(&record.device) {
                     let acked = store.cursor(mailbox.queue, record.device)?.acked;
-                    devices.push(serde_json::json!({ "device": record.name, "acked": acked }));
+                    devices.push(MailboxReader { device: record.name, acked });
                 }
             }
             Ok((stats, link, devices))
         })
         .await?;
-    Ok(Json(serde_json::json!({
-        "user": query.user,
-        "home": home,
-        "last_seq": stats.last_seq,
-        "held": stats.backlog(),
-        "home_acked": link,
-        "devices": devices,
-    })))
+    Ok(Json(Mailbox {
+        user: query.user,
+        home,
+        last_seq: stats.last_seq,
+        held: stats.backlog(),
+        home_acked: link,
+        devices,
+    }))
 }

@@ -11,7 +11,7 @@
 //! - **Timeouts.** A request's headers must arrive within `header_timeout_secs` of the
 //!   connection waiting for them (a new connection, or an idle kept-alive one), and the whole
 //!   request, body and handler, within `request_timeout_secs`; past it the answer is 408.
-//! - **Authentication back-off.** After [`FAILED_AUTH_LIMIT`] answers of 401 to one address
+//! - **Authentication back-off.** After `failed_auth_limit` (10) answers of 401 to one address
 //!   within [`FAILED_AUTH_WINDOW`], that address gets 429 with `Retry-After` for every
 //!   request until the oldest of those failures is a window old: guessing a token goes at a
 //!   few tries a minute, not thousands a second. A request with the operator token is never
@@ -46,9 +46,8 @@ use tower::ServiceExt;
 
 use crate::config::AdminConfig;
 
-/// Answers of 401 to one address, within [`FAILED_AUTH_WINDOW`], after which it is refused.
-pub const FAILED_AUTH_LIMIT: usize = 10;
-/// The window of [`FAILED_AUTH_LIMIT`].
+/// The window of `[admin] failed_auth_limit`: answers of 401 to one address within it, after
+/// which it is refused.
 pub const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
 /// The largest body any route takes (a bulk device registration); each route has its own
 /// limit at or below it (2 MiB unless the API document says otherwise).
@@ -94,12 +93,17 @@ impl Registry {
 }
 
 /// Failed authentications per address.
-#[derive(Default)]
 struct Failures {
+    /// Failures within the window that hold an address back; 0: none do.
+    limit: usize,
     by_ip: HashMap<IpAddr, VecDeque<Instant>>,
 }
 
 impl Failures {
+    fn new(limit: usize) -> Self {
+        Self { limit, by_ip: HashMap::new() }
+    }
+
     /// How long `ip` must wait, if it is refused now.
     fn wait(&mut self, ip: IpAddr, now: Instant) -> Option<Duration> {
         let times = self.by_ip.get_mut(&ip)?;
@@ -110,13 +114,16 @@ impl Failures {
             self.by_ip.remove(&ip);
             return None;
         }
-        (times.len() >= FAILED_AUTH_LIMIT).then(|| {
-            let oldest = times[times.len() - FAILED_AUTH_LIMIT];
+        (self.limit > 0 && times.len() >= self.limit).then(|| {
+            let oldest = times[times.len() - self.limit];
             FAILED_AUTH_WINDOW.saturating_sub(now.duration_since(oldest))
         })
     }
 
     fn record(&mut self, ip: IpAddr, now: Instant) {
+        if self.limit == 0 {
+            return;
+        }
         // Bounded: an address is refused once it has the limit, so it adds no more.
         if self.by_ip.len() >= 100_000 {
             self.by_ip.retain(|_, t| {
@@ -125,7 +132,7 @@ impl Failures {
         }
         let times = self.by_ip.entry(ip).or_default();
         times.push_back(now);
-        if times.len() > FAILED_AUTH_LIMIT {
+        if times.len() > self.limit {
             times.pop_front();
         }
     }
@@ -228,7 +235,7 @@ pub(crate) async fn serve(
 ) {
     let started = Instant::now();
     let registry = Arc::new(Mutex::new(Registry::default()));
-    let failures = Arc::new(Mutex::new(Failures::default()));
+    let failures = Arc::new(Mutex::new(Failures::new(limits.failed_auth_limit)));
     let rates = Arc::new(Mutex::new(Rates::new(&limits)));
     let mut connections = tokio::task::JoinSet::new();
     let (stopping_tx, stopping) = watch::channel(false);
@@ -280,6 +287,7 @@ pub(crate) async fn serve(
             started,
             failures: failures.clone(),
             rates: rates.clone(),
+            failed_auth_limit: limits.failed_auth_limit,
             operator_token: operator_token.clone(),
             request_timeout: Duration::from_secs(limits.request_timeout_secs),
         };
@@ -354,6 +362,7 @@ struct Connection {
     started: Instant,
     failures: Arc<Mutex<Failures>>,
     rates: Arc<Mutex<Rates>>,
+    failed_auth_limit: usize,
     operator_token: Arc<str>,
     request_timeout: Duration,
 }
@@ -401,7 +410,8 @@ impl Connection {
             let mut response = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!(
-                    "too many failed authentications from {ip}: {FAILED_AUTH_LIMIT} within {} s; retry after {secs} s",
+                    "too many failed authentications from {ip}: {} within {} s; retry after {secs} s",
+                    self.failed_auth_limit,
                     FAILED_AUTH_WINDOW.as_secs()
                 ),
             );
@@ -548,11 +558,11 @@ mod tests {
 
     #[test]
     fn an_address_is_refused_after_the_limit_of_failures_until_the_oldest_is_a_window_old() {
-        let mut failures = Failures::default();
+        let mut failures = Failures::new(10);
         let ip: IpAddr = [10, 0, 0, 1].into();
         let other: IpAddr = [10, 0, 0, 2].into();
         let t0 = Instant::now();
-        for i in 0..FAILED_AUTH_LIMIT as u64 - 1 {
+        for i in 0..9 {
             failures.record(ip, t0 + Duration::from_secs(i));
         }
         assert_eq!(failures.wait(ip, t0 + Duration::from_secs(10)), None);
@@ -564,6 +574,12 @@ mod tests {
         assert_eq!(failures.wait(other, t0 + Duration::from_secs(10)), None);
         // Once the oldest failure is a window old, the address may try again.
         assert_eq!(failures.wait(ip, t0 + FAILED_AUTH_WINDOW), None);
+        // A limit of 0 holds no one back.
+        let mut off = Failures::new(0);
+        for i in 0..100 {
+            off.record(ip, t0 + Duration::from_millis(i));
+        }
+        assert_eq!(off.wait(ip, t0 + Duration::from_secs(1)), None);
     }
 
     #[test]

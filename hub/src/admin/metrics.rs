@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::admin::{ApiError, AppState, auth::authorise};
 
 /// What `GET /v1/metrics` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Metrics {
     /// QUIC connections open now.
     pub connections: u64,
@@ -66,6 +66,10 @@ pub(super) fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Open connections, handshakes, resident memory, CPU time and store counters (operator only).
+#[utoipa::path(get, path = "/v1/metrics", tag = "hub", responses(
+    (status = 200, description = "the metrics", body = Metrics),
+))]
 pub(super) async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,

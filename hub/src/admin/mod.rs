@@ -45,8 +45,8 @@
 //! | `POST /v1/peers` | `{"name", "address", "pin", "domains", "provider"?}` | adds a peer at run time, kept across restarts (operator only) |
 //! | `POST /v1/peers/remove` | `{"name", "force"?}` | removes a peer added at run time; refused while messages wait for it unless `force`, and for a user's home hub (operator only) |
 //! | `POST /v1/peers/retry` | `{"name"}` | ends the link's backoff now (operator only) |
-//! | `GET /v1/metrics` | | `{"connections", "resident_bytes", "store": {...}}` (operator only) |
-//! | `GET /v1/openapi.json` | | the OpenAPI document of this API |
+//! | `GET /v1/metrics` | | `{"connections", "handshakes", "handshakes_refused", "resident_bytes", "store_...", "cpu_seconds"}` (operator only) |
+//! | `GET /v1/openapi.json` | | the OpenAPI document of this API, made from the handlers below and their types |
 //!
 //! A refused org command answers 403 with the rule that refused it. Errors answer
 //! `{"error": "..."}` with 400 (bad input, naming the field), 401 (token), 403 (a rule), 404
@@ -68,25 +68,21 @@ mod users;
 
 use std::{sync::Arc, time::Duration};
 
-use axum::{
-    Json, Router,
-    routing::{get, post},
-};
+use axum::{Json, Router};
 use tokio::sync::watch;
+use utoipa_axum::{
+    router::{OpenApiRouter, UtoipaMethodRouterExt},
+    routes,
+};
 
 pub use auth::load_or_create_token;
 pub use contacts::Contact;
+use devices::REGISTER_BODY_LIMIT;
 pub use devices::{DeviceKey, MAX_REGISTER, Registered, Registration};
-use devices::{REGISTER_BODY_LIMIT, list_devices, register_devices, revoke_device};
 use error::ApiError;
-use metrics::metrics;
+pub(crate) use error::ErrorBody;
 pub use metrics::{Metrics, proc_cpu_seconds, process_cpu_seconds};
-use org::{
-    get_logo, org_accept, org_command, org_directory, org_events, org_invite, org_keys,
-    org_members, put_logo,
-};
 pub use users::UserWithCode;
-use users::{add_user, list_users, new_user_code};
 
 use crate::fanout::Hub;
 
@@ -115,13 +111,14 @@ pub(crate) struct AppState {
 }
 
 /// What `GET /v1/hub` tells about this hub: what a device or a peer needs to reach it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct HubCard {
     /// The hub's name (`[hub] name`).
     pub name: String,
     /// The domains it serves by configuration (its organisations' domains are served too).
     pub domains: Vec<String>,
-    /// The address devices and peers reach it at (UDP), as it is bound.
+    /// The address devices and peers reach it at (UDP), as it is bound: `ip:port`.
+    #[schema(value_type = String)]
     pub quic: std::net::SocketAddr,
     /// The pin of its certificate, as `hub identity` prints it.
     pub pin: String,
@@ -129,13 +126,32 @@ pub struct HubCard {
     pub certificate: String,
 }
 
-/// `GET /v1/hub` (operator only).
+/// How to reach this hub: its name, domains, QUIC address, certificate and pin (operator
+/// only).
+#[utoipa::path(get, path = "/v1/hub", tag = "hub", responses(
+    (status = 200, description = "the hub", body = HubCard),
+))]
 async fn hub_card(
     axum::extract::State(state): axum::extract::State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<HubCard>, ApiError> {
     auth::authorise(&state, &headers)?;
     Ok(Json((*state.card).clone()))
+}
+
+/// The answer to `GET /v1/health`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok`.
+    status: &'static str,
+}
+
+/// Whether the hub serves (no token needed).
+#[utoipa::path(get, path = "/v1/health", tag = "hub", security(()), responses(
+    (status = 200, description = "serving", body = Health),
+))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Serves the admin API on `listener` until `shutdown` turns true.
@@ -151,60 +167,157 @@ pub(crate) async fn serve(
     listener::serve(listener, app, token.into(), limits, shutdown).await;
 }
 
-/// The admin API's routes over `hub`, with `token` as the operator's: what the hub's listener puts
-/// behind its listener (connection limits, timeouts, the 401 before parsing, the uniform
-/// error shape), without them.
-pub fn router(hub: Arc<Hub>, token: String, card: HubCard) -> Router {
-    let app = Router::new()
-        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/v1/hub", get(hub_card))
-        .route("/v1/metrics", get(metrics))
-        .route("/v1/users", get(list_users).post(add_user))
-        .route("/v1/users/code", post(new_user_code))
-        .route(
-            "/v1/devices",
-            get(list_devices)
-                .post(register_devices)
-                .layer(axum::extract::DefaultBodyLimit::max(REGISTER_BODY_LIMIT)),
-        )
-        .route("/v1/devices/revoke", post(revoke_device))
-        .route("/v1/devices/kind", post(devices::set_device_kind))
-        .route("/v1/devices/preferred", get(devices::preferred_device))
-        .route("/v1/tokens", get(auth::list_tokens).post(auth::new_token))
-        .route("/v1/home", get(home::get_home).post(home::set_home))
-        .route("/v1/home/handoff", get(home::get_handoff))
-        .route("/v1/home/mailbox", get(home::get_mailbox))
-        .route("/v1/home/handoff/abandon", post(home::abandon_handoff))
-        .route("/v1/peers", get(peers::list_peers).post(peers::add_peer))
-        .route("/v1/peers/remove", post(peers::remove_peer))
-        .route("/v1/peers/retry", post(peers::retry_peer))
-        .route("/v1/tokens/revoke", post(auth::revoke_token))
-        .route("/v1/org", post(org_command))
-        .route("/v1/org/events", get(org_events))
-        .route("/v1/org/members", get(org_members))
-        .route("/v1/org/keys", get(org_keys))
-        .route("/v1/org/domains", get(domains::list_domains))
-        .route("/v1/org/domains/verify", post(domains::verify_domain))
-        .route("/v1/org/invite", post(org_invite))
-        .route(
-            "/v1/org/logo",
-            get(get_logo)
-                .put(put_logo)
-                .layer(axum::extract::DefaultBodyLimit::max(crate::org::MAX_LOGO_BYTES + 1)),
-        )
-        .route("/v1/org/accept", post(org_accept))
-        .route("/v1/org/directory", get(org_directory))
-        .route("/v1/contacts", get(contacts::list_contacts).post(contacts::put_contact))
-        .route("/v1/contacts/remove", post(contacts::remove_contact))
-        .route(
-            "/v1/openapi.json",
-            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
-        );
-    app.with_state(AppState { hub, token: token.into(), card: Arc::new(card) })
+/// The document's frame: what every route shares.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Switchboard hub admin API",
+        version = "1",
+        description = "Users, devices, tokens, organisations, contacts, home hubs and peers of one Switchboard hub. \
+Every route but /v1/health and /v1/openapi.json needs `Authorization: Bearer <token>`: the operator token in \
+<data_dir>/admin.token, or a user token from POST /v1/tokens, which acts as its user and stops working when it \
+expires, is revoked, or its user is deactivated or deleted. Errors answer `{\"error\": text}`: 400 bad input (the \
+text names the field), 401 token, 403 a rule refused (the text names the rule), 404 unknown, 409 conflict. Any \
+route may also answer 404 (unknown route), 405 (wrong method, with Allow), 408 (slower than [admin] \
+request_timeout_secs), 413 (body too large), 415 (missing or wrong Content-Type), 429 (too many requests or failed \
+authentications, with Retry-After; never for the operator token) and 503 (every connection busy, with \
+Retry-After). A request without a token is answered 401 before its body is read. Names are 1-200 characters \
+without control characters; addresses at most 254 bytes (local@domain, a device local@domain/device, a group \
+#name); domains at most 253 bytes."
+    ),
+    security(("token" = []))
+)]
+struct Frame;
+
+/// Adds the bearer token scheme, and to every operation the answers the listener and the
+/// extractors give whatever the route: 401 and 429 to all (401 not to the public ones), 400 to
+/// those that take a query or a body, 413 and 415 to those that take a body.
+struct Shared;
+
+impl utoipa::Modify for Shared {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            Ref, ResponseBuilder,
+            security::{Http, HttpAuthScheme, SecurityScheme},
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        let error = |text: &str| {
+            ResponseBuilder::new()
+                .description(text)
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // The routes that need no token (the listener answers them without one).
+            let public = matches!(path.as_str(), "/v1/health" | "/v1/openapi.json");
+            let operations =
+                [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                if !public {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        error("no token, or a wrong, expired or revoked one (with WWW-Authenticate), or a user token on an operator-only route").into()
+                    });
+                }
+                let body = operation.request_body.is_some();
+                if body || operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    responses.entry("400".into()).or_insert_with(|| {
+                        error("a malformed query or body: a missing or mistyped field, a bad value (the text names it)").into()
+                    });
+                }
+                if body {
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| error("the body is larger than the route takes").into());
+                    responses
+                        .entry("415".into())
+                        .or_insert_with(|| error("a missing or wrong Content-Type").into());
+                }
+                responses.entry("429".into()).or_insert_with(|| {
+                    error("too many requests from the token or the address, or too many failed authentications (with Retry-After)").into()
+                });
+            }
+        }
+    }
 }
 
-/// The OpenAPI document of the admin API.
-const OPENAPI: &str = include_str!("openapi.json");
+/// The admin API's routes over `hub`, with `token` as the operator's, and the OpenAPI document
+/// made from them: what the hub's listener puts behind its listener (connection limits,
+/// timeouts, the 401 before parsing, the uniform error shape), without them.
+pub fn router(hub: Arc<Hub>, token: String, card: HubCard) -> Router {
+    let (app, document) = parts();
+    let document = Arc::new(document.to_pretty_json().expect("the OpenAPI document serialises"));
+    app.route(
+        "/v1/openapi.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move { ([("content-type", "application/json")], document.as_str().to_owned()) }
+        }),
+    )
+    .with_state(AppState { hub, token: token.into(), card: Arc::new(card) })
+}
+
+/// The OpenAPI document of the admin API, as `GET /v1/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    parts().1
+}
+
+/// The routes and the document made from them.
+fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::Modify;
+    let (app, mut document) = routes().split_for_parts();
+    Shared.modify(&mut document);
+    (app, document)
+}
+
+/// Every route, each registered at the path and method of its annotation.
+fn routes() -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi;
+    OpenApiRouter::with_openapi(Frame::openapi())
+        .routes(routes!(health))
+        .routes(routes!(hub_card))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(users::list_users, users::add_user))
+        .routes(routes!(users::new_user_code))
+        .routes(
+            routes!(devices::list_devices, devices::register_devices)
+                .layer(axum::extract::DefaultBodyLimit::max(REGISTER_BODY_LIMIT)),
+        )
+        .routes(routes!(devices::revoke_device))
+        .routes(routes!(devices::set_device_kind))
+        .routes(routes!(devices::preferred_device))
+        .routes(routes!(auth::list_tokens, auth::new_token))
+        .routes(routes!(auth::revoke_token))
+        .routes(routes!(home::get_home, home::set_home))
+        .routes(routes!(home::get_handoff))
+        .routes(routes!(home::get_mailbox))
+        .routes(routes!(home::abandon_handoff))
+        .routes(routes!(peers::list_peers, peers::add_peer))
+        .routes(routes!(peers::remove_peer))
+        .routes(routes!(peers::retry_peer))
+        .routes(routes!(org::org_command))
+        .routes(routes!(org::org_events))
+        .routes(routes!(org::org_members))
+        .routes(routes!(org::org_keys))
+        .routes(routes!(domains::list_domains))
+        .routes(routes!(domains::verify_domain))
+        .routes(routes!(org::org_invite))
+        .routes(
+            routes!(org::get_logo, org::put_logo)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::org::MAX_LOGO_BYTES + 1)),
+        )
+        .routes(routes!(org::org_accept))
+        .routes(routes!(org::org_directory))
+        .routes(routes!(contacts::list_contacts, contacts::put_contact))
+        .routes(routes!(contacts::remove_contact))
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,11 +10,43 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
-    admin::{ApiError, AppState, CODE_VALIDITY, auth::actor, hex, new_code},
+    admin::{ApiError, AppState, CODE_VALIDITY, ErrorBody, auth::actor, hex, new_code},
     org::{Actor, Command, Event, ServiceError},
     store::system_clock_ms,
 };
 
+/// Runs an organisation command with the caller's rights, as the organisation's rules allow.
+///
+/// One of (snake_case in `command`; ids are numbers; users and lines are addresses):
+/// create_org {name, owner, domain, line, seat_limit?} (operator; seat_limit defaults to
+/// [org] default_seats), set_seat_limit {org, limit} (operator), add_domain {org, domain}
+/// (operator: proven at once; an admin: a claim, proven by DNS through
+/// POST /v1/org/domains/verify or by the operator), confirm_domain {org, domain} (operator),
+/// merge_domains {org, from, into}, create_unit {org, parent, name, line} (line in an agreed
+/// domain), set_include_sub_units {org, unit, include}, set_logo_public {org, unit, public},
+/// grant_unit_right / revoke_unit_right {org, unit, right} (a unit holds send, send_as_line,
+/// receive_for_line, read_directory only), register {org}, add_member {org, user} (onboarding
+/// admins; POST /v1/users sends it), approve {org, user}, assign {org, user, unit} (admins,
+/// and the unit's group admins), move_member {org, user, unit}, change_member_type {org, user,
+/// guest}, deactivate {org, user}, reactivate {org, user}, delete_member {org, user,
+/// reassign_to?} (a deactivated member; closes the account), name_admin / remove_admin {org,
+/// user} (owner; at most 5), name_group_admin / remove_group_admin {org, user, unit? | group?}
+/// (admins; exactly one of unit and group), transfer_ownership {org, to}, accept_ownership
+/// {org}, delete_org {org} (owner), create_group {name, owner, org?, scope? (owner, group,
+/// account, provider, server, public; default owner), anonymous? (default false)} (the owner
+/// an active user of the hub), add_group_member / remove_group_member {group, user} (the
+/// group's managers; its group admins for active members of its organisation), add_subgroup
+/// {group, sub} (the actor manages both; same organisation, or the subgroup holds a working
+/// key of the group's organisation), set_group_scope {group, scope}, delete_group {group},
+/// issue_key {org, unit, to_org, expires_ms?} (default five years), hand_key {key, group},
+/// revoke_key {key}.
+#[utoipa::path(post, path = "/v1/org", tag = "org", request_body = Command, responses(
+    (status = 200, description = "done; the event", body = Event),
+    (status = 400, description = "not a command, or a bad field (named)", body = ErrorBody),
+    (status = 403, description = "refused by a rule (named), or the seats are taken", body = ErrorBody),
+    (status = 404, description = "an unknown organisation, unit or member", body = ErrorBody),
+    (status = 409, description = "taken, already assigned, or a wrong status", body = ErrorBody),
+))]
 pub(super) async fn org_command(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -27,21 +59,46 @@ pub(super) async fn org_command(
     Ok(Json(event))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LogoQuery {
-    org: Option<crate::org::OrgId>,
+    /// The unit.
+    #[param(value_type = u64)]
     unit: crate::org::UnitId,
 }
 
+/// Where a logo goes.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct PutLogoQuery {
+    /// The organisation.
+    #[param(value_type = u64)]
+    org: crate::org::OrgId,
+    /// The unit.
+    #[param(value_type = u64)]
+    unit: crate::org::UnitId,
+}
+
+/// Sets a unit's logo: PNG or JPEG bytes, at least 512 x 512 pixels, at most 2 MiB (the
+/// unit's managers).
+#[utoipa::path(put, path = "/v1/org/logo", tag = "org", params(PutLogoQuery),
+    request_body(content = Vec<u8>, content_type = "image/png"),
+    responses(
+        (status = 200, description = "the event", body = Event),
+        (status = 400, description = "no org, or not a PNG or JPEG of at least 512 x 512", body = ErrorBody),
+        (status = 403, description = "refused by a rule", body = ErrorBody),
+        (status = 404, description = "an unknown organisation or unit", body = ErrorBody),
+        (status = 413, description = "over 2 MiB", body = ErrorBody),
+    ))]
 pub(super) async fn put_logo(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(query): Query<LogoQuery>,
+    Query(query): Query<PutLogoQuery>,
     body: axum::body::Bytes,
 ) -> Result<Json<Event>, ApiError> {
     use sha2::Digest;
     let actor = actor(&state, &headers).await?;
-    let org = query.org.ok_or(ApiError(StatusCode::BAD_REQUEST, "org is required".into()))?;
+    let org = query.org;
     let (format, width, height) = crate::org::check_logo(&body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let logo = crate::org::Logo {
@@ -62,6 +119,11 @@ pub(super) async fn put_logo(
     Ok(Json(state.hub.org_execute(&actor, command).await?))
 }
 
+/// A unit's logo (the organisation's members, or anyone once it is public).
+#[utoipa::path(get, path = "/v1/org/logo", tag = "org", params(LogoQuery), responses(
+    (status = 200, description = "the logo's bytes", content_type = "image/png", body = Vec<u8>),
+    (status = 404, description = "no such unit the caller may see, or no logo", body = ErrorBody),
+))]
 pub(super) async fn get_logo(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -84,21 +146,45 @@ pub(super) async fn get_logo(
     Ok(([("content-type", content_type)], bytes).into_response())
 }
 
-#[derive(Deserialize)]
+/// An invitation to make.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct InviteBody {
+    #[schema(value_type = u64)]
     org: crate::org::OrgId,
+    /// The user invited (`user@domain`).
     user: String,
+    /// As a guest, not a member.
     #[serde(default)]
     guest: bool,
+    /// The unit they join.
     #[serde(default)]
+    #[schema(value_type = Option<u64>)]
     unit: Option<crate::org::UnitId>,
 }
 
+/// An invitation's code, shown this once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Invitation {
+    code: String,
+    /// `switchboard:invite?org=N&code=C`.
+    link: String,
+    /// When the code expires, Unix milliseconds.
+    expires_ms: u64,
+}
+
+/// Invites a user into an organisation (those who onboard members); inviting again makes a
+/// new code.
+#[utoipa::path(post, path = "/v1/org/invite", tag = "org", request_body = InviteBody, responses(
+    (status = 200, description = "the code", body = Invitation),
+    (status = 403, description = "refused by a rule, or the seats are taken", body = ErrorBody),
+    (status = 404, description = "an unknown organisation or unit", body = ErrorBody),
+    (status = 409, description = "the user is a member already", body = ErrorBody),
+))]
 pub(super) async fn org_invite(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<InviteBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Invitation>, ApiError> {
     let actor = actor(&state, &headers).await?;
     let code = new_code();
     let expires_ms = system_clock_ms() + CODE_VALIDITY.as_millis() as u64;
@@ -112,15 +198,24 @@ pub(super) async fn org_invite(
     };
     state.hub.org_execute(&actor, command).await?;
     let link = format!("switchboard:invite?org={}&code={code}", body.org.0);
-    Ok(Json(serde_json::json!({ "code": code, "link": link, "expires_ms": expires_ms })))
+    Ok(Json(Invitation { code, link, expires_ms }))
 }
 
-#[derive(Deserialize)]
+/// An invitation's code.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct AcceptBody {
+    #[schema(value_type = u64)]
     org: crate::org::OrgId,
     code: String,
 }
 
+/// Accepts an invitation: the token's user joins.
+#[utoipa::path(post, path = "/v1/org/accept", tag = "org", request_body = AcceptBody, responses(
+    (status = 200, description = "the event", body = Event),
+    (status = 403, description = "a wrong, spent or expired code, or refused by a rule", body = ErrorBody),
+    (status = 404, description = "no such organisation", body = ErrorBody),
+    (status = 409, description = "the user is a member already, or of a status that cannot join", body = ErrorBody),
+))]
 pub(super) async fn org_accept(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -132,10 +227,31 @@ pub(super) async fn org_accept(
     Ok(Json(state.hub.org_execute(&actor, command).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// The position to read after (0: from the start).
     after: Option<u64>,
+    /// Most events in the page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+}
+
+/// One event of the log and its position.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct Logged {
+    seq: u64,
+    event: Event,
+}
+
+/// A page of the event log.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct EventPage {
+    events: Vec<Logged>,
+    /// The position to ask after next time.
+    next_after: u64,
+    /// Whether the log goes on past `next_after`.
+    more: bool,
 }
 
 /// Most events one page holds.
@@ -144,15 +260,19 @@ const MAX_EVENTS_PAGE: usize = 1000;
 /// sees few of them gets a short page and a cursor past what was looked at.
 const MAX_EVENTS_SCANNED: usize = 10_000;
 
-/// `GET /v1/org/events?after=N&limit=M`: the next events after position `after` that the
-/// caller may read, and `next_after`, the position to ask after next time. The walk goes on
-/// past events the caller may not read (up to a bound per request), so a cursor always moves
-/// forward through the whole log; `more` says whether the log goes on past `next_after`.
+/// The next events after position `after` that the caller may read, and `next_after`, the
+/// position to ask after next time. The walk goes on past events the caller may not read (up
+/// to a bound per request), so a cursor always moves forward through the whole log; `more`
+/// says whether the log goes on past `next_after`.
+#[utoipa::path(get, path = "/v1/org/events", tag = "org", params(EventsQuery), responses(
+    (status = 200, description = "a page of events", body = EventPage),
+    (status = 400, description = "a bad `after` or `limit`", body = ErrorBody),
+))]
 pub(super) async fn org_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let actor = actor(&state, &headers).await?;
     let limit = match query.limit {
         None => 100,
@@ -177,7 +297,7 @@ pub(super) async fn org_events(
                     scanned += 1;
                     after = seq;
                     if snapshot.may_read_event(&actor, &event) {
-                        out.push(serde_json::json!({ "seq": seq, "event": event }));
+                        out.push(Logged { seq, event });
                         if out.len() == limit {
                             break;
                         }
@@ -188,16 +308,25 @@ pub(super) async fn org_events(
         })
         .await?;
     let (events, next_after, more) = page;
-    Ok(Json(serde_json::json!({ "events": events, "next_after": next_after, "more": more })))
+    Ok(Json(EventPage { events, next_after, more }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct OrgQuery {
+    /// The organisation.
+    #[param(value_type = u64)]
     org: crate::org::OrgId,
 }
 
-/// `GET /v1/org/members?org=N`: members with status, role and unit, open invitations and group
-/// admins, for those who onboard, approve or manage members.
+/// An organisation's members (status pending, active or deactivated; role, unit, admin and
+/// group-admin duties), open invitations and seats, for those who onboard, approve or manage
+/// members.
+#[utoipa::path(get, path = "/v1/org/members", tag = "org", params(OrgQuery), responses(
+    (status = 200, description = "`{seats_taken, seat_limit, members, invitations}`", body = Object),
+    (status = 403, description = "refused by a rule", body = ErrorBody),
+    (status = 404, description = "no such organisation", body = ErrorBody),
+))]
 pub(super) async fn org_members(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -211,8 +340,10 @@ pub(super) async fn org_members(
     Ok(Json(serde_json::json!(roster)))
 }
 
-/// `GET /v1/org/keys`: the keys issued by or to an organisation where the caller manages
-/// keys.
+/// The keys issued by or to an organisation where the caller manages keys.
+#[utoipa::path(get, path = "/v1/org/keys", tag = "org", responses(
+    (status = 200, description = "the keys", body = [Object]),
+))]
 pub(super) async fn org_keys(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -222,6 +353,12 @@ pub(super) async fn org_keys(
     Ok(Json(snapshot.keys_seen_by(&actor).into_iter().cloned().collect()))
 }
 
+/// The lines and colleagues of the caller's organisations, as its directory shows them (a user
+/// token only).
+#[utoipa::path(get, path = "/v1/org/directory", tag = "org", responses(
+    (status = 200, description = "one entry per organisation or group", body = [Object]),
+    (status = 400, description = "the operator token: the directory is a member's view", body = ErrorBody),
+))]
 pub(super) async fn org_directory(
     State(state): State<AppState>,
     headers: HeaderMap,

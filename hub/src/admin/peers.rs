@@ -5,14 +5,18 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    admin::{ApiError, AppState, auth::authorise},
+    admin::{ApiError, AppState, ErrorBody, auth::authorise},
     links::PeerStatus,
 };
 
-/// `GET /v1/peers`: each peer, its link's state, attempts and last error.
+/// Each peer, its link's state, attempts and last error, and what waits for it (operator
+/// only).
+#[utoipa::path(get, path = "/v1/peers", tag = "peers", responses(
+    (status = 200, description = "the peers", body = [PeerStatus]),
+))]
 pub(super) async fn list_peers(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -61,55 +65,91 @@ fn accepted_ms(entry: &crate::store::Entry) -> Option<u64> {
     }
 }
 
-#[derive(Deserialize)]
+/// A peer by name.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RetryBody {
     name: String,
 }
 
-/// `POST /v1/peers/retry`: ends the backoff of the link to a peer now.
+/// The answer to a retry.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Retrying {
+    retrying: String,
+}
+
+/// The answer to adding a peer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Added {
+    added: String,
+}
+
+/// The answer to removing a peer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Removed {
+    removed: String,
+}
+
+/// Ends the backoff of the link to a peer now (operator only).
+#[utoipa::path(post, path = "/v1/peers/retry", tag = "peers", request_body = RetryBody, responses(
+    (status = 200, description = "the link tries again", body = Retrying),
+    (status = 404, description = "no such peer", body = ErrorBody),
+))]
 pub(super) async fn retry_peer(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<RetryBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Retrying>, ApiError> {
     authorise(&state, &headers)?;
     if state.hub.peers().retry(&body.name) {
-        Ok(Json(serde_json::json!({ "retrying": body.name })))
+        Ok(Json(Retrying { retrying: body.name }))
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, format!("no peer {}", body.name)))
     }
 }
 
-/// `POST /v1/peers`: adds a peer at run time (kept across restarts) and links it.
+/// Adds a peer at run time (kept across restarts) and links it (operator only).
+#[utoipa::path(post, path = "/v1/peers", tag = "peers", request_body = crate::config::PeerConfig, responses(
+    (status = 200, description = "added", body = Added),
+    (status = 400, description = "a bad field", body = ErrorBody),
+    (status = 409, description = "the name or a domain is taken, or the name is a user's home or former home hub", body = ErrorBody),
+))]
 pub(super) async fn add_peer(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<crate::config::PeerConfig>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Added>, ApiError> {
     authorise(&state, &headers)?;
     let name = body.name.clone();
     state.hub.peers().add(body).await.map_err(peer_error)?;
-    Ok(Json(serde_json::json!({ "added": name })))
+    Ok(Json(Added { added: name }))
 }
 
-#[derive(Deserialize)]
+/// A peer to remove.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RemoveBody {
     name: String,
+    /// Removes it although messages wait for it (they are dropped).
     #[serde(default)]
     force: bool,
 }
 
-/// `POST /v1/peers/remove`: removes a peer added at run time.
+/// Removes a peer added at run time (operator only): refused while messages wait for it unless
+/// `force`, for a configured peer, and for a user's home or former home hub.
+#[utoipa::path(post, path = "/v1/peers/remove", tag = "peers", request_body = RemoveBody, responses(
+    (status = 200, description = "removed", body = Removed),
+    (status = 404, description = "no such peer", body = ErrorBody),
+    (status = 409, description = "configured, messages wait for it, or a user's home or former home hub", body = ErrorBody),
+))]
 pub(super) async fn remove_peer(
     State(state): State<AppState>,
     headers: HeaderMap,
     Json(body): Json<RemoveBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     authorise(&state, &headers)?;
     state.hub.peers().remove(&body.name, body.force).await.map_err(peer_error)?;
-    Ok(Json(serde_json::json!({ "removed": body.name })))
+    Ok(Json(Removed { removed: body.name }))
 }
 
 pub(super) fn peer_error(error: crate::links::PeerError) -> ApiError {

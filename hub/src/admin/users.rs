@@ -5,7 +5,7 @@
 
 use crate::{
     admin::{
-        ApiError, AppState, CODE_VALIDITY,
+        ApiError, AppState, CODE_VALIDITY, ErrorBody,
         auth::{actor, authorise, require_looks_after},
         new_code,
     },
@@ -19,14 +19,15 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Deserialize)]
+/// A name: a user's address (`user@domain`) or a device's (`user@domain/device`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NameBody {
     pub(super) name: String,
 }
 
 /// The answer to adding a user or asking a new code.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct UserWithCode {
     /// The user.
     pub user: UserRecord,
@@ -52,6 +53,17 @@ pub(super) async fn issue(
     Ok(Json(UserWithCode { user, code, code_expires_ms: expires }))
 }
 
+/// Adds a user and issues their first enrolment code.
+///
+/// The operator adds anyone; an organisation's onboarding admins add users of its agreed
+/// domains, who join the organisation first (a refusal, a full organisation say, leaves no
+/// account behind).
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NameBody, responses(
+    (status = 201, description = "the user and a one-time enrolment code", body = UserWithCode),
+    (status = 400, description = "not an account address", body = ErrorBody),
+    (status = 403, description = "not the operator nor an onboarding admin for the domain", body = ErrorBody),
+    (status = 409, description = "the user exists", body = ErrorBody),
+))]
 pub(super) async fn add_user(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -79,6 +91,14 @@ pub(super) async fn add_user(
     Ok((StatusCode::CREATED, issue(&state, user).await?))
 }
 
+/// Issues a new enrolment code for a user, retiring the previous one (the user, their
+/// organisation's admins, the operator).
+#[utoipa::path(post, path = "/v1/users/code", tag = "users", request_body = NameBody, responses(
+    (status = 200, description = "the user and the new code", body = UserWithCode),
+    (status = 403, description = "the caller does not look after the account", body = ErrorBody),
+    (status = 404, description = "no such user", body = ErrorBody),
+    (status = 409, description = "the user is deactivated", body = ErrorBody),
+))]
 pub(super) async fn new_user_code(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -96,6 +116,10 @@ pub(super) async fn new_user_code(
     issue(&state, user).await
 }
 
+/// Every user of the hub (operator only).
+#[utoipa::path(get, path = "/v1/users", tag = "users", responses(
+    (status = 200, description = "the users", body = [UserRecord]),
+))]
 pub(super) async fn list_users(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::org::{Actor, Key, Logo, Org, OrgId, Right, Scope, Status, Unit, UnitId};
 
 /// A request to change the organisations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
     /// The operator creates an organisation for `owner` with one agreed domain.
@@ -409,13 +409,16 @@ impl Event {
 }
 
 /// A change that happened, as the event log records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Who made it.
     pub actor: Actor,
     /// When, Unix milliseconds.
     pub at_ms: u64,
-    /// What, with every id it allocated.
+    /// What, with every id it allocated: `{"kind", "data"}`, `kind` one of `org_created`,
+    /// `applied` (`data` the command), `unit_created`, `key_issued`, `key_use_refused`,
+    /// `member_deactivated`, `member_deleted`, `key_used`, `registered`.
+    #[schema(value_type = Object)]
     pub change: Change,
     /// Other organisations the change concerns, whose log readers see it too (the issuer and
     /// the receiver of a key, a group's organisation).
@@ -503,10 +506,10 @@ pub enum OrgError {
         rule: &'static str,
     },
     /// No such organisation.
-    #[error("unknown organisation {0:?}")]
+    #[error("unknown organisation {}", .0.0)]
     UnknownOrg(OrgId),
     /// No such unit in this organisation.
-    #[error("unknown unit {0:?}")]
+    #[error("unknown unit {}", .0.0)]
     UnknownUnit(UnitId),
     /// No such member.
     #[error("{0} is not a member")]

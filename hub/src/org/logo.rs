@@ -8,7 +8,7 @@ pub const MIN_LOGO_SIDE: u32 = 512;
 pub const MAX_LOGO_BYTES: usize = 2 << 20;
 
 /// A unit's logo, as the event log records it (the bytes are stored apart).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Logo {
     /// `png` or `jpeg`.
     pub format: String,

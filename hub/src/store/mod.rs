@@ -1062,7 +1062,7 @@ pub(crate) fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, StoreError> {
 
 /// An admin API token's record: whose it is, and when it stops working. The token itself is
 /// never stored; `id` names it in lists and revocations.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     /// Its id: the first 16 hex digits of the token's SHA-256.
     #[serde(default)]

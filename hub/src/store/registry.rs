@@ -12,7 +12,9 @@
 use crate::store::{DeviceId, QueueId};
 
 /// Whether a user may connect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
     /// The user's devices may connect.
@@ -22,11 +24,12 @@ pub enum UserStatus {
 }
 
 /// A user of this hub.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct UserRecord {
     /// The user's address, `local@domain`.
     pub name: String,
     /// The user's queue.
+    #[schema(value_type = u64)]
     pub queue: QueueId,
     /// Whether the user may connect.
     pub status: UserStatus,
@@ -46,6 +49,7 @@ pub struct UserRecord {
     serde::Serialize,
     serde::Deserialize,
     clap::ValueEnum,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
@@ -86,15 +90,18 @@ impl DeviceKind {
 }
 
 /// An enrolled device.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DeviceRecord {
     /// The device's address, `local@domain/device`.
     pub name: String,
     /// The store device (its cursors).
+    #[schema(value_type = u64)]
     pub device: DeviceId,
     /// The queue of the device's user.
+    #[schema(value_type = u64)]
     pub account: QueueId,
-    /// The device's ed25519 public key.
+    /// The device's ed25519 public key: 32 numbers, one per byte.
+    #[schema(value_type = Vec<u8>, min_items = 32, max_items = 32)]
     pub public_key: [u8; 32],
     /// A revoked device is refused and reads nothing.
     pub revoked: bool,
