@@ -12,6 +12,12 @@
 //! The `hub` binary is the one `cargo test --workspace` builds next to this test. A third test
 //! kills a hub holding 300 idle devices and checks loadgen's reconnect-storm report: every
 //! device came back.
+//!
+//! The power-loss loop (root only: it mounts FUSE) runs the same checks with the hub's data
+//! directory on `faultfs` (loadgen's FUSE file system that holds every write in memory until
+//! its file is synced): each cycle kills the hub and then faultfs with SIGKILL, so whatever the
+//! hub wrote and never synced is lost, as in a power cut, and mounts it again before the
+//! restart. A message the hub answered `accepted` must have been synced.
 
 use std::{
     net::{SocketAddr, TcpStream},
@@ -48,7 +54,72 @@ fn hub_binary() -> PathBuf {
     hub
 }
 
+/// faultfs mounted at `mount` over `backing`: a disk whose power can be cut.
+struct Disk {
+    backing: PathBuf,
+    mount: PathBuf,
+    child: Option<Child>,
+    /// Power cuts so far.
+    cuts: u32,
+}
+
+impl Disk {
+    fn new(backing: PathBuf, mount: PathBuf) -> Self {
+        std::fs::create_dir_all(&backing).unwrap();
+        std::fs::create_dir_all(&mount).unwrap();
+        let mut disk = Self { backing, mount, child: None, cuts: 0 };
+        disk.power_on();
+        disk
+    }
+
+    fn mounted(&self) -> bool {
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mount = self.mount.to_string_lossy();
+        mounts.lines().any(|l| l.split(' ').nth(1) == Some(mount.as_ref()) && l.contains("fuse"))
+    }
+
+    fn power_on(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_faultfs"))
+            .arg(&self.backing)
+            .arg(&self.mount)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start faultfs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.mounted() {
+            assert!(Instant::now() < deadline, "faultfs did not mount {}", self.mount.display());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Cuts the power: what was not synced is gone.
+    fn power_off(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let status = Command::new("umount").arg("-l").arg(&self.mount).status().unwrap();
+            assert!(status.success(), "umount -l {}", self.mount.display());
+            self.cuts += 1;
+        }
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        self.power_off();
+    }
+}
+
+/// Whether this test runs as root (`/proc/self` belongs to the process's effective user).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 struct Hub {
+    /// Declared first, so that a hub's process is killed (in `Drop`) before its disk goes.
+    disk: Option<Disk>,
     binary: PathBuf,
     dir: PathBuf,
     quic: SocketAddr,
@@ -65,7 +136,16 @@ impl Hub {
         let quic = std::net::UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap();
         let admin = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap();
         let binary = hub_binary();
-        Self { binary, dir: dir.into(), quic, admin, config: None, child: None, starts: 0 }
+        Self {
+            disk: None,
+            binary,
+            dir: dir.into(),
+            quic,
+            admin,
+            config: None,
+            child: None,
+            starts: 0,
+        }
     }
 
     /// The pin of the hub's certificate (made now if it has none yet).
@@ -121,10 +201,15 @@ impl Hub {
         }
     }
 
+    /// SIGKILL; on faultfs, a power cut as well (the disk is back on for the next start).
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().unwrap();
             child.wait().unwrap();
+            if let Some(disk) = &mut self.disk {
+                disk.power_off();
+                disk.power_on();
+            }
         }
     }
 
@@ -178,6 +263,19 @@ fn setting(name: &str) -> Option<u64> {
 async fn every_accepted_message_arrives_once_and_in_order_across_repeated_sigkills_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut hub = Hub::new(dir.path(), Ipv4Addr::new(127, 0, 0, 80));
+    hub.spawn();
+    crash_loop(vec![hub], dir.path(), 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_message_arrives_once_and_in_order_across_power_cuts_under_load() {
+    if !is_root() {
+        eprintln!("skipped: mounting faultfs (FUSE) needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Hub::new(dir.path(), Ipv4Addr::new(127, 0, 0, 85));
+    hub.disk = Some(Disk::new(dir.path().join("disk"), dir.path().join("data")));
     hub.spawn();
     crash_loop(vec![hub], dir.path(), 40).await;
 }

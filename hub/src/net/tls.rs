@@ -97,8 +97,11 @@ fn load_or_create_named(dir: &Path, extra: &[String]) -> Result<Identity, TlsErr
         }
         let made = rcgen::generate_simple_self_signed(names)
             .map_err(|e| TlsError::Generate(e.to_string()))?;
+        // The key first: the certificate's presence says both are in place. Both are synced:
+        // a certificate lost to a power cut left an empty file and a hub that would not start
+        // (found by the power-loss crash loop, loadgen/tests/crash_loop.rs).
         write_private(&key_path, &made.signing_key.serialize_der()).map_err(io(&key_path))?;
-        std::fs::write(&cert_path, made.cert.der()).map_err(io(&cert_path))?;
+        write_durable(&cert_path, made.cert.der(), 0o644).map_err(io(&cert_path))?;
         tracing::info!(path = %cert_path.display(), "made a self-signed certificate");
     }
     let cert = std::fs::read(&cert_path).map_err(io(&cert_path))?;
@@ -109,19 +112,28 @@ fn load_or_create_named(dir: &Path, extra: &[String]) -> Result<Identity, TlsErr
     })
 }
 
-/// Writes a file only its owner can read.
+/// Writes a file only its owner can read, durably (see [`write_durable`]).
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_durable(path, bytes, 0o600)
+}
+
+/// Writes `bytes` to `path` with `mode` so that after a crash or a power cut the file is
+/// either whole or as it was: written to a temporary file, synced, renamed over `path`, and
+/// the directory synced so that the rename itself is on disk.
+pub(crate) fn write_durable(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn provider() -> Arc<CryptoProvider> {
