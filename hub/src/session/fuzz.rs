@@ -349,11 +349,19 @@ impl Harness {
                         held: Vec::new(),
                     })
                     .collect();
+                let line_dropped = !fail && !current.contains(&LINE);
                 session.readings_loaded(if fail {
                     Err("store".into())
                 } else {
                     Ok(Loaded { current, added })
                 });
+                // A queue the device no longer reads (it left the line): its deliveries in
+                // flight stop counting against the window, as protocol.md says, and cannot be
+                // acknowledged any more.
+                if line_dropped {
+                    let line = address(LINE_NAME);
+                    self.unacked.retain(|(queue, _)| *queue != line);
+                }
             }
             Action::Send(envelope) => {
                 let result = match variant % 4 {
