@@ -137,11 +137,7 @@ async fn guessing_tokens_is_held_back_with_429_and_retry_after_but_not_the_opera
     // The eleventh guess is not even checked.
     let (status, answer) = request(hub.admin, "guess-more", "/v1/metrics");
     assert_eq!(status, 429, "{answer}");
-    let retry = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("retry-after: ").or_else(|| l.strip_prefix("Retry-After: ")))
-        .expect("Retry-After");
-    let secs: u64 = retry.trim().parse().unwrap();
+    let secs = retry_after(&answer);
     assert!((1..=60).contains(&secs), "{answer}");
     assert!(answer.contains("\"error\""), "{answer}");
     // A user token from the same address waits too; the operator does not.

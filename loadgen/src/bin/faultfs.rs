@@ -227,6 +227,27 @@ impl FaultFs {
         if data_only { file.sync_data() } else { file.sync_all() }
     }
 
+    /// Removes a name at once (`remove` is `remove_file` or `remove_dir`) and forgets its inode.
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: fn(&Path) -> std::io::Result<()>,
+        reply: ReplyEmpty,
+    ) {
+        let path = match self.child(parent, name) {
+            Ok(path) => path,
+            Err(e) => return reply.error(e),
+        };
+        match remove(&self.full(&path)) {
+            Ok(()) => {
+                self.state.lock().expect("faultfs state").forget_path(&path);
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
     fn push(&self, ino: u64, op: Op) {
         self.state.lock().expect("faultfs state").dirty.entry(ino).or_default().push(op);
     }
@@ -310,31 +331,11 @@ impl Filesystem for FaultFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let path = match self.child(parent, name) {
-            Ok(path) => path,
-            Err(e) => return reply.error(e),
-        };
-        match std::fs::remove_file(self.full(&path)) {
-            Ok(()) => {
-                self.state.lock().expect("faultfs state").forget_path(&path);
-                reply.ok()
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        self.remove(parent, name, |p| std::fs::remove_file(p), reply)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let path = match self.child(parent, name) {
-            Ok(path) => path,
-            Err(e) => return reply.error(e),
-        };
-        match std::fs::remove_dir(self.full(&path)) {
-            Ok(()) => {
-                self.state.lock().expect("faultfs state").forget_path(&path);
-                reply.ok()
-            }
-            Err(e) => reply.error(errno(e)),
-        }
+        self.remove(parent, name, |p| std::fs::remove_dir(p), reply)
     }
 
     fn rename(
