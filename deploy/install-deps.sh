@@ -6,7 +6,9 @@
 # Mosquitto, the MQTT broker loadgen compares against (its test starts one on loopback; the
 # package's system service is not used); and nftables, which the partition test uses to drop
 # packets between two hubs in network namespaces; and python3 with its venv module, in which
-# deploy/schemathesis installs the admin API's conformance tester. Safe to run again: it installs nothing that is
+# deploy/schemathesis installs the admin API's conformance tester; and Prometheus, which a test
+# runs on loopback to scrape a hub (with promtool, which lints the exposition; the package's own
+# service is stopped and disabled again where systemd runs it). Safe to run again: it installs nothing that is
 # already there. Debian and Ubuntu only; elsewhere it says what to install and stops.
 set -euo pipefail
 
@@ -28,13 +30,14 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions; python3 and its venv module run schemathesis)" >&2
+    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions; python3 and its venv module run schemathesis; prometheus scrapes a hub in a test)" >&2
     exit 1
 fi
 
@@ -52,3 +55,9 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# The prometheus package starts its own service (on port 9090, all addresses) where systemd
+# runs: the tests start their own Prometheus on loopback and need none.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi

@@ -135,6 +135,15 @@ request_burst_per_token = 200
 requests_per_second_per_address = 200
 request_burst_per_address = 1000
 
+[metrics]
+# HTTP address of the Prometheus metrics (GET /metrics) and of the health probes (GET /healthz:
+# the process is alive; GET /readyz: 200 once the store is open and the listeners bound, 503
+# while starting and while draining). No token is asked: keep it on a loopback or private
+# address. Served with the [admin] caps, timeouts and per-address request rates.
+listen = "127.0.0.1:7449"
+# false: no metrics listener (and no probes).
+enabled = true
+
 [log]
 # "human" or "json".
 format = "human"
@@ -159,6 +168,8 @@ pub struct Config {
     pub store: StoreSection,
     /// The admin API.
     pub admin: AdminConfig,
+    /// The metrics and health listener.
+    pub metrics: MetricsConfig,
     /// This hub's identity among hubs.
     pub hub: HubSection,
     /// Other hubs this hub links to.
@@ -416,6 +427,22 @@ pub struct AdminConfig {
     pub request_burst_per_address: u32,
 }
 
+/// `[metrics]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// HTTP listen address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+    /// Whether the listener runs.
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7449)), enabled: true }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -445,6 +472,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             store: StoreSection::default(),
             admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
             hub: HubSection::default(),
             peers: Vec::new(),
             org: OrgConfig::default(),

@@ -22,6 +22,7 @@ pub mod config;
 pub mod fanout;
 pub mod links;
 pub mod mailbox;
+pub mod metrics;
 pub mod net;
 pub mod org;
 pub mod personal;

@@ -1465,10 +1465,13 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
         }
         if !receipts.is_empty() {
             batch += 1;
+            let count = receipts.len() as u64;
             let frame = Frame::RelayReceipts(RelayReceipts { batch, receipts });
             if let Err(why) = send_and_wait(&mut link, frame, batch).await {
                 return why;
             }
+            let label = crate::metrics::label("peer", peer.config.name.clone());
+            hub.metrics().relayed_out.get_or_create(&label).inc_by(count);
             if let Err(error) =
                 hub.store().ack(outbound.queue, outbound.link, last, Vec::new()).await
             {
@@ -1489,6 +1492,9 @@ async fn relay_out(hub: &Hub, peer: &Peer, mut link: Link) -> String {
                 Ok(ack) => ack,
                 Err(why) => return why,
             };
+            let label = crate::metrics::label("peer", peer.config.name.clone());
+            let taken_there = sent.saturating_sub(ack.rejected.len()) as u64;
+            hub.metrics().relayed_out.get_or_create(&label).inc_by(taken_there);
             for rejection in &ack.rejected {
                 let Some((from, to, id, handed)) = heads.get(usize::from(rejection.index)) else {
                     return format!(
@@ -1722,6 +1728,11 @@ pub(crate) async fn accept(
             connection.close(ErrorCode::FLOW_CONTROL.0.into(), why.as_bytes());
             break why;
         }
+        let items = match &frame {
+            Frame::Relay(relay) => relay.envelopes.len(),
+            Frame::RelayReceipts(receipts) => receipts.receipts.len(),
+            _ => 0,
+        };
         let answered = match frame {
             Frame::Relay(relay) => relay_in(&hub, &peer, relay).await,
             Frame::RelayReceipts(receipts) => receipts_in(&hub, &peer, receipts).await,
@@ -1733,6 +1744,16 @@ pub(crate) async fn accept(
         };
         match answered {
             Ok(ack) => {
+                let metrics = hub.metrics();
+                let label = crate::metrics::label("peer", peer.config.name.clone());
+                let refused = ack.rejected.len();
+                metrics
+                    .relayed_in
+                    .get_or_create(&label)
+                    .inc_by(items.saturating_sub(refused) as u64);
+                if refused > 0 {
+                    metrics.relay_refusals.get_or_create(&label).inc_by(refused as u64);
+                }
                 if let Err(error) = writer.send(&Frame::RelayAck(ack)).await {
                     break error.to_string();
                 }

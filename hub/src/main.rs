@@ -52,6 +52,9 @@ enum Command {
         /// Admin API listen address (overrides `admin.listen`).
         #[arg(long)]
         admin_listen: Option<SocketAddr>,
+        /// Metrics and health listen address (overrides `metrics.listen`).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Print configuration.
     Config {
@@ -591,12 +594,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         None => runtime.block_on(serve(config)),
-        Some(Command::Serve { listen, admin_listen }) => {
+        Some(Command::Serve { listen, admin_listen, metrics_listen }) => {
             if let Some(listen) = listen {
                 config.quic.listen = listen;
             }
             if let Some(listen) = admin_listen {
                 config.admin.listen = listen;
+            }
+            if let Some(listen) = metrics_listen {
+                config.metrics.listen = listen;
             }
             runtime.block_on(serve(config))
         }
@@ -607,6 +613,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("data directory: {}", config.data_dir().display());
                 println!("QUIC listen: {}", config.quic.listen);
                 println!("admin listen: {}", config.admin.listen);
+                match config.metrics.enabled {
+                    true => println!("metrics listen: {}", config.metrics.listen),
+                    false => println!("metrics listen: off"),
+                }
                 println!("(`hub config --default` prints the whole default file)");
             }
             Ok(())

@@ -15,6 +15,7 @@ use crate::{
     admin,
     config::Config,
     fanout::Hub,
+    metrics::listener::Readiness,
     net::{self, tls},
     store::{Store, StoreError},
 };
@@ -52,6 +53,8 @@ pub struct RunningHub {
     pub quic_addr: SocketAddr,
     /// Where the admin API listens (HTTP).
     pub admin_addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (HTTP), unless turned off.
+    pub metrics_addr: Option<SocketAddr>,
     /// The hub's certificate (DER), which clients pin.
     pub cert: Vec<u8>,
     /// The data directory.
@@ -61,6 +64,9 @@ pub struct RunningHub {
     shutdown: watch::Sender<bool>,
     accepting: tokio::task::JoinHandle<()>,
     admin: tokio::task::JoinHandle<()>,
+    readiness: Arc<Readiness>,
+    /// The metrics listener's own stop: it outlives the rest, so probes see the drain.
+    metrics: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 /// Creates the data directory readable by this user alone (0700), or makes an existing one so:
@@ -83,6 +89,25 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
     let data_dir = config.data_dir();
     let dir_error = |source| StartError::DataDir { path: data_dir.clone(), source };
     private_dir(&data_dir).map_err(dir_error)?;
+    // First, so that a probe sees a hub that is starting (a large store can take a while).
+    let readiness = Arc::new(Readiness::default());
+    let (metrics, metrics_addr) = match config.metrics.enabled {
+        true => {
+            let listen = config.metrics.listen;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|source| StartError::Bind { addr: listen, source })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr: listen, source })?;
+            let (stop, stopped) = watch::channel(false);
+            let app = crate::metrics::listener::router(readiness.clone());
+            let serving =
+                tokio::spawn(admin::serve_plain(listener, app, config.admin.clone(), stopped));
+            (Some((stop, serving)), Some(addr))
+        }
+        false => (None, None),
+    };
     let identity = tls::load_or_create_for(&config)?;
     let token = admin::load_or_create_token(&data_dir).map_err(dir_error)?;
     let endpoint = net::bind(&config.quic, &identity)?;
@@ -116,10 +141,14 @@ pub async fn start(config: Config) -> Result<RunningHub, StartError> {
         admin_limits,
         shutdown_rx,
     ));
-    tracing::info!(%quic_addr, %admin_addr, data_dir = %data_dir.display(), "hub serving");
+    readiness.ready(hub.clone());
+    tracing::info!(%quic_addr, %admin_addr, ?metrics_addr, data_dir = %data_dir.display(), "hub serving");
     Ok(RunningHub {
         quic_addr,
         admin_addr,
+        metrics_addr,
+        readiness,
+        metrics,
         cert: identity.cert.to_vec(),
         data_dir,
         hub,
@@ -151,6 +180,7 @@ impl RunningHub {
     /// Stops the hub: refuses new connections, lets every session finish the commits it
     /// started and close with `shutting-down`, then stops the store. Nothing accepted is lost.
     pub async fn shutdown(self) {
+        self.readiness.draining();
         let _ = self.shutdown.send(true);
         // The accept loop returns once every session has ended.
         let _ = self.accepting.await;
@@ -159,6 +189,10 @@ impl RunningHub {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
         let store = self.hub.store().clone();
         let _ = tokio::task::spawn_blocking(move || store.shutdown()).await;
+        if let Some((stop, serving)) = self.metrics {
+            let _ = stop.send(true);
+            let _ = serving.await;
+        }
         tracing::info!("hub stopped");
     }
 }

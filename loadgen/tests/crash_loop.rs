@@ -186,6 +186,7 @@ impl Hub {
             .arg(self.dir.join("data"))
             .args(["serve", "--listen", &self.quic.to_string()])
             .args(["--admin-listen", &self.admin.to_string()])
+            .args(["--metrics-listen", &std::net::SocketAddr::new(self.admin.ip(), 0).to_string()])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -16,6 +16,7 @@ async fn run_against_a_hub(workload: Workload, tune: impl FnOnce(&mut Options)) 
     let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     config.quic.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.admin.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.metrics.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let hub = server::start(config).await.unwrap();
     let mut options = Options {
         target: Target::Hubs(vec![HubTarget {
@@ -122,6 +123,7 @@ async fn three_linked_hubs(
         let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
         config.quic.listen = ports[i];
         config.admin.listen = SocketAddr::new(ports[i].ip(), 0);
+        config.metrics.listen = SocketAddr::new(ports[i].ip(), 0);
         config.hub.name = format!("hub-{i}");
         config.hub.domains = domains(i);
         if routes || i < 2 {

@@ -84,6 +84,7 @@ impl Harness {
         config.hub.domains = vec!["example.org".into()];
         config.quic.listen = "127.0.0.1:0".parse().expect("a socket address");
         config.admin.listen = "127.0.0.1:0".parse().expect("a socket address");
+        config.metrics.enabled = false;
         let running = runtime.block_on(crate::server::start(config.clone()))?;
         let card = super::HubCard {
             name: "fuzz".into(),

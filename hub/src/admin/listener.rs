@@ -229,7 +229,7 @@ impl Rates {
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    operator_token: Arc<str>,
+    operator_token: Option<Arc<str>>,
     limits: AdminConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -363,7 +363,8 @@ struct Connection {
     failures: Arc<Mutex<Failures>>,
     rates: Arc<Mutex<Rates>>,
     failed_auth_limit: usize,
-    operator_token: Arc<str>,
+    /// `None` on a listener whose routes need no token (the metrics listener).
+    operator_token: Option<Arc<str>>,
     request_timeout: Duration,
 }
 
@@ -400,7 +401,10 @@ impl Connection {
 
     async fn answer(&self, request: Request<Body>) -> Response<Body> {
         let ip = self.remote.ip();
-        let operator = super::auth::is_operator(&self.operator_token, request.headers());
+        let operator = self
+            .operator_token
+            .as_ref()
+            .is_some_and(|token| super::auth::is_operator(token, request.headers()));
         let wait = match operator {
             true => None,
             false => self.failures.lock().expect("admin failures lock").wait(ip, Instant::now()),
@@ -428,7 +432,8 @@ impl Connection {
         }
         // Every route but these wants a token: without one, the answer is 401 before the
         // request is parsed at all.
-        let public = matches!(request.uri().path(), "/v1/health" | "/v1/openapi.json");
+        let public = self.operator_token.is_none()
+            || matches!(request.uri().path(), "/v1/health" | "/v1/openapi.json");
         if !public && super::auth::bearer(request.headers()).is_empty() {
             self.failures.lock().expect("admin failures lock").record(ip, Instant::now());
             return with_challenge(error(

@@ -60,7 +60,7 @@ pub fn proc_cpu_seconds(path: &str) -> Option<f64> {
 
 /// The resident set size of this process, from `/proc/self/statm` (in pages, taken as 4 KiB:
 /// the page size of the x86-64 and most arm64 Linux systems the hub runs on).
-pub(super) fn resident_bytes() -> Option<u64> {
+pub(crate) fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)

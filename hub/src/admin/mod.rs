@@ -81,7 +81,9 @@ use devices::REGISTER_BODY_LIMIT;
 pub use devices::{DeviceKey, MAX_REGISTER, Registered, Registration};
 use error::ApiError;
 pub(crate) use error::ErrorBody;
+pub(crate) use metrics::resident_bytes;
 pub use metrics::{Metrics, proc_cpu_seconds, process_cpu_seconds};
+pub(crate) use peers::peer_statuses;
 pub use users::UserWithCode;
 
 use crate::fanout::Hub;
@@ -164,7 +166,18 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let app = router(hub, token.clone(), card);
-    listener::serve(listener, app, token.into(), limits, shutdown).await;
+    listener::serve(listener, app, Some(token.into()), limits, shutdown).await;
+}
+
+/// Serves `app` on `listener` with the admin API's caps, timeouts and per-address rates, and
+/// no tokens (the metrics listener).
+pub(crate) async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: crate::config::AdminConfig,
+    shutdown: watch::Receiver<bool>,
+) {
+    listener::serve(listener, app, None, limits, shutdown).await;
 }
 
 /// The document's frame: what every route shares.

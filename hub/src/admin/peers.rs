@@ -22,14 +22,21 @@ pub(super) async fn list_peers(
     headers: HeaderMap,
 ) -> Result<Json<Vec<PeerStatus>>, ApiError> {
     authorise(&state, &headers)?;
-    let mut statuses = state.hub.peers().statuses();
-    let outbound: Vec<_> =
-        statuses.iter().map(|s| state.hub.peers().outbound_of(&s.name)).collect();
-    // What waits in each outbound queue: its last sequence past the link's cursor, and the
-    // age of the first message past it.
+    Ok(Json(peer_statuses(&state.hub).await?))
+}
+
+/// Each peer's status with what waits for it: its outbound queue's last sequence past the
+/// link's cursor, and the age of the first message past it.
+pub(crate) async fn peer_statuses(
+    hub: &std::sync::Arc<crate::fanout::Hub>,
+) -> Result<Vec<PeerStatus>, crate::store::StoreError> {
+    let mut statuses = hub.peers().statuses();
+    if statuses.is_empty() {
+        return Ok(statuses);
+    }
+    let outbound: Vec<_> = statuses.iter().map(|s| hub.peers().outbound_of(&s.name)).collect();
     let now = crate::store::system_clock_ms();
-    let waiting = state
-        .hub
+    let waiting = hub
         .store()
         .blocking(move |store| {
             Ok(outbound
@@ -51,7 +58,7 @@ pub(super) async fn list_peers(
         status.queued = queued;
         status.oldest_age_ms = accepted.map(|ms| now.saturating_sub(ms));
     }
-    Ok(Json(statuses))
+    Ok(statuses)
 }
 
 /// When the hub accepted the message `entry` holds: its expiry less its time to live, both set

@@ -18,8 +18,12 @@ fn init_logs(config: &Config) {
 pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     init_logs(&config);
     let hub = server::start(config).await?;
+    let metrics = match hub.metrics_addr {
+        Some(addr) => format!("http://{addr}"),
+        None => "off".into(),
+    };
     eprintln!(
-        "hub serving: QUIC {} · admin http://{} · data {}",
+        "hub serving: QUIC {} · admin http://{} · metrics {metrics} · data {}",
         hub.quic_addr,
         hub.admin_addr,
         hub.data_dir.display()

@@ -60,6 +60,8 @@ pub struct Hub {
     peers: Arc<crate::links::Peers>,
     /// Key uses logged since the hub started: (key, sender).
     key_uses: std::sync::Mutex<std::collections::HashSet<(u64, String)>>,
+    /// The counters the metrics listener shows.
+    metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 /// A user as the handshake needs it.
@@ -91,12 +93,18 @@ impl Hub {
             sources,
             me: me.clone(),
             key_uses: std::sync::Mutex::default(),
+            metrics: Arc::default(),
         }))
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The counters the metrics listener shows.
+    pub fn metrics(&self) -> &Arc<crate::metrics::HubMetrics> {
+        &self.metrics
     }
 
     /// The settings.

@@ -64,6 +64,15 @@ pub struct SessionRegistry {
 }
 
 impl SessionRegistry {
+    /// Devices with a live session, and the live sessions (a device may have several).
+    pub fn counts(&self) -> (usize, usize) {
+        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        devices.values().fold((0, 0), |(with, total), list| {
+            let live = list.iter().filter(|w| w.strong_count() > 0).count();
+            (with + usize::from(live > 0), total + live)
+        })
+    }
+
     /// Registers a live session of `device`.
     pub fn register(&self, device: DeviceId) -> Arc<SessionSignals> {
         let signals = Arc::new(SessionSignals::default());

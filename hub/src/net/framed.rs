@@ -21,12 +21,20 @@ pub struct FrameReader {
     recv: quinn::RecvStream,
     decoder: Decoder,
     buf: BytesMut,
+    /// Where the bytes read are counted, if anywhere.
+    received: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 impl FrameReader {
     /// Reads frames of at most `max_payload` payload bytes from `recv`.
     pub fn new(recv: quinn::RecvStream, max_payload: u32) -> Self {
-        Self { recv, decoder: Decoder::new(max_payload), buf: BytesMut::new() }
+        Self { recv, decoder: Decoder::new(max_payload), buf: BytesMut::new(), received: None }
+    }
+
+    /// Counts the bytes read in `received`.
+    pub fn counting(mut self, received: prometheus_client::metrics::counter::Counter) -> Self {
+        self.received = Some(received);
+        self
     }
 
     /// The next frame; `None` when the peer finished the stream between frames.
@@ -36,7 +44,12 @@ impl FrameReader {
                 return Ok(Some(frame));
             }
             match self.recv.read_chunk(64 << 10, true).await? {
-                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+                Some(chunk) => {
+                    if let Some(received) = &self.received {
+                        received.inc_by(chunk.bytes.len() as u64);
+                    }
+                    self.buf.extend_from_slice(&chunk.bytes);
+                }
                 None if self.buf.is_empty() && self.decoder.is_idle() => return Ok(None),
                 None => return Err(ReadError::Decode(DecodeError::UnexpectedEnd)),
             }

@@ -75,6 +75,8 @@ fn alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
     connection.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
 }
 
+use crate::metrics::label;
+
 /// Accepts connections and runs a session on each until shutdown; then refuses new ones and
 /// waits (up to 10 s) for every session to finish what it started.
 pub(crate) async fn accept_loop(
@@ -102,11 +104,19 @@ pub(crate) async fn accept_loop(
         }
         if hub.connections() >= max {
             tracing::warn!(max, "connection refused: limit reached");
+            hub.metrics()
+                .connections_refused
+                .get_or_create(&label("reason", "max-connections"))
+                .inc();
             incoming.refuse();
             continue;
         }
         let ip = incoming.remote_address().ip();
         let Some(slot) = hub.start_handshake(max_handshakes) else {
+            hub.metrics()
+                .connections_refused
+                .get_or_create(&label("reason", "max-handshakes"))
+                .inc();
             refused(ip, Refusal::Handshakes(max_handshakes));
             incoming.refuse();
             continue;
@@ -114,6 +124,11 @@ pub(crate) async fn accept_loop(
         let source = match hub.sources().admit(ip, std::time::Instant::now()) {
             Ok(source) => source,
             Err(refusal) => {
+                let reason = match refusal {
+                    sources::SourceRefusal::Connections(_) => "connections-per-address",
+                    sources::SourceRefusal::Rate(_) => "connection-rate-per-address",
+                };
+                hub.metrics().connections_refused.get_or_create(&label("reason", reason)).inc();
                 refused(ip, Refusal::Source(refusal));
                 incoming.refuse();
                 continue;
@@ -133,7 +148,10 @@ pub(crate) async fn accept_loop(
                     let end = session::run(hub.clone(), connection, id, slot, shutdown).await;
                     tracing::debug!(session_id = id, %remote, %end, "session ended");
                 }
-                Err(error) => tracing::debug!(%remote, %error, "handshake failed"),
+                Err(error) => {
+                    hub.metrics().handshake_failures.get_or_create(&label("reason", "tls")).inc();
+                    tracing::debug!(%remote, %error, "handshake failed");
+                }
             }
             drop(counted);
             drop(source);

@@ -70,14 +70,22 @@ pub(crate) async fn run(
     let (mut send, recv) =
         match tokio::time::timeout(config.handshake_timeout, connection.accept_bi()).await {
             Ok(Ok(streams)) => streams,
-            Ok(Err(error)) => return End::PeerGone(error.to_string()),
+            Ok(Err(error)) => {
+                let reason = crate::metrics::label("reason", "peer-gone");
+                hub.metrics().handshake_failures.get_or_create(&reason).inc();
+                return End::PeerGone(error.to_string());
+            }
             Err(_) => {
+                let reason = crate::metrics::label("reason", "no-stream");
+                hub.metrics().handshake_failures.get_or_create(&reason).inc();
                 connection.close(ErrorCode::IDLE_TIMEOUT.0.into(), b"no stream opened in time");
                 return End::Closed { code: ErrorCode::IDLE_TIMEOUT, reason: "no stream".into() };
             }
         };
-    let mut reader = FrameReader::new(recv, config.max_payload);
-    let mut session = Session::new(config, session_id, rand::random(), now());
+    let mut reader =
+        FrameReader::new(recv, config.max_payload).counting(hub.metrics().received_bytes.clone());
+    let mut session =
+        Session::new(config, session_id, rand::random(), now()).with_metrics(hub.metrics().clone());
     let mut driver = Driver {
         hub: &hub,
         work: FuturesUnordered::new(),
@@ -101,9 +109,9 @@ pub(crate) async fn run(
             return close(send, &connection, &mut session, end).await;
         }
         if let Some(bytes) = session.poll_transmit()
-            && send.write_chunk(bytes).await.is_err()
+            && written(&hub, bytes.len(), send.write_chunk(bytes).await).is_err()
         {
-            return End::PeerGone("write failed".into());
+            return gone(&hub, &session, "write failed".into());
         }
         let deadline = session.poll_timeout();
         tokio::select! {
@@ -130,9 +138,9 @@ pub(crate) async fn run(
             // Cancel-safe: a frame partly read stays in the reader's buffer.
             item = reader.next(), if session.wants_frame() => match item {
                 Ok(Some(frame)) => session.handle_frame(frame, now()),
-                Ok(None) if session.device().is_some() => return End::PeerGone("stream finished".into()),
+                Ok(None) if session.device().is_some() => return gone(&hub, &session, "stream finished".into()),
                 Ok(None) => session.handle_stream_end(),
-                Err(ReadError::Stream(error)) => return End::PeerGone(error.to_string()),
+                Err(ReadError::Stream(error)) => return gone(&hub, &session, error.to_string()),
                 Err(ReadError::Decode(error)) => session.handle_decode_error(error),
             },
             () = woken(&driver.watch) => {
@@ -143,6 +151,29 @@ pub(crate) async fn run(
             () = sleep_until(deadline) => session.handle_timeout(now()),
         }
     }
+}
+
+/// The device went away without a `close`: counted as a failed handshake or a closed session.
+fn gone(hub: &Hub, session: &Session, why: String) -> End {
+    let reason = crate::metrics::label("reason", "peer-gone");
+    let closed = match session.device() {
+        Some(_) => &hub.metrics().sessions_closed,
+        None => &hub.metrics().handshake_failures,
+    };
+    closed.get_or_create(&reason).inc();
+    End::PeerGone(why)
+}
+
+/// Counts the bytes of a write that went out.
+fn written(
+    hub: &Hub,
+    bytes: usize,
+    result: Result<(), quinn::WriteError>,
+) -> Result<(), quinn::WriteError> {
+    if result.is_ok() {
+        hub.metrics().sent_bytes.inc_by(bytes as u64);
+    }
+    result
 }
 
 /// Writes what is left and the `close` frame, then closes the connection with the same code.

@@ -185,6 +185,7 @@ impl Session {
         tracing::debug!(session_id = self.id, device = %device.name, "session open");
         let id = device.device;
         self.state = State::Open(Box::new(Open::new(device, &self.config, now.instant)));
+        self.metrics.sessions_opened.inc();
         self.actions.push_back(Action::Opened { device: id, account });
         self.actions.push_back(Action::LoadReadings { device: id, known: Vec::new() });
     }

@@ -22,6 +22,7 @@ mod tests;
 
 use std::{
     collections::{BTreeMap, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -34,6 +35,7 @@ use switchboard_protocol::{
 use crate::{
     config::Config,
     fanout::{Account, AckError, Delivery, ReadRequest, ReceiptError, SendError},
+    metrics::HubMetrics,
     store::{DeviceId, DeviceRecord, QueueId},
 };
 pub use handshake::{EnrolError, Enrolment};
@@ -145,6 +147,26 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// A short name for the metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::TooEarly { .. } => "too-early",
+            Self::NotFromDevice(_) => "hub-only-frame",
+            Self::EndedEarly(_) => "ended-early",
+            Self::Authentication(_) => "authentication",
+            Self::Deactivated => "deactivated",
+            Self::Revoked => "revoked",
+            Self::Enrolment(_) => "enrolment",
+            Self::HandshakeTimeout => "timeout",
+            Self::FlowControl => "flow-control",
+            Self::Decode(_) => "decode",
+            Self::ClosedByDevice(_) => "closed-by-device",
+            Self::Store => "store",
+            Self::Internal(_) => "internal",
+            Self::ShuttingDown => "shutting-down",
+        }
+    }
+
     /// The error code on the wire.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -257,6 +279,9 @@ pub struct Session {
     started: Instant,
     /// The hub is stopping: read nothing more, close once every commit is answered.
     draining: bool,
+    /// The counters this session adds to (its own, unregistered, unless the driver gives the
+    /// hub's).
+    metrics: Arc<HubMetrics>,
 }
 
 enum State {
@@ -286,6 +311,8 @@ struct Open {
     tokens: f64,
     refilled: Instant,
     next_read: u64,
+    /// The window was full with a queue waiting, at the last fill.
+    stalled: bool,
 }
 
 /// A queue the device reads.
@@ -316,7 +343,14 @@ impl Session {
             actions: VecDeque::new(),
             started: now.instant,
             draining: false,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts what this session does in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<HubMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The next thing for the driver to do.
@@ -468,8 +502,14 @@ impl Session {
         let State::Open(open) = &mut self.state else { return };
         open.unanswered = open.unanswered.saturating_sub(1);
         let frame: Frame = match result {
-            Ok(()) => Accepted { id }.into(),
-            Err(error) => Rejected { id, reason: error.code(), detail: error.to_string() }.into(),
+            Ok(()) => {
+                self.metrics.sends_accepted.inc();
+                Accepted { id }.into()
+            }
+            Err(error) => {
+                self.metrics.rejected(error.code());
+                Rejected { id, reason: error.code(), detail: error.to_string() }.into()
+            }
         };
         self.push(&frame);
         self.progress();
@@ -492,7 +532,8 @@ impl Session {
             }
         };
         let limit = self.config.peer_max_payload;
-        open.hand_out(index, deliveries, limit, &mut self.transmit);
+        let handed = open.hand_out(index, deliveries, limit, &mut self.transmit);
+        self.metrics.deliveries.inc_by(handed);
         self.progress();
     }
 
@@ -540,6 +581,7 @@ impl Session {
                 }
                 if !open.take_token(&self.config, now.instant) {
                     let error = SendError::RateLimited(self.config.sends_per_second);
+                    self.metrics.rejected(error.code());
                     let id = send.envelope.id;
                     let frame = Rejected { id, reason: error.code(), detail: error.to_string() };
                     return self.push(&frame.into());
@@ -580,6 +622,7 @@ impl Session {
         for seq in done {
             let Some(receipt) = reading.in_flight.remove(&seq) else { continue };
             open.in_flight -= 1;
+            self.metrics.acks.inc();
             if let Some(mut receipt) = receipt {
                 receipt.at_ms = now.unix_ms;
                 open.storing += 1;
@@ -607,7 +650,9 @@ impl Session {
             }
             return;
         }
-        open.fill(&mut self.actions);
+        if open.fill(&mut self.actions) {
+            self.metrics.window_stalls.inc();
+        }
     }
 
     fn push(&mut self, frame: &Frame) {
@@ -617,6 +662,12 @@ impl Session {
     }
 
     fn close(&mut self, error: SessionError) {
+        let reason = crate::metrics::label("reason", error.label());
+        let closed = match self.state {
+            State::Open(_) => &self.metrics.sessions_closed,
+            _ => &self.metrics.handshake_failures,
+        };
+        closed.get_or_create(&reason).inc();
         self.push(&Close { code: error.code(), reason: error.to_string() }.into());
         self.state = State::Closed;
         self.actions.push_back(Action::Close(error));
@@ -639,6 +690,7 @@ impl Open {
             tokens: f64::from(config.send_burst),
             refilled: now,
             next_read: 1,
+            stalled: false,
         }
     }
 
@@ -665,8 +717,9 @@ impl Open {
         self.reloading = false;
     }
 
-    /// Asks to read every queue that may hold entries, while the window has room.
-    fn fill(&mut self, actions: &mut VecDeque<Action>) {
+    /// Asks to read every queue that may hold entries, while the window has room. Whether the
+    /// window has just become the limit: a queue has entries waiting and no room is left.
+    fn fill(&mut self, actions: &mut VecDeque<Action>) -> bool {
         for reading in &mut self.readings {
             let room = self.window.saturating_sub(self.in_flight + self.reserved);
             if room == 0 {
@@ -687,6 +740,11 @@ impl Open {
                 max: room as usize,
             }));
         }
+        let full = self.window.saturating_sub(self.in_flight + self.reserved) == 0;
+        let waiting = full && self.readings.iter().any(|r| r.pending && r.reading.is_none());
+        let newly = waiting && !self.stalled;
+        self.stalled = waiting;
+        newly
     }
 
     /// Hands the entries of a read to the device.
@@ -696,9 +754,10 @@ impl Open {
         deliveries: Vec<Delivery>,
         limit: u32,
         transmit: &mut BytesMut,
-    ) {
+    ) -> u64 {
+        let mut handed = 0;
         let reading = &mut self.readings[index];
-        let Some((_, room)) = reading.reading.take() else { return };
+        let Some((_, room)) = reading.reading.take() else { return 0 };
         self.reserved -= room;
         reading.pending = deliveries.len() >= room as usize;
         for delivery in deliveries {
@@ -710,6 +769,7 @@ impl Open {
                 Ok(()) => {
                     reading.in_flight.insert(delivery.seq, delivery.receipt);
                     self.in_flight += 1;
+                    handed += 1;
                 }
                 // The configuration keeps every stored message within the device's frame
                 // limit; an entry that is not cannot be handed out and stays for a client
@@ -720,6 +780,7 @@ impl Open {
                 ),
             }
         }
+        handed
     }
 
     fn take_token(&mut self, config: &SessionConfig, now: Instant) -> bool {

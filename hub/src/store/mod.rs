@@ -251,7 +251,7 @@ impl<T> Future for Pending<T> {
 }
 
 /// Counters of the writers' work, for metrics and benchmarks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StoreMetrics {
     /// Write batches committed (see `synced_batches` for how many were fsynced).
     pub batches: AtomicU64,
@@ -267,12 +267,68 @@ pub struct StoreMetrics {
     pub prepare_nanos: AtomicU64,
     /// Nanoseconds the writers spent in RocksDB writes (memtable, WAL and its fsync).
     pub write_nanos: AtomicU64,
+    /// Seconds a group commit takes from building its batch to the write being durable
+    /// (checks, the write, the fsync), one observation per batch written.
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Messages appended per fsynced batch that appended any (what one fsync bought).
+    pub batch_messages: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+        Self {
+            batches: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            enqueued: AtomicU64::new(0),
+            synced_batches: AtomicU64::new(0),
+            dedupe_disk_lookups: AtomicU64::new(0),
+            prepare_nanos: AtomicU64::new(0),
+            write_nanos: AtomicU64::new(0),
+            // 25 µs to about 0.8 s.
+            commit_seconds: Histogram::new(exponential_buckets(25e-6, 2.0, 16)),
+            // 1 to 8192 (the largest batch by default).
+            batch_messages: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+        }
+    }
+}
+
+/// How many messages the queues hold, per shard, with the largest queues.
+#[derive(Debug, Clone, Default)]
+pub struct QueueDepths {
+    /// Queues in the store.
+    pub queues: u64,
+    /// Messages held (between each queue's floor and tail), per shard.
+    pub held_per_shard: Vec<u64>,
+    /// The queues holding the most, largest first: name and messages held.
+    pub largest: Vec<(String, u64)>,
+}
+
+/// RocksDB's own figures that tell an operator the disk is falling behind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineFigures {
+    /// Microseconds writes have been stalled or slowed by RocksDB since the store opened.
+    pub stall_micros: u64,
+    /// Whether writes are stopped now.
+    pub write_stopped: bool,
+    /// Bytes compaction has to rewrite to bring the levels back in shape.
+    pub pending_compaction_bytes: u64,
+    /// Bytes in the memtables (active and waiting to be flushed).
+    pub memtable_bytes: u64,
+    /// Bytes the block cache holds.
+    pub block_cache_bytes: u64,
+    /// Bytes of the block cache.
+    pub block_cache_capacity: u64,
+    /// Bytes of the SST files.
+    pub sst_bytes: u64,
 }
 
 /// The durable queue store. Cheap to share behind an `Arc`; dropping it stops the writers after
 /// they finish what they hold.
 pub struct Store {
     db: Arc<DB>,
+    /// The options the database was opened with: they hold its statistics.
+    options: rocksdb::Options,
     /// Each shard writer's channel; emptied by [`Store::shutdown`], which disconnects them.
     shards: ArcSwap<Vec<Sender<Command>>>,
     shard_count: usize,
@@ -308,7 +364,8 @@ impl Store {
         clock: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Result<Self, StoreError> {
         let shard_count = config.shards.clamp(1, u16::MAX as usize);
-        let db = Arc::new(DB::open(&db_options(&config)?, &config.path)?);
+        let options = db_options(&config)?;
+        let db = Arc::new(DB::open(&options, &config.path)?);
         let budget = config.disk_budget.unwrap_or(0);
         let tails = tail::Tails::new(config.tail_cache_bytes);
         let space = space::Space::new(&config.path, config.min_free_bytes, config.reserve_bytes);
@@ -335,6 +392,7 @@ impl Store {
         }
         let store = Self {
             db,
+            options,
             shards: ArcSwap::from_pointee(shards),
             shard_count,
             threads: Mutex::new(threads),
@@ -734,6 +792,52 @@ impl Store {
         &self.shared.metrics
     }
 
+    /// Messages held per shard and the `largest` queues, read from the queue records (one
+    /// pass over them; blocks on RocksDB).
+    pub fn queue_depths(&self, largest: usize) -> Result<QueueDepths, StoreError> {
+        let mut depths =
+            QueueDepths { held_per_shard: vec![0; self.shard_count], ..Default::default() };
+        // A min-heap of the largest seen so far.
+        let mut top: std::collections::BinaryHeap<std::cmp::Reverse<(u64, Box<str>)>> =
+            std::collections::BinaryHeap::with_capacity(largest + 1);
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(vec![codec::QUEUE_META + 1]);
+        let start = codec::queue_meta(QueueId(0));
+        for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options) {
+            let (key, value) = item?;
+            let Some(queue) = codec::queue_meta_id(&key) else { continue };
+            let meta = codec::decode_meta(&value)?;
+            let held = meta.last_seq.saturating_sub(meta.floor);
+            depths.queues += 1;
+            depths.held_per_shard[self.shard_of(queue)] += held;
+            if largest > 0 && held > 0 {
+                top.push(std::cmp::Reverse((held, meta.name)));
+                if top.len() > largest {
+                    top.pop();
+                }
+            }
+        }
+        let mut top: Vec<(String, u64)> =
+            top.into_iter().map(|std::cmp::Reverse((held, name))| (name.into(), held)).collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        depths.largest = top;
+        Ok(depths)
+    }
+
+    /// RocksDB's figures on stalls, compaction debt and memory.
+    pub fn engine_figures(&self) -> EngineFigures {
+        let int = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        EngineFigures {
+            stall_micros: self.options.get_ticker_count(rocksdb::statistics::Ticker::StallMicros),
+            write_stopped: int("rocksdb.is-write-stopped") != 0,
+            pending_compaction_bytes: int("rocksdb.estimate-pending-compaction-bytes"),
+            memtable_bytes: int("rocksdb.cur-size-all-mem-tables"),
+            block_cache_bytes: int("rocksdb.block-cache-usage"),
+            block_cache_capacity: int("rocksdb.block-cache-capacity"),
+            sst_bytes: int("rocksdb.total-sst-files-size"),
+        }
+    }
+
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
         self.shard_count
@@ -1013,6 +1117,10 @@ fn db_options(config: &StoreConfig) -> Result<rocksdb::Options, StoreError> {
          allow_concurrent_memtable_write=false;recycle_log_file_num=4",
     )?;
     options.create_if_missing(true);
+    // Tickers only (no histograms, no timers): the stall time the metrics show, at the cost
+    // of a few per-core counter increments.
+    options.enable_statistics();
+    options.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptHistogramOrTimers);
     options.increase_parallelism(2);
     options.set_max_background_jobs(2);
     // Flushes and compactions hand their output to the disk a megabyte at a time rather than

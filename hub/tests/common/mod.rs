@@ -21,6 +21,8 @@ pub struct HubProcess {
     pub data_dir: PathBuf,
     pub quic: SocketAddr,
     pub admin: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (none when the config turns it off).
+    pub metrics: Option<SocketAddr>,
     pub cert: Vec<u8>,
     extra: Vec<String>,
     config: Option<PathBuf>,
@@ -40,7 +42,7 @@ impl HubProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         std::fs::write(&path, config).unwrap();
         let config = Some(path);
-        let (child, quic, admin) =
+        let (child, quic, admin, metrics) =
             spawn(None, data_dir, &config, &[], "127.0.0.1:0", "127.0.0.1:0");
         let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
         let data_dir = data_dir.into();
@@ -49,6 +51,7 @@ impl HubProcess {
             data_dir,
             quic,
             admin,
+            metrics,
             cert,
             extra: Vec::new(),
             config,
@@ -63,7 +66,7 @@ impl HubProcess {
         std::fs::create_dir_all(data_dir).unwrap();
         std::fs::write(&path, config).unwrap();
         let config = Some(path);
-        let (child, quic, admin) =
+        let (child, quic, admin, metrics) =
             spawn(None, data_dir, &config, &[], &quic.to_string(), &admin.to_string());
         let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
         let data_dir = data_dir.into();
@@ -72,6 +75,7 @@ impl HubProcess {
             data_dir,
             quic,
             admin,
+            metrics,
             cert,
             extra: Vec::new(),
             config,
@@ -93,13 +97,14 @@ impl HubProcess {
         std::fs::write(&path, config).unwrap();
         let config = Some(path);
         let any = |at: SocketAddr| SocketAddr::from(([0, 0, 0, 0], at.port())).to_string();
-        let (child, _, _) = spawn(Some(netns), data_dir, &config, &[], &any(quic), &any(admin));
+        let (child, _, _, _) = spawn(Some(netns), data_dir, &config, &[], &any(quic), &any(admin));
         let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
         Self {
             child: Some(child),
             data_dir: data_dir.into(),
             quic,
             admin,
+            metrics: None,
             cert,
             extra: Vec::new(),
             config,
@@ -110,7 +115,7 @@ impl HubProcess {
     /// Starts a hub with extra command-line arguments (after `serve`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, quic, admin) =
+        let (child, quic, admin, metrics) =
             spawn(None, data_dir, &None, &extra, "127.0.0.1:0", "127.0.0.1:0");
         let cert = std::fs::read(data_dir.join("tls/cert.der")).unwrap();
         Self {
@@ -118,6 +123,7 @@ impl HubProcess {
             data_dir: data_dir.into(),
             quic,
             admin,
+            metrics,
             cert,
             extra,
             config: None,
@@ -149,7 +155,7 @@ impl HubProcess {
             Some(_) => SocketAddr::from(([0, 0, 0, 0], at.port())).to_string(),
             None => at.to_string(),
         };
-        let (child, quic, admin) = spawn(
+        let (child, quic, admin, metrics) = spawn(
             self.netns.as_deref(),
             &self.data_dir,
             &self.config,
@@ -161,6 +167,9 @@ impl HubProcess {
             assert_eq!((quic, admin), (self.quic, self.admin));
         }
         self.child = Some(child);
+        if self.netns.is_none() {
+            self.metrics = metrics;
+        }
     }
 
     /// A user token for `user`, adding the user first if the hub does not know them.
@@ -216,7 +225,17 @@ fn spawn(
     extra: &[String],
     quic: &str,
     admin: &str,
-) -> (Child, SocketAddr, SocketAddr) {
+) -> (Child, SocketAddr, SocketAddr, Option<SocketAddr>) {
+    // The metrics listener on the admin API's address, at a free port: several hubs of one
+    // test binary must not all take the default port.
+    let metrics_at = {
+        let admin: SocketAddr = admin.parse().unwrap();
+        SocketAddr::new(admin.ip(), 0).to_string()
+    };
+    let mut metrics_arg = vec!["--metrics-listen", metrics_at.as_str()];
+    if extra.iter().any(|a| a == "--metrics-listen") {
+        metrics_arg.clear();
+    }
     let mut command = match netns {
         Some(netns) => {
             let mut command = Command::new("ip");
@@ -231,6 +250,7 @@ fn spawn(
     let mut child = command
         .args(["--data-dir", data_dir.to_str().unwrap(), "serve", "--listen", quic])
         .args(["--admin-listen", admin])
+        .args(&metrics_arg)
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -258,7 +278,11 @@ fn spawn(
         line.split("QUIC ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
     let admin: SocketAddr =
         line.split("http://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
-    (child, quic, admin)
+    let metrics = line
+        .split("metrics http://")
+        .nth(1)
+        .map(|rest| rest.split(' ').next().unwrap().parse().unwrap());
+    (child, quic, admin, metrics)
 }
 
 /// The pin of the hub whose data directory is `data_dir` (`hub identity`, which makes the

@@ -347,8 +347,12 @@ impl ShardWriter {
         match &outcome {
             Ok(()) => {
                 metrics.batches.fetch_add(1, Ordering::Relaxed);
+                metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
                 if !acks_only && self.shared.config.sync {
                     metrics.synced_batches.fetch_add(1, Ordering::Relaxed);
+                    if staged.enqueued > 0 {
+                        metrics.batch_messages.observe(staged.enqueued as f64);
+                    }
                 }
                 metrics.commands.fetch_add(count, Ordering::Relaxed);
                 metrics.enqueued.fetch_add(staged.enqueued, Ordering::Relaxed);
