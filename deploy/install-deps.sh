@@ -8,7 +8,8 @@
 # packets between two hubs in network namespaces; and python3 with its venv module, in which
 # deploy/schemathesis installs the admin API's conformance tester; and Prometheus, which a test
 # runs on loopback to scrape a hub (with promtool, which lints the exposition; the package's own
-# service is stopped and disabled again where systemd runs it). Safe to run again: it installs nothing that is
+# service is stopped and disabled again where systemd runs it); and systemd's analyzer, which
+# checks the unit in deploy/systemd. Safe to run again: it installs nothing that is
 # already there. Debian and Ubuntu only; elsewhere it says what to install and stops.
 set -euo pipefail
 
@@ -31,13 +32,14 @@ command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing+=(nftables)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions; python3 and its venv module run schemathesis; prometheus scrapes a hub in a test)" >&2
+    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions; python3 and its venv module run schemathesis; prometheus scrapes a hub in a test; systemd-analyze checks the unit)" >&2
     exit 1
 fi
 
