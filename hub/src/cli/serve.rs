@@ -55,7 +55,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Tells systemd (when it started the hub with `NOTIFY_SOCKET`) where the hub stands. A
 /// failure is logged, never fatal: the hub serves whether or not anyone listens.
-fn notify(states: &[NotifyState]) {
+fn notify(states: &[NotifyState<'_>]) {
     if let Err(error) = sd_notify::notify(states) {
         tracing::warn!(%error, "cannot notify the service manager");
     }
