@@ -144,6 +144,13 @@ listen = "127.0.0.1:7449"
 # false: no metrics listener (and no probes).
 enabled = true
 
+[backup]
+# Where `hub backup` (POST /v1/backups) writes backups, each in a directory of its own. Empty:
+# <data_dir>/backups. On the store's filesystem a backup's table files are hard links (instant,
+# and small until compaction replaces the live files); copy backups to another machine for
+# safety. Under systemd, a directory outside the state directory needs ReadWritePaths=.
+dir = ""
+
 [log]
 # "human" or "json".
 format = "human"
@@ -170,6 +177,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The metrics and health listener.
     pub metrics: MetricsConfig,
+    /// Backups.
+    pub backup: BackupConfig,
     /// This hub's identity among hubs.
     pub hub: HubSection,
     /// Other hubs this hub links to.
@@ -178,6 +187,10 @@ pub struct Config {
     pub org: OrgConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The file this configuration was read from (none for the built-in defaults): backups
+    /// copy it, a reload reads it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[hub]`
@@ -427,6 +440,14 @@ pub struct AdminConfig {
     pub request_burst_per_address: u32,
 }
 
+/// `[backup]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Where backups are written; empty: `<data_dir>/backups`.
+    pub dir: PathBuf,
+}
+
 /// `[metrics]`
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -473,6 +494,8 @@ impl Default for Config {
             store: StoreSection::default(),
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
+            backup: BackupConfig::default(),
+            source: None,
             hub: HubSection::default(),
             peers: Vec::new(),
             org: OrgConfig::default(),
@@ -589,10 +612,12 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text).map_err(|e| match e {
+        let mut config = Self::parse(&text).map_err(|e| match e {
             ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.into(), source },
             other => other,
-        })
+        })?;
+        config.source = Some(std::path::absolute(path).unwrap_or_else(|_| path.into()));
+        Ok(config)
     }
 
     /// Parses and checks a configuration text.

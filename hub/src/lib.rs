@@ -17,6 +17,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
+pub mod backup;
 pub mod client;
 pub mod config;
 pub mod fanout;

@@ -79,6 +79,18 @@ enum Command {
     /// Print this hub's certificate pin (other hubs put it in their peer tables), making the
     /// certificate if the data directory has none yet.
     Identity,
+    /// Take a consistent backup of the running hub, without stopping it, into a new directory
+    /// under `[backup] dir` (talks to the running hub's admin API).
+    Backup {
+        /// The backup's directory name (default: the UTC time, `20261205T083000Z`).
+        name: Option<String>,
+    },
+    /// Restore a backup into this data directory, which must hold no store (the hub must not
+    /// be running on it).
+    Restore {
+        /// The backup's directory (as `hub backup` printed it).
+        backup: PathBuf,
+    },
     /// Print the admin API's OpenAPI document (what `GET /v1/openapi.json` serves).
     Openapi,
     /// Peer hubs and their links (talks to the running hub's admin API).
@@ -628,6 +640,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let identity = switchboard_hub::net::tls::load_or_create_for(&config)?;
             println!("name: {}", config.hub.name);
             println!("pin:  {}", switchboard_hub::net::tls::pin(identity.cert.as_ref()));
+            Ok(())
+        }
+        Some(Command::Backup { name }) => runtime.block_on(async {
+            let report = cli::admin_client(&config)?.backup(name.as_deref()).await?;
+            println!("backup: {}", report.dir);
+            println!("store:  {} bytes, taken in {} ms", report.store_bytes, report.took_ms);
+            if !report.config {
+                println!("(the hub was started without --config: no configuration file copied)");
+            }
+            Ok(())
+        }),
+        Some(Command::Restore { backup }) => {
+            let data_dir = config.data_dir();
+            let restored = switchboard_hub::backup::restore(&backup, &data_dir)?;
+            println!(
+                "restored {} into {}: {} users",
+                backup.display(),
+                data_dir.display(),
+                restored.users
+            );
+            if let Some(config) = restored.config {
+                println!(
+                    "the backup's configuration file is {}: put it in place",
+                    config.display()
+                );
+            }
             Ok(())
         }
         Some(Command::Openapi) => {

@@ -60,6 +60,16 @@ impl AdminClient {
         self.call("GET", "/v1/metrics", None).await
     }
 
+    /// Takes a backup named `name` (default: the UTC time) under the hub's backup directory
+    /// (operator only).
+    pub async fn backup(
+        &self,
+        name: Option<&str>,
+    ) -> Result<crate::backup::BackupReport, AdminError> {
+        let body = serde_json::json!({ "name": name });
+        self.call("POST", "/v1/backups", Some(body)).await
+    }
+
     /// How to reach the hub: its name, domains, QUIC address and certificate.
     pub async fn hub_card(&self) -> Result<crate::admin::HubCard, AdminError> {
         self.call("GET", "/v1/hub", None).await
