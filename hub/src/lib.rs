@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod net;
 pub mod org;
 pub mod personal;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod store;

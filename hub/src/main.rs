@@ -85,6 +85,10 @@ enum Command {
         /// The backup's directory name (default: the UTC time, `20261205T083000Z`).
         name: Option<String>,
     },
+    /// Make the running hub read its configuration file again and apply what can change
+    /// live; prints what was applied and what needs a restart (talks to the admin API; SIGHUP
+    /// does the same).
+    Reload,
     /// Restore a backup into this data directory, which must hold no store (the hub must not
     /// be running on it).
     Restore {
@@ -592,31 +596,49 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    if let Some(dir) = &cli.data_dir {
-        config.data_dir = dir.clone();
-    }
-    if cli.no_gso {
-        config.quic.segmentation_offload = false;
-    }
+    cli_overrides(cli, None, None, None)(&mut config);
     Ok(config)
+}
+
+/// The command line's settings over the file's, as a function a reload applies again.
+fn cli_overrides(
+    cli: &Cli,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+) -> Box<dyn Fn(&mut Config) + Send + Sync> {
+    let (data_dir, no_gso) = (cli.data_dir.clone(), cli.no_gso);
+    Box::new(move |config: &mut Config| {
+        if let Some(dir) = &data_dir {
+            config.data_dir = dir.clone();
+        }
+        if no_gso {
+            config.quic.segmentation_offload = false;
+        }
+        if let Some(listen) = listen {
+            config.quic.listen = listen;
+        }
+        if let Some(listen) = admin_listen {
+            config.admin.listen = listen;
+        }
+        if let Some(listen) = metrics_listen {
+            config.metrics.listen = listen;
+        }
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = load_config(&cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        None => runtime.block_on(serve(config)),
+        None => {
+            let overrides = cli_overrides(&cli, None, None, None);
+            runtime.block_on(serve(config, overrides))
+        }
         Some(Command::Serve { listen, admin_listen, metrics_listen }) => {
-            if let Some(listen) = listen {
-                config.quic.listen = listen;
-            }
-            if let Some(listen) = admin_listen {
-                config.admin.listen = listen;
-            }
-            if let Some(listen) = metrics_listen {
-                config.metrics.listen = listen;
-            }
-            runtime.block_on(serve(config))
+            let overrides = cli_overrides(&cli, listen, admin_listen, metrics_listen);
+            overrides(&mut config);
+            runtime.block_on(serve(config, overrides))
         }
         Some(Command::Config { default }) => {
             if default {
@@ -648,6 +670,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("store:  {} bytes, taken in {} ms", report.store_bytes, report.took_ms);
             if !report.config {
                 println!("(the hub was started without --config: no configuration file copied)");
+            }
+            Ok(())
+        }),
+        Some(Command::Reload) => runtime.block_on(async {
+            let report = cli::admin_client(&config)?.reload().await?;
+            println!("reloaded {}", report.file);
+            for applied in &report.applied {
+                println!("applied:       {applied}");
+            }
+            for restart in &report.needs_restart {
+                println!("needs restart: {restart}");
+            }
+            for refused in &report.refused {
+                println!("refused:       {refused}");
+            }
+            if report.applied.is_empty()
+                && report.needs_restart.is_empty()
+                && report.refused.is_empty()
+            {
+                println!("nothing changed");
             }
             Ok(())
         }),

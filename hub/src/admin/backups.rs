@@ -1,4 +1,5 @@
-//! `POST /v1/backups`: a backup of the running hub (operator only); see [`crate::backup`].
+//! `POST /v1/backups` and `POST /v1/reload` (operator only): a backup of the running hub (see
+//! [`crate::backup`]) and a reload of its configuration (see [`crate::reload`]).
 
 use axum::{
     Json,
@@ -54,5 +55,22 @@ pub(super) async fn take_backup(
             tracing::error!(%error, "backup failed");
             Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("backup failed: {error}")))
         }
+    }
+}
+
+/// Reads the configuration file again and applies what can change live, as SIGHUP does
+/// (operator only). What needs a restart is reported and not applied.
+#[utoipa::path(post, path = "/v1/reload", tag = "hub", responses(
+    (status = 200, description = "what was applied, what needs a restart, what was refused", body = crate::reload::ReloadReport),
+    (status = 409, description = "no configuration file, or it does not parse; nothing was changed", body = ErrorBody),
+))]
+pub(super) async fn reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<crate::reload::ReloadReport>, ApiError> {
+    authorise(&state, &headers)?;
+    match state.hub.reload_from_file().await {
+        Ok(report) => Ok(Json(report)),
+        Err(error) => Err(ApiError(StatusCode::CONFLICT, error.to_string())),
     }
 }

@@ -46,6 +46,7 @@
 //! | `POST /v1/peers/remove` | `{"name", "force"?}` | removes a peer added at run time; refused while messages wait for it unless `force`, and for a user's home hub (operator only) |
 //! | `POST /v1/peers/retry` | `{"name"}` | ends the link's backoff now (operator only) |
 //! | `POST /v1/backups` | `{"name"?}` | the backup: `{"dir", "taken_ms", "hub", "store_bytes", "config", "took_ms"}` (operator only) |
+//! | `POST /v1/reload` | | `{"file", "applied", "needs_restart", "refused"}`: the configuration file read again (operator only) |
 //! | `GET /v1/metrics` | | `{"connections", "handshakes", "handshakes_refused", "resident_bytes", "store_...", "cpu_seconds"}` (operator only) |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API, made from the handlers below and their types |
 //!
@@ -300,6 +301,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hub_card))
         .routes(routes!(metrics::metrics))
         .routes(routes!(backups::take_backup))
+        .routes(routes!(backups::reload))
         .routes(routes!(users::list_users, users::add_user))
         .routes(routes!(users::new_user_code))
         .routes(

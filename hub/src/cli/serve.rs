@@ -3,21 +3,38 @@
 use sd_notify::NotifyState;
 use switchboard_hub::{
     config::{Config, LogFormat},
+    reload::{LogFilter, ReloadHooks},
     server,
 };
 
-fn init_logs(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+/// Starts logging to stderr; the answer sets a new filter (a reload), unless `RUST_LOG`, which
+/// takes precedence, is set.
+fn init_logs(config: &Config) -> LogFilter {
+    use tracing_subscriber::{EnvFilter, fmt, prelude::*, reload};
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let pinned = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.log.level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log.format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => registry.with(fmt::layer().with_writer(std::io::stderr)).init(),
+        LogFormat::Json => registry.with(fmt::layer().json().with_writer(std::io::stderr)).init(),
     }
+    Box::new(move |level: &str| {
+        if pinned {
+            return Err("RUST_LOG is set and takes precedence".into());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("not a log filter: {e}"))?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
-pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
-    init_logs(&config);
+/// Serves `config`; `overrides` are the command line's, applied again to the file at a reload.
+pub(crate) async fn serve(
+    config: Config,
+    overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
+) -> anyhow::Result<()> {
+    let log_filter = init_logs(&config);
     let hub = match server::start(config).await {
         Ok(hub) => hub,
         Err(error) => {
@@ -35,11 +52,12 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         hub.admin_addr,
         hub.data_dir.display()
     );
+    hub.hub().set_reload_hooks(ReloadHooks { overrides, log_filter });
     // systemd (Type=notify): ready once the store is open and every listener bound.
     let status = format!("serving QUIC {} · admin {}", hub.quic_addr, hub.admin_addr);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     let watchdog = sd_notify::watchdog_enabled().map(|every| tokio::spawn(watchdog(every)));
-    wait_for_signal().await?;
+    wait_for_signal(hub.hub()).await?;
     notify(&[
         NotifyState::Stopping,
         NotifyState::Status("stopping: finishing commits in progress"),
@@ -73,13 +91,23 @@ async fn watchdog(every: std::time::Duration) {
     }
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; reloads the configuration at each SIGHUP meanwhile.
+async fn wait_for_signal(hub: &std::sync::Arc<switchboard_hub::fanout::Hub>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                notify(&[NotifyState::Reloading]);
+                if let Err(error) = hub.reload_from_file().await {
+                    tracing::warn!(%error, "reload refused");
+                }
+                notify(&[NotifyState::Ready]);
+            }
+        }
     }
-    Ok(())
 }

@@ -70,6 +70,11 @@ impl AdminClient {
         self.call("POST", "/v1/backups", Some(body)).await
     }
 
+    /// Makes the hub read its configuration file again (operator only).
+    pub async fn reload(&self) -> Result<crate::reload::ReloadReport, AdminError> {
+        self.call("POST", "/v1/reload", None).await
+    }
+
     /// How to reach the hub: its name, domains, QUIC address and certificate.
     pub async fn hub_card(&self) -> Result<crate::admin::HubCard, AdminError> {
         self.call("GET", "/v1/hub", None).await

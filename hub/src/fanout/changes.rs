@@ -65,10 +65,10 @@ impl Hub {
         mut command: Command,
     ) -> Result<Event, ServiceError> {
         if let Command::CreateOrg { seat_limit: seat_limit @ None, .. } = &mut command {
-            *seat_limit = Some(self.config.org.default_seats);
+            *seat_limit = Some(self.config().org.default_seats);
         }
         if let Command::CreateOrg { domain, .. } | Command::AddDomain { domain, .. } = &command
-            && self.config.org.is_public_mail_domain(domain)
+            && self.config().org.is_public_mail_domain(domain)
         {
             return Err(OrgError::Field {
                 field: "domain".into(),
@@ -150,7 +150,7 @@ impl Hub {
             from,
             to,
             created_ms: now,
-            ttl_secs: self.config.delivery.default_ttl_secs,
+            ttl_secs: self.config().delivery.default_ttl_secs,
             flags: Flags::NOTICE,
             body: Bytes::from(body.to_string()),
         };

@@ -294,7 +294,7 @@ impl Hub {
             Ok(queue) => queue,
             Err(refusal) => self.peers().outbound_for(&receipt.message_from).ok_or(refusal)?,
         };
-        let request = receipt_request(&receipt, self.config.delivery.default_ttl_secs);
+        let request = receipt_request(&receipt, self.config().delivery.default_ttl_secs);
         let line = match &line {
             Some(line) => Some(self.directory.resolve(line)?),
             None => None,

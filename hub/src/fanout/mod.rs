@@ -42,7 +42,8 @@ use crate::{
 /// State shared by every session of the hub.
 pub struct Hub {
     store: Arc<Store>,
-    config: Config,
+    /// The settings; a reload swaps in new ones (see [`Hub::reload`]).
+    config: arc_swap::ArcSwap<Config>,
     org: OrgService,
     notifier: Notifier,
     directory: Directory,
@@ -62,6 +63,8 @@ pub struct Hub {
     key_uses: std::sync::Mutex<std::collections::HashSet<(u64, String)>>,
     /// The counters the metrics listener shows.
     metrics: Arc<crate::metrics::HubMetrics>,
+    /// How the process running the hub takes part in a reload.
+    reload_hooks: crate::reload::Hooks,
 }
 
 /// A user as the handshake needs it.
@@ -82,7 +85,7 @@ impl Hub {
         Ok(Arc::new_cyclic(|me| Self {
             peers,
             store,
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             org,
             notifier: Notifier::default(),
             directory: Directory::default(),
@@ -94,6 +97,7 @@ impl Hub {
             me: me.clone(),
             key_uses: std::sync::Mutex::default(),
             metrics: Arc::default(),
+            reload_hooks: Default::default(),
         }))
     }
 
@@ -107,9 +111,18 @@ impl Hub {
         &self.metrics
     }
 
-    /// The settings.
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub(crate) fn reload_hooks(&self) -> &crate::reload::Hooks {
+        &self.reload_hooks
+    }
+
+    /// Puts `config` in force (a reload, which checked what may change).
+    pub(crate) fn swap_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
+    }
+
+    /// The settings as they are now (a reload may change some).
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
     }
 
     /// Organisations, units (lines) and rights.

@@ -264,7 +264,7 @@ impl Hub {
         // organisation holding the domain, `#name@<a domain served here>` is `#name`.
         let target = self.local_form(&envelope.to);
         let mirror = self.mirror_of(sender, &envelope, &target)?;
-        let limit = self.config.limits.max_body_bytes;
+        let limit = self.config().limits.max_body_bytes;
         if envelope.body.len() > limit {
             return Err(SendError::TooLarge { size: envelope.body.len(), limit });
         }
@@ -281,7 +281,7 @@ impl Hub {
             },
         };
         // The envelope is stored as sent; its ttl decides only how long it is kept.
-        let ttl = self.config.delivery.effective_ttl_secs(envelope.ttl_secs);
+        let ttl = self.config().delivery.effective_ttl_secs(envelope.ttl_secs);
         let request = EnqueueRequest {
             id: envelope.id.0,
             sender: Bytes::copy_from_slice(envelope.from.as_str().as_bytes()),
@@ -356,7 +356,7 @@ impl Hub {
 
     /// Whether this hub serves `domain`: its configured domains and its organisations' domains.
     pub fn serves(&self, domain: &str) -> bool {
-        self.config.hub.domains.iter().any(|d| crate::config::domain_matches(d, domain))
+        self.config().hub.domains.iter().any(|d| crate::config::domain_matches(d, domain))
             || self.org.snapshot().domain_holder(&domain.to_ascii_lowercase()).is_some()
     }
 

@@ -66,7 +66,7 @@ pub(crate) async fn run(
 ) -> End {
     // Held until the device is welcomed (or the session ends first).
     let mut slot = Some(slot);
-    let config = SessionConfig::new(hub.config());
+    let config = SessionConfig::new(&hub.config());
     let (mut send, recv) =
         match tokio::time::timeout(config.handshake_timeout, connection.accept_bi()).await {
             Ok(Ok(streams)) => streams,

@@ -45,24 +45,29 @@ struct State {
 
 /// The limits per source, shared by the accept loop and the sessions.
 pub struct Sources {
-    limits: LimitsConfig,
+    limits: arc_swap::ArcSwap<LimitsConfig>,
     state: Mutex<State>,
 }
 
 impl Sources {
     /// Limits as `limits` sets them.
     pub fn new(limits: LimitsConfig) -> Self {
-        Self { limits, state: Mutex::default() }
+        Self { limits: arc_swap::ArcSwap::from_pointee(limits), state: Mutex::default() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// New limits (a reload); what addresses hold and have spent is kept.
+    pub fn set_limits(&self, limits: LimitsConfig) {
+        self.limits.store(Arc::new(limits));
+    }
+
     /// Takes a new connection from `ip` if its limits allow: the guard counts it until
     /// dropped.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<SourceGuard, SourceRefusal> {
-        let limits = &self.limits;
+        let limits = self.limits.load();
         let burst = f64::from(limits.connection_burst_per_address.max(1));
         let mut state = self.state();
         state.admitted += 1;
@@ -97,8 +102,8 @@ impl Sources {
     /// recent failure; accounts with no recent failure.
     fn sweep(&self, state: &mut State, now: Instant) {
         let window = self.window();
-        let rate = f64::from(self.limits.connections_per_second_per_address.max(1));
-        let burst = f64::from(self.limits.connection_burst_per_address.max(1));
+        let rate = f64::from(self.limits.load().connections_per_second_per_address.max(1));
+        let burst = f64::from(self.limits.load().connection_burst_per_address.max(1));
         state.addresses.retain(|_, source| {
             forget_before(&mut source.failed_enrolments, now, window);
             let refilled = source.tokens
@@ -113,7 +118,7 @@ impl Sources {
     }
 
     fn window(&self) -> Duration {
-        Duration::from_secs(self.limits.enrolment_failure_window_secs)
+        Duration::from_secs(self.limits.load().enrolment_failure_window_secs)
     }
 
     /// How long enrolments from `ip` or for `account` must wait, if either had too many
@@ -123,11 +128,11 @@ impl Sources {
         let mut state = self.state();
         let mut wait = None;
         if let Some(source) = state.addresses.get_mut(&ip) {
-            let limit = self.limits.enrolment_failures_per_address;
+            let limit = self.limits.load().enrolment_failures_per_address;
             wait = wait_for(&mut source.failed_enrolments, limit, now, window);
         }
         if let Some(failures) = state.accounts.get_mut(account) {
-            let limit = self.limits.enrolment_failures_per_account;
+            let limit = self.limits.load().enrolment_failures_per_account;
             wait = wait.max(wait_for(failures, limit, now, window));
         }
         wait

@@ -349,6 +349,8 @@ pub(crate) struct Shared {
     pub(crate) tails: tail::Tails,
     /// Free space on the store's filesystem.
     pub(crate) space: space::Space,
+    /// `config.backlog_limit`, changed by a reload.
+    pub(crate) backlog_limit: AtomicU64,
 }
 
 impl Store {
@@ -367,6 +369,7 @@ impl Store {
         let options = db_options(&config)?;
         let db = Arc::new(DB::open(&options, &config.path)?);
         let budget = config.disk_budget.unwrap_or(0);
+        let backlog_limit = config.backlog_limit;
         let tails = tail::Tails::new(config.tail_cache_bytes);
         let space = space::Space::new(&config.path, config.min_free_bytes, config.reserve_bytes);
         let shared = Arc::new(Shared {
@@ -375,6 +378,7 @@ impl Store {
             config,
             metrics: StoreMetrics::default(),
             disk_budget: AtomicU64::new(budget),
+            backlog_limit: AtomicU64::new(backlog_limit),
             disk_used: AtomicU64::new(0),
             clock,
         });
@@ -772,6 +776,11 @@ impl Store {
             p.await?;
         }
         Ok(())
+    }
+
+    /// Sets the most unconsumed messages one queue may hold; takes effect at once.
+    pub fn set_backlog_limit(&self, limit: u64) {
+        self.shared.backlog_limit.store(limit, Ordering::Relaxed);
     }
 
     /// Sets the disk budget in bytes (`None`: unlimited); takes effect at once.

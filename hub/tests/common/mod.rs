@@ -131,6 +131,12 @@ impl HubProcess {
         }
     }
 
+    /// The hub process's id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the hub is running").id()
+    }
+
     /// Kills the hub with SIGKILL: no shutdown code runs.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

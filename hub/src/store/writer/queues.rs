@@ -103,7 +103,7 @@ impl ShardWriter {
         }
         let sender = codec::stable_hash(&request.sender);
         let dedupe_key = codec::dedupe(queue, request.id, sender);
-        let limit = self.shared.config.backlog_limit;
+        let limit = self.shared.backlog_limit.load(std::sync::atomic::Ordering::Relaxed);
         self.queue(queue)?;
         match self.recent()?.lookup(&dedupe_key, request.id) {
             Lookup::Known(seq) => return Ok(Enqueued { seq, duplicate: true }),
