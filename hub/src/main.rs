@@ -85,6 +85,14 @@ enum Command {
         /// The backup's directory name (default: the UTC time, `20261205T083000Z`).
         name: Option<String>,
     },
+    /// Exit 0 if the running hub answers ready (`GET /readyz` on the metrics listener), 1 if
+    /// not: a health check for containers and scripts.
+    Ready {
+        /// The metrics listener (default: the configuration's `metrics.listen`, with an
+        /// unspecified address read as loopback).
+        #[arg(long)]
+        at: Option<SocketAddr>,
+    },
     /// Make the running hub read its configuration file again and apply what can change
     /// live; prints what was applied and what needs a restart (talks to the admin API; SIGHUP
     /// does the same).
@@ -600,6 +608,20 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// The first line of the body `GET /readyz` answers at `at` (within 5 s).
+fn ready(at: SocketAddr) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&at, timeout)
+        .map_err(|e| anyhow::anyhow!("no metrics listener at {at}: {e}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET /readyz HTTP/1.0\r\nHost: {at}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok(body.lines().next().unwrap_or("").to_string())
+}
+
 /// The command line's settings over the file's, as a function a reload applies again.
 fn cli_overrides(
     cli: &Cli,
@@ -673,6 +695,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }),
+        Some(Command::Ready { at }) => {
+            let mut at = at.unwrap_or(config.metrics.listen);
+            if at.ip().is_unspecified() {
+                at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let answer = ready(at)?;
+            println!("{answer}");
+            anyhow::ensure!(answer == "ready", "the hub at {at} is not ready");
+            Ok(())
+        }
         Some(Command::Reload) => runtime.block_on(async {
             let report = cli::admin_client(&config)?.reload().await?;
             println!("reloaded {}", report.file);
