@@ -226,3 +226,111 @@ fn hub_ready_exits_zero_for_a_ready_hub_and_non_zero_where_none_answers() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("no metrics listener"));
 }
+
+/// The names of the metric families a hub exposes (from `# TYPE` lines), with the series
+/// names their samples take (`_bucket`, `_sum`, `_count` for histograms).
+fn exposed_names(exposition: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let mut parts = rest.split_whitespace();
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        names.insert(name.to_string());
+        if kind == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                names.insert(format!("{name}{suffix}"));
+            }
+        }
+    }
+    names
+}
+
+/// `GET path` on `addr` over HTTP/1.0: the body.
+fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_is_documented_and_the_dashboard_asks_only_for_real_series_in_valid_promql() {
+    let dir = tempfile::tempdir().unwrap();
+    // A peer (never reachable), so that the peer series exist; a message waiting for an
+    // offline device, so that the fullest queues have one.
+    let config = format!(
+        "[[peers]]\nname = \"elsewhere\"\naddress = \"127.0.0.91:9\"\npin = \"{}\"\ndomains = [\"elsewhere.example\"]\n",
+        "ab".repeat(32)
+    );
+    let mut hub = common::HubProcess::start_configured(&dir.path().join("data"), &config);
+    let ann = hub.enrol("ann@example.org", "laptop").await;
+    // Bob's phone enrols (its first connection) and goes offline.
+    let phone = hub.enrol("bob@example.org", "phone").await;
+    common::connect(&phone).await.close().await;
+    let mut client = common::connect(&ann).await;
+    let bob = switchboard_protocol::Address::parse("bob@example.org").unwrap();
+    common::send_all(&mut client, &bob, &["hello".to_string()]).await;
+    let metrics = hub.metrics.unwrap();
+    // Queue depths are read at most every 10 s: this is the first read.
+    let exposition =
+        tokio::task::spawn_blocking(move || http_get(metrics, "/metrics")).await.unwrap();
+    hub.kill();
+    let names = exposed_names(&exposition);
+    // The message waiting for bob's phone is counted in his queue.
+    assert!(
+        exposition.contains("switchboard_queue_messages_held{queue=\"bob@example.org\"} 1"),
+        "{exposition}"
+    );
+    assert!(names.len() > 40, "{names:?}");
+
+    // docs/operations.md names every family.
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md"))
+            .unwrap();
+    let undocumented: Vec<&String> = names
+        .iter()
+        .filter(|n| !n.ends_with("_bucket") && !n.ends_with("_sum") && !n.ends_with("_count"))
+        .filter(|n| !docs.contains(&format!("`{n}`")))
+        .collect();
+    assert!(undocumented.is_empty(), "not in docs/operations.md: {undocumented:?}");
+
+    // The dashboard's expressions use only series the hub has (and Prometheus's `up`).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("grafana/switchboard.json")).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            exprs.push(target["expr"].as_str().unwrap().replace("$job", ".*"));
+        }
+    }
+    assert!(exprs.len() >= 20);
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("switchboard_") || word.starts_with("process_") {
+                assert!(
+                    names.contains(word),
+                    "the dashboard asks for {word}, which no hub exposes"
+                );
+            }
+        }
+    }
+    // Every expression is valid PromQL: promtool checks them as recording rules.
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:panel_{i}\n        expr: {}\n",
+            serde_json::to_string(expr).unwrap()
+        ));
+    }
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let checked = Command::new("promtool").arg("check").arg("rules").arg(&file).output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}

@@ -191,8 +191,12 @@ async fn prometheus_scrapes_a_hub_under_load_and_its_figures_match_loadgen() {
         let accepted = prometheus
             .wait_for("switchboard_sends_accepted_total", |v| v == report.accepted_all as f64);
         assert_eq!(accepted, report.accepted_all as f64);
-        // Nothing refused: the family has no series.
-        assert_eq!(prometheus.value("sum(switchboard_sends_rejected_total)"), None);
+        // Nothing refused: every reason's series is there, at 0.
+        assert_eq!(prometheus.value("sum(switchboard_sends_rejected_total)"), Some(0.0));
+        assert_eq!(
+            prometheus.value("switchboard_sends_rejected_total{reason=\"recipient-backlog-full\"}"),
+            Some(0.0)
+        );
         // Each message went to the recipient's 2 devices and the sender's copy to the sender's
         // 2: at least 4 deliveries per message, all acknowledged once loadgen stopped.
         let deliveries = prometheus.wait_for("switchboard_deliveries_total", |v| v > 0.0);

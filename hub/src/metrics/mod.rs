@@ -33,12 +33,14 @@ pub type Label = [(&'static str, String); 1];
 
 /// How many of the fullest queues a scrape names.
 pub const LARGEST_QUEUES: usize = 10;
-/// How long a scrape reuses the queue depths it read: reading them is one pass over every
-/// queue's record, which a hub of a million queues should not do every few seconds.
+/// How long a scrape reuses the queue depths it read, at least: reading them is one pass over
+/// every queue's record and a seek per queue, which a hub of a million queues should not do
+/// every few seconds. They are also reused for 20 times as long as the last read took, so that
+/// reading them costs at most a twentieth of one core.
 const DEPTHS_FOR: Duration = Duration::from_secs(10);
 
 /// The counters the hub's paths increment as they work.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HubMetrics {
     /// Sends answered `accepted`.
     pub sends_accepted: Counter,
@@ -68,8 +70,78 @@ pub struct HubMetrics {
     pub relayed_in: Family<Label, Counter>,
     /// Items a peer relayed here that this hub refused, by peer.
     pub relay_refusals: Family<Label, Counter>,
-    /// Queue depths read by the last scrape, and when.
-    depths: Mutex<Option<(Instant, QueueDepths)>>,
+    /// Queue depths read by the last scrape: when, how long the read took, the depths.
+    depths: Mutex<Option<(Instant, Duration, QueueDepths)>>,
+}
+
+/// Reasons a handshake fails for, shown at 0 from the start (a series that appears only with
+/// its first event breaks `rate()` and alerts on it).
+const HANDSHAKE_FAILURES: &[&str] = &[
+    "tls",
+    "no-stream",
+    "peer-gone",
+    "timeout",
+    "authentication",
+    "enrolment",
+    "deactivated",
+    "revoked",
+    "decode",
+    "too-early",
+];
+/// Reasons an open session ends for, shown at 0 from the start.
+const SESSION_ENDS: &[&str] = &[
+    "closed-by-device",
+    "peer-gone",
+    "shutting-down",
+    "revoked",
+    "deactivated",
+    "flow-control",
+    "decode",
+    "store",
+    "internal",
+];
+/// Reasons a new connection is refused for, shown at 0 from the start.
+const REFUSALS: &[&str] = &[
+    "max-connections",
+    "max-handshakes",
+    "connections-per-address",
+    "connection-rate-per-address",
+];
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        let metrics = Self {
+            sends_accepted: Counter::default(),
+            sends_rejected: Family::default(),
+            deliveries: Counter::default(),
+            acks: Counter::default(),
+            window_stalls: Counter::default(),
+            sessions_opened: Counter::default(),
+            handshake_failures: Family::default(),
+            connections_refused: Family::default(),
+            sessions_closed: Family::default(),
+            received_bytes: Counter::default(),
+            sent_bytes: Counter::default(),
+            relayed_out: Family::default(),
+            relayed_in: Family::default(),
+            relay_refusals: Family::default(),
+            depths: Mutex::default(),
+        };
+        for reason in switchboard_protocol::RejectReason::ALL {
+            let name = reason.name().unwrap_or_default();
+            metrics.sends_rejected.get_or_create(&label("reason", name));
+        }
+        for (family, reasons) in [
+            (&metrics.handshake_failures, HANDSHAKE_FAILURES),
+            (&metrics.sessions_closed, SESSION_ENDS),
+            (&metrics.connections_refused, REFUSALS),
+        ] {
+            for reason in reasons {
+                family.get_or_create(&label("reason", *reason));
+            }
+        }
+        metrics
+    }
 }
 
 /// One label set of `name = value`.
@@ -153,6 +225,14 @@ impl HubMetrics {
 pub async fn render(hub: &Arc<Hub>) -> String {
     let depths = depths(hub).await;
     let peers = crate::admin::peer_statuses(hub).await.unwrap_or_default();
+    // Each peer's relay counters exist from its first scrape on, at 0.
+    for peer in &peers {
+        let peer = label("peer", peer.name.clone());
+        let metrics = hub.metrics();
+        for family in [&metrics.relayed_out, &metrics.relayed_in, &metrics.relay_refusals] {
+            family.get_or_create(&peer);
+        }
+    }
     let mut registry = Registry::with_prefix("switchboard");
     hub.metrics().register(&mut registry);
     live(hub, depths.as_ref(), &peers, &mut registry);
@@ -171,15 +251,16 @@ pub async fn render(hub: &Arc<Hub>) -> String {
 /// The queue depths, read at most every [`DEPTHS_FOR`].
 async fn depths(hub: &Arc<Hub>) -> Option<QueueDepths> {
     let cache = &hub.metrics().depths;
-    if let Some((at, depths)) = cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
-        && at.elapsed() < DEPTHS_FOR
+    if let Some((at, took, depths)) = cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        && at.elapsed() < DEPTHS_FOR.max(*took * 20)
     {
         return Some(depths.clone());
     }
+    let started = Instant::now();
     match hub.store().blocking(|store| store.queue_depths(LARGEST_QUEUES)).await {
         Ok(depths) => {
             *cache.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some((Instant::now(), depths.clone()));
+                Some((Instant::now(), started.elapsed(), depths.clone()));
             Some(depths)
         }
         Err(error) => {

@@ -801,8 +801,8 @@ impl Store {
         &self.shared.metrics
     }
 
-    /// Messages held per shard and the `largest` queues, read from the queue records (one
-    /// pass over them; blocks on RocksDB).
+    /// Messages held per shard and the `largest` queues, read from the queue records and each
+    /// queue's last entry (one pass and one seek per queue; blocks on RocksDB).
     pub fn queue_depths(&self, largest: usize) -> Result<QueueDepths, StoreError> {
         let mut depths =
             QueueDepths { held_per_shard: vec![0; self.shard_count], ..Default::default() };
@@ -812,11 +812,22 @@ impl Store {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(vec![codec::QUEUE_META + 1]);
         let start = codec::queue_meta(QueueId(0));
+        // A queue's record holds its floor; its tail is its last entry (the record's
+        // `last_seq` is brought up to date only now and then), found with one seek.
+        let mut entries = self.db.raw_iterator();
         for item in self.db.iterator_opt(IteratorMode::From(&start, Direction::Forward), options) {
             let (key, value) = item?;
             let Some(queue) = codec::queue_meta_id(&key) else { continue };
             let meta = codec::decode_meta(&value)?;
-            let held = meta.last_seq.saturating_sub(meta.floor);
+            entries.seek_for_prev(codec::entry(queue, u64::MAX));
+            let last = match entries.key() {
+                Some(key) if key.starts_with(&codec::entry(queue, 0)[..9]) => {
+                    codec::entry_seq(key).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            entries.status()?;
+            let held = meta.last_seq.max(last).saturating_sub(meta.floor);
             depths.queues += 1;
             depths.held_per_shard[self.shard_of(queue)] += held;
             if largest > 0 && held > 0 {
