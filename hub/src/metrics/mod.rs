@@ -129,7 +129,7 @@ impl Default for HubMetrics {
         };
         for reason in switchboard_protocol::RejectReason::ALL {
             let name = reason.name().unwrap_or_default();
-            metrics.sends_rejected.get_or_create(&label("reason", name));
+            let _ = metrics.sends_rejected.get_or_create(&label("reason", name));
         }
         for (family, reasons) in [
             (&metrics.handshake_failures, HANDSHAKE_FAILURES),
@@ -137,7 +137,7 @@ impl Default for HubMetrics {
             (&metrics.connections_refused, REFUSALS),
         ] {
             for reason in reasons {
-                family.get_or_create(&label("reason", *reason));
+                let _ = family.get_or_create(&label("reason", *reason));
             }
         }
         metrics
@@ -230,7 +230,7 @@ pub async fn render(hub: &Arc<Hub>) -> String {
         let peer = label("peer", peer.name.clone());
         let metrics = hub.metrics();
         for family in [&metrics.relayed_out, &metrics.relayed_in, &metrics.relay_refusals] {
-            family.get_or_create(&peer);
+            let _ = family.get_or_create(&peer);
         }
     }
     let mut registry = Registry::with_prefix("switchboard");
