@@ -93,6 +93,24 @@ async fn sighup_and_hub_reload_apply_live_keys_and_report_the_others() {
     assert!(said.contains("refused:       log level \"debug\": RUST_LOG is set"), "{said}");
     try_send(&mut ann, &bob).await.expect("the raised limit is in force");
 
+    // A peer added to the file is linked; taken out again, it is removed.
+    let peer = format!(
+        "[[peers]]\nname = \"elsewhere\"\naddress = \"127.0.0.91:9\"\npin = \"{}\"\ndomains = [\"elsewhere.example\"]\n",
+        "ab".repeat(32)
+    );
+    let kept =
+        "[store]\nbacklog_limit = 100\n[quic]\nidle_timeout_secs = 99\n[log]\nlevel = \"debug\"\n";
+    std::fs::write(&config, with_admin(&format!("{kept}{peer}"))).unwrap();
+    let (ok, said) = hub_reload(&hub, &config);
+    assert!(ok && said.contains("applied:       peer elsewhere added"), "{said}");
+    let peers = hub.admin_client().request("GET", "/v1/peers", None).await.unwrap();
+    assert!(peers.as_array().unwrap().iter().any(|p| p["name"] == "elsewhere"), "{peers}");
+    std::fs::write(&config, with_admin(kept)).unwrap();
+    let (ok, said) = hub_reload(&hub, &config);
+    assert!(ok && said.contains("applied:       peer elsewhere removed"), "{said}");
+    let peers = hub.admin_client().request("GET", "/v1/peers", None).await.unwrap();
+    assert!(peers.as_array().unwrap().iter().all(|p| p["name"] != "elsewhere"), "{peers}");
+
     // A file that does not parse changes nothing.
     std::fs::write(&config, with_admin("[store]\nbacklog_limit = \"lots\"\n")).unwrap();
     let refused = hub.admin_client().reload().await.unwrap_err().to_string();
