@@ -20,6 +20,7 @@ pub mod admin;
 pub mod backup;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod fanout;
 pub mod links;
 pub mod mailbox;

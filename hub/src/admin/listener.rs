@@ -399,8 +399,14 @@ impl Connection {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
     }
 
-    async fn answer(&self, request: Request<Body>) -> Response<Body> {
+    async fn answer(&self, mut request: Request<Body>) -> Response<Body> {
         let ip = self.remote.ip();
+        // The console's pages carry their token in a cookie: it counts as the request's bearer
+        // token, for the operator's exemption, the rates and the failed authentications alike.
+        let console = crate::console::is_console_path(request.uri().path());
+        if console {
+            crate::console::cookie_to_bearer(request.headers_mut());
+        }
         let operator = self
             .operator_token
             .as_ref()
@@ -432,7 +438,9 @@ impl Connection {
         }
         // Every route but these wants a token: without one, the answer is 401 before the
         // request is parsed at all.
+        // The console answers a request without a token itself, with its sign-in page.
         let public = self.operator_token.is_none()
+            || console
             || matches!(request.uri().path(), "/v1/health" | "/v1/openapi.json");
         if !public && super::auth::bearer(request.headers()).is_empty() {
             self.failures.lock().expect("admin failures lock").record(ip, Instant::now());
@@ -473,7 +481,11 @@ impl Connection {
         if response.status() == StatusCode::UNAUTHORIZED {
             self.failures.lock().expect("admin failures lock").record(ip, Instant::now());
         }
-        uniform(response, &method, &path).await
+        match console {
+            // The console's answers are pages, errors included.
+            true => response,
+            false => uniform(response, &method, &path).await,
+        }
     }
 }
 

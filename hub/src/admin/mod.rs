@@ -33,6 +33,9 @@
 //! | `GET /v1/org/logo?unit=M` | | the logo's bytes (the organisation's members, or anyone once public) |
 //! | `GET /v1/org/events[?after=N&limit=M]` | | `{"events": [{"seq", "event"}], "next_after", "more"}` the caller may read |
 //! | `GET /v1/org/directory` | | lines and colleagues of the caller's organisations |
+//! | `GET /v1/me` | | `{"actor", "user", "orgs": [{"org", "name", "role", "status", "manages_members", "reads_log", "group_admin_of"}]}`: who the token acts as, in each organisation it has a part in |
+//! | `GET /v1/org/overview?org=N` | | owner, admins, seats, domains and their state, units tree, group admins (owner, admins, group admins) |
+//! | `GET /v1/org/groups` | | the groups the caller may see; an anonymous group's members only to those who manage it |
 //! | `GET /v1/contacts` | | `{"contacts", "colleagues"}` of the token's user |
 //! | `POST /v1/contacts` | `{"address", "categories"}` | the contact |
 //! | `POST /v1/contacts/remove` | `{"address"}` | the removed contact |
@@ -68,6 +71,7 @@ mod org;
 mod peers;
 pub mod provisioning;
 mod users;
+mod views;
 
 use std::{sync::Arc, time::Duration};
 
@@ -270,14 +274,19 @@ impl utoipa::Modify for Shared {
 pub fn router(hub: Arc<Hub>, token: String, card: HubCard) -> Router {
     let (app, document) = parts();
     let document = Arc::new(document.to_pretty_json().expect("the OpenAPI document serialises"));
-    app.route(
-        "/v1/openapi.json",
-        axum::routing::get(move || {
-            let document = document.clone();
-            async move { ([("content-type", "application/json")], document.as_str().to_owned()) }
-        }),
-    )
-    .with_state(AppState { hub, token: token.into(), card: Arc::new(card) })
+    let api = app
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let document = document.clone();
+                async move {
+                    ([("content-type", "application/json")], document.as_str().to_owned())
+                }
+            }),
+        )
+        .with_state(AppState { hub: hub.clone(), token: token.into(), card: Arc::new(card) });
+    // The console calls the API's routes in the process, with the signed-in caller's token.
+    api.clone().merge(crate::console::router(api, hub))
 }
 
 /// The OpenAPI document of the admin API, as `GET /v1/openapi.json` serves it.
@@ -333,6 +342,9 @@ fn routes() -> OpenApiRouter<AppState> {
         )
         .routes(routes!(org::org_accept))
         .routes(routes!(org::org_directory))
+        .routes(routes!(views::me))
+        .routes(routes!(views::overview))
+        .routes(routes!(views::groups))
         .routes(routes!(contacts::list_contacts, contacts::put_contact))
         .routes(routes!(contacts::remove_contact))
 }

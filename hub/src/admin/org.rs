@@ -316,7 +316,7 @@ pub(super) async fn org_events(
 pub(super) struct OrgQuery {
     /// The organisation.
     #[param(value_type = u64)]
-    org: crate::org::OrgId,
+    pub(super) org: crate::org::OrgId,
 }
 
 /// An organisation's members (status pending, active or deactivated; role, unit, admin and

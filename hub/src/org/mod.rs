@@ -30,6 +30,7 @@ mod send;
 mod service;
 mod state;
 mod units;
+mod views;
 
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::{Address, AddressKind};
@@ -47,6 +48,9 @@ pub use send::{Mirror, SendRefusal};
 pub use service::{OrgService, ServiceError};
 pub use state::OrgState;
 pub use units::Unit;
+pub use views::{
+    DomainView, GroupAdminView, GroupView, OrgStanding, Overview, Standing, UnitView,
+};
 
 /// Most admins an organisation may have.
 pub const MAX_ADMINS: usize = 5;
