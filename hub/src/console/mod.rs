@@ -230,6 +230,7 @@ pub(crate) fn router(api: Router, hub: Arc<Hub>) -> Router {
         .route("/console", get(pages::home))
         .route("/console/", get(pages::home))
         .route("/console/console.css", get(stylesheet))
+        .route("/console/icon.svg", get(icon))
         .route("/console/sign-in", get(pages::sign_in_page).post(actions::sign_in))
         .route("/console/sign-out", post(actions::sign_out))
         .route("/console/org/{org}", get(pages::overview))
@@ -260,7 +261,7 @@ async fn secure_headers(mut response: Response) -> Response {
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     response
@@ -274,6 +275,18 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("console.css"),
+    )
+        .into_response()
+}
+
+/// The console's icon: a switchboard's plug.
+async fn icon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("icon.svg"),
     )
         .into_response()
 }

@@ -853,7 +853,7 @@ pub(super) async fn events(
     if !(me.is_operator() || me.part(org).is_some_and(|p| p.reads_log)) {
         let refusal = Refusal {
             status: StatusCode::FORBIDDEN,
-            text: "not allowed: rule: the organisation's event log is read by those who hold the right to read it (its owner and admins)".into(),
+            text: "not allowed: the organisation's event log is read by those who hold the right to read it (its owner and admins)".into(),
         };
         return view::refused_page("Event log", &session, &me, place, &refusal);
     }
@@ -1096,7 +1096,7 @@ pub(super) async fn hub(State(c): State<Console>, headers: HeaderMap) -> Respons
     if !me.is_operator() {
         let refusal = Refusal {
             status: StatusCode::FORBIDDEN,
-            text: "not allowed: rule: the hub's page is the hub operator's (sign in with the operator token)".into(),
+            text: "not allowed: the hub's page is the hub operator's (sign in with the operator token)".into(),
         };
         return view::refused_page("Hub", &session, &me, Place::Hub, &refusal);
     }

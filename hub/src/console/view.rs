@@ -137,6 +137,9 @@ pub(super) fn frame(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Switchboard console" }
                 link rel="stylesheet" href="/console/console.css";
+                // Named, so that a browser does not ask the listener for /favicon.ico without a
+                // token (a failed authentication).
+                link rel="icon" href="/console/icon.svg" type="image/svg+xml";
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -215,6 +218,9 @@ pub(super) fn bare(title: &str, content: Markup) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Switchboard console" }
                 link rel="stylesheet" href="/console/console.css";
+                // Named, so that a browser does not ask the listener for /favicon.ico without a
+                // token (a failed authentication).
+                link rel="icon" href="/console/icon.svg" type="image/svg+xml";
             }
             body {
                 main id="main" .narrow { h1 { (title) } (content) }
