@@ -185,7 +185,9 @@ pub(super) fn frame(
 /// The navigation between an organisation's pages: those the caller may use.
 fn org_nav(me: &Me, org: u64, page: OrgPage) -> Markup {
     let part = me.part(org);
-    let manages = me.is_operator() || part.is_some_and(|p| p.manages_members);
+    // As the API decides: the operator runs the hub, not an organisation's membership, and
+    // reads every organisation's log.
+    let manages = part.is_some_and(|p| p.manages_members);
     let reads = me.is_operator() || part.is_some_and(|p| p.reads_log);
     let runs = me.runs(org);
     let pages = [
