@@ -9,7 +9,8 @@
 # deploy/schemathesis installs the admin API's conformance tester; and Prometheus, which a test
 # runs on loopback to scrape a hub (with promtool, which lints the exposition; the package's own
 # service is stopped and disabled again where systemd runs it); and systemd's analyzer, which
-# checks the unit in deploy/systemd. Safe to run again: it installs nothing that is
+# checks the unit in deploy/systemd; and Chromium with its chromedriver, in which the admin console's
+# end-to-end tests run headless (WebDriver on loopback). Safe to run again: it installs nothing that is
 # already there. Debian and Ubuntu only; elsewhere it says what to install and stops.
 set -euo pipefail
 
@@ -33,13 +34,15 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromedriver ] || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions; python3 and its venv module run schemathesis; prometheus scrapes a hub in a test; systemd-analyze checks the unit)" >&2
+    echo "install-deps: please install ${missing[*]} (clang and libclang build RocksDB; dnsmasq serves the DNS tests; mosquitto is the MQTT peer of loadgen's comparison; nftables makes the partitions; python3 and its venv module run schemathesis; prometheus scrapes a hub in a test; systemd-analyze checks the unit; chromium and chromium-driver run the console's browser tests)" >&2
     exit 1
 fi
 
