@@ -85,7 +85,8 @@ async fn text(browser: &Browser) -> String {
 
 /// The text of the message an action left (`.flash`).
 async fn flash(browser: &Browser) -> String {
-    let found = browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(".flash")).await;
+    let found =
+        browser.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(".flash")).await;
     match found {
         Ok(element) => element.text().await.unwrap(),
         Err(e) => panic!(
@@ -167,7 +168,12 @@ async fn check_page(browser: &Browser) {
         )
         .await
         .unwrap();
-    assert_eq!(unlabelled, json!([]), "unlabelled fields on {}", browser.current_url().await.unwrap());
+    assert_eq!(
+        unlabelled,
+        json!([]),
+        "unlabelled fields on {}",
+        browser.current_url().await.unwrap()
+    );
     let scripts = browser.execute("return document.scripts.length;", vec![]).await.unwrap();
     assert_eq!(scripts, json!(0));
 }
@@ -364,7 +370,10 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
 
     // ... moves them to Sales, and invites a guest (and sends a new code).
     browser.goto(&format!("{console}/org/{}/members", example.0)).await.unwrap();
-    let unit = browser.find(Locator::Css(&format!("select[aria-label='Unit for {REGISTRANT}']"))).await.unwrap();
+    let unit = browser
+        .find(Locator::Css(&format!("select[aria-label='Unit for {REGISTRANT}']")))
+        .await
+        .unwrap();
     unit.select_by_label("Sales").await.unwrap();
     press(browser, &format!("Move {REGISTRANT}")).await;
     assert!(flash(browser).await.starts_with("Done: assign"), "{}", flash(browser).await);
@@ -378,9 +387,19 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     assert!(again.starts_with(&format!("Invited {GUEST}")) && again != invited, "{again}");
     shot(browser, "members").await;
     // The filters: pending invitations aside, active members of Sales are Rob alone.
-    browser.goto(&format!("{console}/org/{}/members?status=active&unit=sales%40example.org", example.0)).await.unwrap();
-    let table = browser.find(Locator::Css("table.members tbody")).await.unwrap().text().await.unwrap();
-    assert!(table.contains(REGISTRANT) && !table.contains(GROUP_ADMIN) && !table.contains(OWNER), "{table}");
+    browser
+        .goto(&format!(
+            "{console}/org/{}/members?status=active&unit=sales%40example.org",
+            example.0
+        ))
+        .await
+        .unwrap();
+    let table =
+        browser.find(Locator::Css("table.members tbody")).await.unwrap().text().await.unwrap();
+    assert!(
+        table.contains(REGISTRANT) && !table.contains(GROUP_ADMIN) && !table.contains(OWNER),
+        "{table}"
+    );
     check_page(browser).await;
 
     // ... creates a group of the organisation and an anonymous one, and fills them.
@@ -395,7 +414,9 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
         press(browser, "Create the group").await;
         assert_eq!(flash(browser).await, format!("Done: create group {name}, account."));
     }
-    for (group, user) in [("#helpdesk", REGISTRANT), ("#whistle", REGISTRANT), ("#whistle", "pat@partner.net")] {
+    for (group, user) in
+        [("#helpdesk", REGISTRANT), ("#whistle", REGISTRANT), ("#whistle", "pat@partner.net")]
+    {
         fill(browser, &format!("add-{group}"), user).await;
         enter(browser, &format!("add-{group}")).await;
         assert_eq!(flash(browser).await, format!("Done: add group member {user}, {group}."));
@@ -416,13 +437,21 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     fill(browser, "k-to", &partner.0.to_string()).await;
     let expires = browser.find(Locator::Id("k-exp")).await.unwrap();
     browser
-        .execute("arguments[0].value = '2030-12-31';", vec![serde_json::to_value(&expires).unwrap()])
+        .execute(
+            "arguments[0].value = '2030-12-31';",
+            vec![serde_json::to_value(&expires).unwrap()],
+        )
         .await
         .unwrap();
     press(browser, "Issue the key").await;
     assert!(flash(browser).await.starts_with("Done: issue key"), "{}", flash(browser).await);
     let issued = text(browser).await;
-    assert!(issued.contains("sales@example.org") && issued.contains("2030-12-31") && issued.contains("working"), "{issued}");
+    assert!(
+        issued.contains("sales@example.org")
+            && issued.contains("2030-12-31")
+            && issued.contains("working"),
+        "{issued}"
+    );
     check_page(browser).await;
     shot(browser, "keys").await;
     sign_out(browser).await;
@@ -438,7 +467,10 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     fill(browser, "add-#helpdesk", GUEST).await;
     press(browser, "Add").await;
     let refusal = flash(browser).await;
-    assert_eq!(refusal, "Refused: not allowed: a group admin assigns only active members of the group's organisation");
+    assert_eq!(
+        refusal,
+        "Refused: not allowed: a group admin assigns only active members of the group's organisation"
+    );
     check_page(browser).await;
     shot(browser, "refused").await;
     // The members page is not theirs: it is not offered, and asked for, it says the rule.
@@ -461,15 +493,33 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     sign_in(browser, &console, &max).await;
     browser.goto(&format!("{console}/org/{}/events", example.0)).await.unwrap();
     let log = text(browser).await;
-    for step in ["unit created", "name admin", "set logo", "registered", "approve", "assign", "invite", "create group", "add group member", "name group admin", "key issued"] {
+    for step in [
+        "unit created",
+        "name admin",
+        "set logo",
+        "registered",
+        "approve",
+        "assign",
+        "invite",
+        "create group",
+        "add group member",
+        "name group admin",
+        "key issued",
+    ] {
         assert!(log.contains(step), "the log lacks {step:?}: {log}");
     }
     check_page(browser).await;
     shot(browser, "events").await;
     fill(browser, "q", "whistle").await;
     press(browser, "Search").await;
-    let found = browser.find(Locator::Css("table.events tbody")).await.unwrap().text().await.unwrap();
-    assert!(found.contains("create group") && found.contains("#whistle") && !found.contains("key issued"), "{found}");
+    let found =
+        browser.find(Locator::Css("table.events tbody")).await.unwrap().text().await.unwrap();
+    assert!(
+        found.contains("create group")
+            && found.contains("#whistle")
+            && !found.contains("key issued"),
+        "{found}"
+    );
     sign_out(browser).await;
 
     // The operator sees the hub: its health from the metrics, the organisations, their seats.
@@ -477,7 +527,10 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     sign_in(browser, &console, operator.trim()).await;
     browser.goto(&format!("{console}/hub")).await.unwrap();
     let page = text(browser).await;
-    assert!(page.contains("Devices connected") && page.contains("Messages held (backlog)"), "{page}");
+    assert!(
+        page.contains("Devices connected") && page.contains("Messages held (backlog)"),
+        "{page}"
+    );
     assert!(page.contains("Example") && page.contains("Partner"), "{page}");
     check_page(browser).await;
     shot(browser, "hub").await;
@@ -492,7 +545,13 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     // At phone width no page scrolls sideways.
     sign_in(browser, &console, &ann).await;
     browser.set_window_size(390, 844).await.unwrap();
-    for path in [format!("/org/{}", example.0), format!("/org/{}/members", example.0), format!("/org/{}/keys", example.0), format!("/org/{}/events", example.0), "/groups".into()] {
+    for path in [
+        format!("/org/{}", example.0),
+        format!("/org/{}/members", example.0),
+        format!("/org/{}/keys", example.0),
+        format!("/org/{}/events", example.0),
+        "/groups".into(),
+    ] {
         browser.goto(&format!("{console}{path}")).await.unwrap();
         let wide = browser
             .execute("return document.documentElement.scrollWidth > window.innerWidth + 1;", vec![])
@@ -542,26 +601,51 @@ async fn the_console_keeps_its_token_from_scripts_and_other_sites_and_runs_no_sc
     let form = "application/x-www-form-urlencoded";
 
     // Signing in sets the token in an HttpOnly, SameSite=Strict cookie of the console's path.
-    let (status, headers, _) =
-        http(&hub, &format!("POST /console/sign-in HTTP/1.1\r\ncontent-type: {form}"), &format!("token={max}")).await;
+    let (status, headers, _) = http(
+        &hub,
+        &format!("POST /console/sign-in HTTP/1.1\r\ncontent-type: {form}"),
+        &format!("token={max}"),
+    )
+    .await;
     assert_eq!(status, 303);
     let cookie = header(&headers, "set-cookie")[0];
-    assert_eq!(cookie, format!("switchboard_console={max}; Path=/console; HttpOnly; SameSite=Strict"));
+    assert_eq!(
+        cookie,
+        format!("switchboard_console={max}; Path=/console; HttpOnly; SameSite=Strict")
+    );
 
     // Every page carries the policy, which allows no script, and has no script.
     let cookie = format!("cookie: switchboard_console={max}");
-    for path in ["/console", &format!("/console/org/{}", example.0), &format!("/console/org/{}/members", example.0), "/console/groups", "/console/sign-in"] {
-        let (status, headers, body) = http(&hub, &format!("GET {path} HTTP/1.1\r\n{cookie}"), "").await;
+    for path in [
+        "/console",
+        &format!("/console/org/{}", example.0),
+        &format!("/console/org/{}/members", example.0),
+        "/console/groups",
+        "/console/sign-in",
+    ] {
+        let (status, headers, body) =
+            http(&hub, &format!("GET {path} HTTP/1.1\r\n{cookie}"), "").await;
         assert!(status == 200 || status == 303, "{path}: {status}");
-        assert_eq!(header(&headers, "content-security-policy"), [switchboard_hub::console::CONTENT_SECURITY_POLICY], "{path}");
+        assert_eq!(
+            header(&headers, "content-security-policy"),
+            [switchboard_hub::console::CONTENT_SECURITY_POLICY],
+            "{path}"
+        );
         assert!(!switchboard_hub::console::CONTENT_SECURITY_POLICY.contains("script-src"));
-        assert!(switchboard_hub::console::CONTENT_SECURITY_POLICY.starts_with("default-src 'none'"));
-        assert!(!body.contains("<script") && !body.contains(" style=") && !body.contains("onclick"), "{path}");
+        assert!(
+            switchboard_hub::console::CONTENT_SECURITY_POLICY.starts_with("default-src 'none'")
+        );
+        assert!(
+            !body.contains("<script") && !body.contains(" style=") && !body.contains("onclick"),
+            "{path}"
+        );
     }
 
     // A state-changing form without the CSRF token, or from another site, changes nothing.
-    let (_, _, page) = http(&hub, &format!("GET /console/org/{} HTTP/1.1\r\n{cookie}", example.0), "").await;
-    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let (_, _, page) =
+        http(&hub, &format!("GET /console/org/{} HTTP/1.1\r\n{cookie}", example.0), "").await;
+    let csrf =
+        page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
     let overview: Value = hub
         .as_user(OWNER)
         .await
@@ -570,7 +654,10 @@ async fn the_console_keeps_its_token_from_scripts_and_other_sites_and_runs_no_sc
         .unwrap();
     let root = overview["units"][0]["id"].as_u64().unwrap();
     let create = |csrf: &str, line: &str| {
-        format!("csrf={csrf}&back=%2Fconsole&command=create_unit&org={}&parent={root}&name=X&line={line}%40example.org", example.0)
+        format!(
+            "csrf={csrf}&back=%2Fconsole&command=create_unit&org={}&parent={root}&name=X&line={line}%40example.org",
+            example.0
+        )
     };
     let post = format!("POST /console/do/org HTTP/1.1\r\ncontent-type: {form}\r\n{cookie}");
     let (status, _, _) = http(&hub, &post, &create("", "forged")).await;
@@ -582,8 +669,20 @@ async fn the_console_keeps_its_token_from_scripts_and_other_sites_and_runs_no_sc
     assert_eq!(status, 403, "another site's origin");
     // Another user's CSRF token does not pass for this one's.
     let ann = hub.token(ADMIN).await;
-    let (_, _, ann_page) = http(&hub, &format!("GET /console/groups HTTP/1.1\r\ncookie: switchboard_console={ann}"), "").await;
-    let ann_csrf = ann_page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let (_, _, ann_page) = http(
+        &hub,
+        &format!("GET /console/groups HTTP/1.1\r\ncookie: switchboard_console={ann}"),
+        "",
+    )
+    .await;
+    let ann_csrf = ann_page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
     assert_ne!(ann_csrf, csrf);
     let (status, _, _) = http(&hub, &post, &create(&ann_csrf, "forged4")).await;
     assert_eq!(status, 403, "another session's CSRF token");
@@ -593,31 +692,47 @@ async fn the_console_keeps_its_token_from_scripts_and_other_sites_and_runs_no_sc
         .request("GET", &format!("/v1/org/overview?org={}", example.0), None)
         .await
         .unwrap();
-    assert_eq!(overview["units"].as_array().unwrap().len(), 1, "no forged unit was made: {overview}");
+    assert_eq!(
+        overview["units"].as_array().unwrap().len(),
+        1,
+        "no forged unit was made: {overview}"
+    );
 
     // With the right token, from the console's own origin, it works; the answer returns to a
     // console page only, whatever `back` says.
     let own = format!("{post}\r\norigin: http://{}", hub.admin);
-    let body = create(&csrf, "real").replace("back=%2Fconsole", "back=https%3A%2F%2Fevil.example%2F");
+    let body =
+        create(&csrf, "real").replace("back=%2Fconsole", "back=https%3A%2F%2Fevil.example%2F");
     let (status, headers, _) = http(&hub, &own, &body).await;
     assert_eq!(status, 303);
     assert_eq!(header(&headers, "location"), ["/console"]);
-    let flash = header(&headers, "set-cookie").into_iter().find(|c| c.starts_with("switchboard_flash=o"));
+    let flash =
+        header(&headers, "set-cookie").into_iter().find(|c| c.starts_with("switchboard_flash=o"));
     let flash = flash.unwrap_or_else(|| panic!("no success message: {headers:?}"));
     assert!(flash.contains("HttpOnly; SameSite=Strict"), "{flash}");
 
     // A token that does not work (any more) sends the browser to sign in, and the cookie is
     // cleared.
     let stale = "cookie: switchboard_console=0123456789abcdef";
-    let (status, headers, _) = http(&hub, &format!("GET /console/groups HTTP/1.1\r\n{stale}"), "").await;
+    let (status, headers, _) =
+        http(&hub, &format!("GET /console/groups HTTP/1.1\r\n{stale}"), "").await;
     assert_eq!(status, 303);
     assert_eq!(header(&headers, "location"), ["/console/sign-in"]);
-    assert!(header(&headers, "set-cookie")[0].starts_with("switchboard_console=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0"));
+    assert!(
+        header(&headers, "set-cookie")[0].starts_with(
+            "switchboard_console=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0"
+        )
+    );
 
     // Wrong tokens count as failed authentications: the listener's back-off stops guessing.
     let mut statuses = Vec::new();
     for i in 0..12 {
-        let (status, _, _) = http(&hub, &format!("POST /console/sign-in HTTP/1.1\r\ncontent-type: {form}"), &format!("token=guess{i}")).await;
+        let (status, _, _) = http(
+            &hub,
+            &format!("POST /console/sign-in HTTP/1.1\r\ncontent-type: {form}"),
+            &format!("token=guess{i}"),
+        )
+        .await;
         statuses.push(status);
     }
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 10, "{statuses:?}");

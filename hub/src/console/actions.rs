@@ -36,10 +36,13 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 /// The answer to a request from another site's page.
 fn cross_site() -> Response {
-    let page = view::bare("Refused", maud::html! {
-        p.flash.error role="alert" { "This request came from another site's page: the console takes forms only from its own pages." }
-        p { a href="/console" { "Back to the console" } }
-    });
+    let page = view::bare(
+        "Refused",
+        maud::html! {
+            p.flash.error role="alert" { "This request came from another site's page: the console takes forms only from its own pages." }
+            p { a href="/console" { "Back to the console" } }
+        },
+    );
     (StatusCode::FORBIDDEN, page).into_response()
 }
 
@@ -179,7 +182,11 @@ pub(super) async fn act(
     }
     let back = back_of(&fields);
     let Some(route) = route_of(&action) else {
-        return view::back_with(&back, &session, Flash { ok: false, text: format!("no action {action:?}") });
+        return view::back_with(
+            &back,
+            &session,
+            Flash { ok: false, text: format!("no action {action:?}") },
+        );
     };
     let body = match body_of(&fields) {
         Ok(body) => body,
@@ -210,24 +217,30 @@ pub(super) async fn act(
 /// What an action did, in words: the command and the names it took.
 fn describe(action: &str, body: &Map<String, Value>) -> String {
     let what = match action {
-        "org" => body.get("command").and_then(|c| c.as_str()).unwrap_or("command").replace('_', " "),
+        "org" => {
+            body.get("command").and_then(|c| c.as_str()).unwrap_or("command").replace('_', " ")
+        }
         "invite" => String::new(),
         other => other.replace('-', " "),
     };
-    let names: Vec<String> = ["user", "name", "group", "sub", "domain", "to", "line", "key", "scope"]
-        .into_iter()
-        .filter_map(|k| body.get(k).map(|v| v.as_str().map_or(v.to_string(), str::to_string)))
-        .collect();
+    let names: Vec<String> =
+        ["user", "name", "group", "sub", "domain", "to", "line", "key", "scope"]
+            .into_iter()
+            .filter_map(|k| body.get(k).map(|v| v.as_str().map_or(v.to_string(), str::to_string)))
+            .collect();
     [what, names.join(", ")].into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// The answer to a form without the session's CSRF token (a forged request, or a form from
 /// before the hub restarted).
 fn expired_form(session: &Session) -> Response {
-    let page = view::bare("Refused", maud::html! {
-        p.flash.error role="alert" { "This form is not from your current console page (it may predate a restart of the hub, or come from another site). Nothing was done." }
-        p { a href="/console" { "Back to the console" } }
-    });
+    let page = view::bare(
+        "Refused",
+        maud::html! {
+            p.flash.error role="alert" { "This form is not from your current console page (it may predate a restart of the hub, or come from another site). Nothing was done." }
+            p { a href="/console" { "Back to the console" } }
+        },
+    );
     view::respond(StatusCode::FORBIDDEN, session, page)
 }
 
@@ -265,18 +278,32 @@ pub(super) async fn upload_logo(
         return expired_form(&session);
     }
     let back = back_of(&fields);
-    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_string());
+    let field =
+        |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_string());
     let (Some(org), Some(unit)) = (field("org"), field("unit")) else {
-        return view::back_with(&back, &session, Flash { ok: false, text: "the form names no organisation or unit".into() });
+        return view::back_with(
+            &back,
+            &session,
+            Flash { ok: false, text: "the form names no organisation or unit".into() },
+        );
     };
     let Some(file) = file.filter(|f| !f.is_empty()) else {
-        return view::back_with(&back, &session, Flash { ok: false, text: "choose an image file to upload".into() });
+        return view::back_with(
+            &back,
+            &session,
+            Flash { ok: false, text: "choose an image file to upload".into() },
+        );
     };
     let (Ok(org), Ok(unit)) = (org.parse::<u64>(), unit.parse::<u64>()) else {
-        return view::back_with(&back, &session, Flash { ok: false, text: "org and unit are numbers".into() });
+        return view::back_with(
+            &back,
+            &session,
+            Flash { ok: false, text: "org and unit are numbers".into() },
+        );
     };
     let uri = format!("/v1/org/logo?org={org}&unit={unit}");
-    let sent = c.call_raw(&session.token, Method::PUT, &uri, Some((file.to_vec(), "image/png"))).await;
+    let sent =
+        c.call_raw(&session.token, Method::PUT, &uri, Some((file.to_vec(), "image/png"))).await;
     match sent {
         Ok(_) => view::back_with(&back, &session, Flash::ok("Done: the logo is set.")),
         Err(refusal) if refusal.status == StatusCode::UNAUTHORIZED => {
@@ -288,7 +315,11 @@ pub(super) async fn upload_logo(
 
 /// A multipart body that could not be read (too large, cut short).
 fn bad_upload(session: &Session, fields: &[(String, String)], why: &str) -> Response {
-    view::back_with(&back_of(fields), session, Flash { ok: false, text: format!("the upload could not be read: {why}") })
+    view::back_with(
+        &back_of(fields),
+        session,
+        Flash { ok: false, text: format!("the upload could not be read: {why}") },
+    )
 }
 
 #[cfg(test)]
@@ -318,14 +349,22 @@ mod tests {
             serde_json::json!({"command": "delete_member", "org": 3, "user": "a@x.org",
                 "guest": true, "expires_ms": 1_893_456_000_000u64})
         );
-        assert_eq!(body_of(&fields(&[("org", "three")])).unwrap_err(), "org: \"three\" is not a whole number");
+        assert_eq!(
+            body_of(&fields(&[("org", "three")])).unwrap_err(),
+            "org: \"three\" is not a whole number"
+        );
         assert!(body_of(&fields(&[("expires_date", "2030-13-01")])).is_err());
     }
 
     #[test]
     fn a_form_returns_only_to_a_console_page() {
-        assert_eq!(back_of(&fields(&[("back", "/console/org/1?status=active")])), "/console/org/1?status=active");
-        for bad in ["https://evil.example/", "//evil.example", "/consoleX", "/v1/org", "/console\\..", ""] {
+        assert_eq!(
+            back_of(&fields(&[("back", "/console/org/1?status=active")])),
+            "/console/org/1?status=active"
+        );
+        for bad in
+            ["https://evil.example/", "//evil.example", "/consoleX", "/v1/org", "/console\\..", ""]
+        {
             assert_eq!(back_of(&fields(&[("back", bad)])), "/console", "{bad}");
         }
     }

@@ -220,12 +220,8 @@ fn is_secure(headers: &HeaderMap) -> bool {
 
 /// The console's routes, calling `api` (the admin API's routes with their state).
 pub(crate) fn router(api: Router, hub: Arc<Hub>) -> Router {
-    let console = Console {
-        api,
-        hub,
-        csrf_key: Arc::new(rand::random()),
-        last_figures: Arc::default(),
-    };
+    let console =
+        Console { api, hub, csrf_key: Arc::new(rand::random()), last_figures: Arc::default() };
     Router::new()
         .route("/console", get(pages::home))
         .route("/console/", get(pages::home))
@@ -256,10 +252,8 @@ pub(crate) fn router(api: Router, hub: Arc<Hub>) -> Router {
 /// The headers every console answer carries.
 async fn secure_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    headers
+        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -282,10 +276,7 @@ async fn stylesheet() -> Response {
 /// The console's icon: a switchboard's plug.
 async fn icon() -> Response {
     (
-        [
-            (header::CONTENT_TYPE, "image/svg+xml"),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
+        [(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=86400")],
         include_str!("icon.svg"),
     )
         .into_response()

@@ -34,19 +34,25 @@ pub(super) async fn signed_in(c: &Console, headers: &HeaderMap) -> Result<(Sessi
 
 /// A page that could not be made at all.
 fn failure(status: StatusCode, text: &str) -> Response {
-    let page = view::bare("Something went wrong", html! {
-        p.flash.error role="alert" { (text) }
-        p { a href="/console" { "Back to the console" } }
-    });
+    let page = view::bare(
+        "Something went wrong",
+        html! {
+            p.flash.error role="alert" { (text) }
+            p { a href="/console" { "Back to the console" } }
+        },
+    );
     (status, page).into_response()
 }
 
 /// Pages outside the console's.
 pub(super) async fn not_found() -> Response {
-    let page = view::bare("No such page", html! {
-        p { "The console has no page here." }
-        p { a href="/console" { "Back to the console" } }
-    });
+    let page = view::bare(
+        "No such page",
+        html! {
+            p { "The console has no page here." }
+            p { a href="/console" { "Back to the console" } }
+        },
+    );
     (StatusCode::NOT_FOUND, page).into_response()
 }
 
@@ -62,24 +68,27 @@ pub(super) async fn sign_in_page(State(c): State<Console>, headers: HeaderMap) -
 
 /// The sign-in form, with why the last attempt failed.
 pub(super) fn sign_in_form(failed: Option<&str>) -> Markup {
-    view::bare("Sign in", html! {
-        @if let Some(why) = failed {
-            p.flash.error role="alert" id="sign-in-error" { strong { "Not signed in: " } (why) }
-        }
-        form method="post" action="/console/sign-in" {
-            p {
-                label for="token" { "Token" }
-                input id="token" name="token" type="password" autocomplete="current-password"
-                    required aria-describedby="token-help" aria-invalid=[failed.map(|_| "true")];
+    view::bare(
+        "Sign in",
+        html! {
+            @if let Some(why) = failed {
+                p.flash.error role="alert" id="sign-in-error" { strong { "Not signed in: " } (why) }
             }
-            p id="token-help" .help {
-                "A user's token (" code { "hub token USER" } " or " code { "POST /v1/tokens" }
-                ") acts as that user, with their rights; the hub operator's token is in "
-                code { "<data_dir>/admin.token" } "."
+            form method="post" action="/console/sign-in" {
+                p {
+                    label for="token" { "Token" }
+                    input id="token" name="token" type="password" autocomplete="current-password"
+                        required aria-describedby="token-help" aria-invalid=[failed.map(|_| "true")];
+                }
+                p id="token-help" .help {
+                    "A user's token (" code { "hub token USER" } " or " code { "POST /v1/tokens" }
+                    ") acts as that user, with their rights; the hub operator's token is in "
+                    code { "<data_dir>/admin.token" } "."
+                }
+                p { button type="submit" { "Sign in" } }
             }
-            p { button type="submit" { "Sign in" } }
-        }
-    })
+        },
+    )
 }
 
 /// Home: the caller's organisations and what they may do in each.
@@ -157,7 +166,8 @@ struct GroupAdminRow {
 }
 
 async fn overview_of(c: &Console, session: &Session, org: u64) -> Result<Overview, Refusal> {
-    let value = c.call(&session.token, Method::GET, &format!("/v1/org/overview?org={org}"), None).await?;
+    let value =
+        c.call(&session.token, Method::GET, &format!("/v1/org/overview?org={org}"), None).await?;
     serde_json::from_value(value).map_err(|e| Refusal {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         text: format!("GET /v1/org/overview: {e}"),
@@ -450,7 +460,8 @@ pub(super) struct MemberFilter {
 }
 
 async fn roster_of(c: &Console, session: &Session, org: u64) -> Result<Roster, Refusal> {
-    let value = c.call(&session.token, Method::GET, &format!("/v1/org/members?org={org}"), None).await?;
+    let value =
+        c.call(&session.token, Method::GET, &format!("/v1/org/members?org={org}"), None).await?;
     serde_json::from_value(value).map_err(|e| Refusal {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         text: format!("GET /v1/org/members: {e}"),
@@ -670,7 +681,8 @@ pub(super) async fn approvals(
         Err(refusal) => return view::refused_page("Approvals", &session, &me, place, &refusal),
     };
     let back = format!("/console/org/{org}/approvals");
-    let pending: Vec<&RosterEntry> = roster.members.iter().filter(|m| m.status == "pending").collect();
+    let pending: Vec<&RosterEntry> =
+        roster.members.iter().filter(|m| m.status == "pending").collect();
     let free = roster.seat_limit.saturating_sub(roster.seats_taken);
     let content = html! {
         p.figure { (pending.len()) " waiting; " (free) " seats free (a registration holds its seat while it waits)." }
@@ -892,13 +904,41 @@ pub(super) async fn events(
         }
     }
     const KINDS: &[&str] = &[
-        "org_created", "unit_created", "registered", "approve", "invite", "accept_invitation",
-        "add_member", "assign", "move_member", "change_member_type", "deactivate",
-        "member_deactivated", "reactivate", "member_deleted", "name_admin", "remove_admin",
-        "name_group_admin", "remove_group_admin", "create_group", "add_group_member",
-        "remove_group_member", "add_subgroup", "set_group_scope", "delete_group", "key_issued",
-        "hand_key", "revoke_key", "key_used", "key_use_refused", "add_domain", "confirm_domain",
-        "set_logo", "set_seat_limit", "transfer_ownership", "accept_ownership",
+        "org_created",
+        "unit_created",
+        "registered",
+        "approve",
+        "invite",
+        "accept_invitation",
+        "add_member",
+        "assign",
+        "move_member",
+        "change_member_type",
+        "deactivate",
+        "member_deactivated",
+        "reactivate",
+        "member_deleted",
+        "name_admin",
+        "remove_admin",
+        "name_group_admin",
+        "remove_group_admin",
+        "create_group",
+        "add_group_member",
+        "remove_group_member",
+        "add_subgroup",
+        "set_group_scope",
+        "delete_group",
+        "key_issued",
+        "hand_key",
+        "revoke_key",
+        "key_used",
+        "key_use_refused",
+        "add_domain",
+        "confirm_domain",
+        "set_logo",
+        "set_seat_limit",
+        "transfer_ownership",
+        "accept_ownership",
     ];
     let next = {
         let after = after.to_string();
@@ -990,10 +1030,13 @@ pub(super) async fn groups(State(c): State<Console>, headers: HeaderMap) -> Resp
         Ok(signed) => signed,
         Err(response) => return response,
     };
-    let groups: Vec<GroupRow> = match c.call(&session.token, Method::GET, "/v1/org/groups", None).await {
-        Ok(value) => serde_json::from_value(value).unwrap_or_default(),
-        Err(refusal) => return view::refused_page("Groups", &session, &me, Place::Groups, &refusal),
-    };
+    let groups: Vec<GroupRow> =
+        match c.call(&session.token, Method::GET, "/v1/org/groups", None).await {
+            Ok(value) => serde_json::from_value(value).unwrap_or_default(),
+            Err(refusal) => {
+                return view::refused_page("Groups", &session, &me, Place::Groups, &refusal);
+            }
+        };
     let back = "/console/groups";
     let org_name = |id: Option<u64>| match id {
         None => "-".to_string(),
@@ -1246,7 +1289,8 @@ mod tests {
 
     #[test]
     fn an_event_concerns_its_org_the_orgs_it_names_and_no_other() {
-        let created = serde_json::json!({"change": {"kind": "org_created", "data": {"org": {"id": 3}}}});
+        let created =
+            serde_json::json!({"change": {"kind": "org_created", "data": {"org": {"id": 3}}}});
         let key = serde_json::json!({"change": {"kind": "key_issued", "data": {"org": 1, "to_org": 2}}, "also": [2]});
         let applied = serde_json::json!({"change": {"kind": "applied", "data": {"command": "approve", "org": 4}}});
         assert!(concerns(&created, 3) && !concerns(&created, 1));

@@ -42,9 +42,7 @@ impl Me {
     /// Whether the caller runs `org` (its owner or an admin, or the operator).
     pub(super) fn runs(&self, org: u64) -> bool {
         self.is_operator()
-            || self
-                .part(org)
-                .is_some_and(|p| matches!(p.role.as_deref(), Some("owner" | "admin")))
+            || self.part(org).is_some_and(|p| matches!(p.role.as_deref(), Some("owner" | "admin")))
     }
 
     pub(super) fn owns(&self, org: u64) -> bool {

@@ -48,9 +48,7 @@ pub use send::{Mirror, SendRefusal};
 pub use service::{OrgService, ServiceError};
 pub use state::OrgState;
 pub use units::Unit;
-pub use views::{
-    DomainView, GroupAdminView, GroupView, OrgStanding, Overview, Standing, UnitView,
-};
+pub use views::{DomainView, GroupAdminView, GroupView, OrgStanding, Overview, Standing, UnitView};
 
 /// Most admins an organisation may have.
 pub const MAX_ADMINS: usize = 5;

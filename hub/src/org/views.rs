@@ -201,9 +201,11 @@ impl OrgState {
             .iter()
             .map(|d| DomainView { domain: d.clone(), state: "verified", into: None })
             .collect();
-        domains.extend(
-            o.claims.keys().map(|d| DomainView { domain: d.clone(), state: "claimed", into: None }),
-        );
+        domains.extend(o.claims.keys().map(|d| DomainView {
+            domain: d.clone(),
+            state: "claimed",
+            into: None,
+        }));
         domains.extend(o.merged.iter().map(|(from, into)| DomainView {
             domain: from.clone(),
             state: "merged",
@@ -213,10 +215,8 @@ impl OrgState {
         let mut todo = vec![(o.root, 0)];
         while let Some((id, depth)) = todo.pop() {
             let Some(unit) = self.units.get(&id) else { continue };
-            let members = self
-                .members_of(id)
-                .filter(|m| m.org == org && m.status == Status::Active)
-                .count();
+            let members =
+                self.members_of(id).filter(|m| m.org == org && m.status == Status::Active).count();
             units.push(UnitView {
                 id,
                 parent: unit.parent,
@@ -271,8 +271,8 @@ impl OrgState {
                 if !(manages || group_admin || member) {
                     return None;
                 }
-                let members = (!group.anonymous || manages)
-                    .then(|| group.members.iter().cloned().collect());
+                let members =
+                    (!group.anonymous || manages).then(|| group.members.iter().cloned().collect());
                 Some(GroupView {
                     address: group.address.clone(),
                     owner: group.owner.clone(),
