@@ -25,6 +25,7 @@ const ADMIN: &str = "ann@example.org";
 const REGISTRANT: &str = "rob@example.org";
 const GROUP_ADMIN: &str = "gil@example.org";
 const GUEST: &str = "gus@elsewhere.net";
+const LEAVER: &str = "dan@example.org";
 
 /// chromedriver on a free loopback port, and a headless Chromium session through it.
 struct Driver {
@@ -277,10 +278,13 @@ async fn orgs(hub: &HubProcess) -> (OrgId, OrgId) {
     for user in [ADMIN, REGISTRANT, GROUP_ADMIN, GUEST] {
         operator.add_user(user).await.unwrap();
     }
-    // The admin-to-be is a member (the owner of a group of the organisation must be one).
-    hub.as_user(ADMIN).await.org(&Command::Register { org: ids[0] }).await.unwrap();
+    // The admin-to-be is a member (the owner of a group of the organisation must be one), and
+    // so is one who will leave.
     let owner = hub.as_user(OWNER).await;
-    owner.org(&Command::Approve { org: ids[0], user: ADMIN.into() }).await.unwrap();
+    for user in [ADMIN, LEAVER] {
+        hub.as_user(user).await.org(&Command::Register { org: ids[0] }).await.unwrap();
+        owner.org(&Command::Approve { org: ids[0], user: user.into() }).await.unwrap();
+    }
     (ids[0], ids[1])
 }
 
@@ -423,6 +427,20 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     }
     check_page(browser).await;
     shot(browser, "groups").await;
+
+    // ... deactivates a member who left, and deletes them with an heir.
+    browser.goto(&format!("{console}/org/{}/members", example.0)).await.unwrap();
+    press(browser, &format!("Deactivate {LEAVER}")).await;
+    assert_eq!(flash(browser).await, format!("Done: deactivate {LEAVER}."));
+    let heir = browser
+        .find(Locator::Css(&format!("input[aria-label='Who takes over from {LEAVER}']")))
+        .await
+        .unwrap();
+    heir.send_keys(ADMIN).await.unwrap();
+    press(browser, &format!("Delete {LEAVER}")).await;
+    assert_eq!(flash(browser).await, format!("Done: delete member {LEAVER}."));
+    let table = browser.find(Locator::Css("table.members")).await.unwrap().text().await.unwrap();
+    assert!(!table.contains(LEAVER), "{table}");
 
     // ... names a group admin of #helpdesk.
     browser.goto(&format!("{console}/org/{}", example.0)).await.unwrap();
@@ -737,4 +755,119 @@ async fn the_console_keeps_its_token_from_scripts_and_other_sites_and_runs_no_sc
     }
     assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 10, "{statuses:?}");
     assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+}
+
+/// A refusal's status and text.
+async fn refused(client: &switchboard_hub::client::admin::AdminClient, path: &str) -> String {
+    match client.request("GET", path, None).await {
+        Ok(answer) => panic!("{path} answered {answer}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn the_views_the_console_reads_show_each_caller_only_what_the_rules_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path());
+    let (example, partner) = orgs(&hub).await;
+    let max = hub.as_user(OWNER).await;
+    let ann = hub.as_user(ADMIN).await;
+    max.org(&Command::NameAdmin { org: example, user: ADMIN.into() }).await.unwrap();
+    let rob = hub.as_user(REGISTRANT).await;
+    rob.org(&Command::Register { org: example }).await.unwrap();
+    max.org(&Command::Approve { org: example, user: REGISTRANT.into() }).await.unwrap();
+    let pat = hub.as_user("pat@partner.net").await;
+    let overview = format!("/v1/org/overview?org={}", example.0);
+
+    // Who each token is: the owner, an admin, a plain member, the operator.
+    let me = |v: Value| {
+        v["orgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| (o["org"].as_u64().unwrap(), o["role"].clone(), o["manages_members"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        me(max.request("GET", "/v1/me", None).await.unwrap()),
+        [(example.0, json!("owner"), json!(true))]
+    );
+    assert_eq!(
+        me(ann.request("GET", "/v1/me", None).await.unwrap()),
+        [(example.0, json!("admin"), json!(true))]
+    );
+    assert_eq!(
+        me(rob.request("GET", "/v1/me", None).await.unwrap()),
+        [(example.0, json!("member"), json!(false))]
+    );
+    let operator = hub.admin_client().request("GET", "/v1/me", None).await.unwrap();
+    assert_eq!(operator["actor"], "operator");
+    assert_eq!(operator["orgs"].as_array().unwrap().len(), 2);
+
+    // The overview: the owner and admins and the operator; not a plain member, nor another
+    // organisation's owner, nor (soon) a deactivated admin.
+    assert_eq!(
+        max.request("GET", &overview, None).await.unwrap()["units"][0]["line"],
+        "main@example.org"
+    );
+    assert_eq!(ann.request("GET", &overview, None).await.unwrap()["admins"], json!([ADMIN]));
+    assert!(hub.admin_client().request("GET", &overview, None).await.is_ok());
+    let rule = "not allowed: the owner, admins and group admins see the organisation";
+    assert!(refused(&rob, &overview).await.contains(rule));
+    assert!(refused(&pat, &overview).await.contains(rule));
+    assert!(refused(&max, &format!("/v1/org/overview?org={}", partner.0)).await.contains(rule));
+
+    // Groups: an anonymous group's members only to those who manage it.
+    ann.org(&Command::CreateGroup {
+        name: "#whistle".into(),
+        owner: ADMIN.into(),
+        org: Some(example),
+        scope: Default::default(),
+        anonymous: true,
+    })
+    .await
+    .unwrap();
+    for user in [REGISTRANT, "pat@partner.net"] {
+        ann.org(&Command::AddGroupMember { group: "#whistle".into(), user: user.into() })
+            .await
+            .unwrap();
+    }
+    let groups = |v: Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|g| (g["address"].as_str().unwrap().to_string(), g["members"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let both = json!(["pat@partner.net", REGISTRANT]);
+    assert_eq!(
+        groups(ann.request("GET", "/v1/org/groups", None).await.unwrap()),
+        [("#whistle".to_string(), both.clone())]
+    );
+    assert_eq!(
+        groups(max.request("GET", "/v1/org/groups", None).await.unwrap()),
+        [("#whistle".to_string(), both.clone())],
+        "the owner manages the organisation's groups"
+    );
+    assert_eq!(
+        groups(hub.admin_client().request("GET", "/v1/org/groups", None).await.unwrap()),
+        [("#whistle".to_string(), both)]
+    );
+    assert_eq!(
+        groups(rob.request("GET", "/v1/org/groups", None).await.unwrap()),
+        [("#whistle".to_string(), Value::Null)],
+        "a member sees the group, not the others"
+    );
+    assert_eq!(
+        groups(pat.request("GET", "/v1/org/groups", None).await.unwrap()),
+        [("#whistle".to_string(), Value::Null)]
+    );
+    let gus = hub.as_user(GUEST).await;
+    assert_eq!(groups(gus.request("GET", "/v1/org/groups", None).await.unwrap()), []);
+
+    // A deactivated admin's token stops at once, for the views as for the rest.
+    max.org(&Command::Deactivate { org: example, user: ADMIN.into() }).await.unwrap();
+    for path in ["/v1/me", overview.as_str(), "/v1/org/groups"] {
+        assert!(refused(&ann, path).await.contains("401"), "{path}");
+    }
 }
