@@ -53,6 +53,9 @@
 //! | `GET /v1/metrics` | | `{"connections", "handshakes", "handshakes_refused", "resident_bytes", "store_...", "cpu_seconds"}` (operator only) |
 //! | `GET /v1/openapi.json` | | the OpenAPI document of this API, made from the handlers below and their types |
 //!
+//! The same listener serves the web console at `/console` (see [`crate::console`]): its pages
+//! call these routes in the process with the signed-in user's token, which a cookie carries.
+//!
 //! A refused org command answers 403 with the rule that refused it. Errors answer
 //! `{"error": "..."}` with 400 (bad input, naming the field), 401 (token), 403 (a rule), 404
 //! (unknown), 409 (exists, wrong status) or 500.
