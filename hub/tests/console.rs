@@ -26,6 +26,7 @@ const REGISTRANT: &str = "rob@example.org";
 const GROUP_ADMIN: &str = "gil@example.org";
 const GUEST: &str = "gus@elsewhere.net";
 const LEAVER: &str = "dan@example.org";
+const STRANGER: &str = "eve@example.org";
 
 /// chromedriver on a free loopback port, and a headless Chromium session through it.
 struct Driver {
@@ -275,7 +276,7 @@ async fn orgs(hub: &HubProcess) -> (OrgId, OrgId) {
         let Change::OrgCreated { org, .. } = created.change else { panic!("{created:?}") };
         ids.push(org.id);
     }
-    for user in [ADMIN, REGISTRANT, GROUP_ADMIN, GUEST] {
+    for user in [ADMIN, REGISTRANT, GROUP_ADMIN, GUEST, STRANGER] {
         operator.add_user(user).await.unwrap();
     }
     // The admin-to-be is a member (the owner of a group of the organisation must be one), and
@@ -353,6 +354,8 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     // admin-to-be is a member already.
     let rob = hub.as_user(REGISTRANT).await;
     rob.org(&Command::Register { org: example }).await.unwrap();
+    let eve = hub.as_user(STRANGER).await;
+    eve.org(&Command::Register { org: example }).await.unwrap();
     let gil = hub.as_user(GROUP_ADMIN).await;
     gil.org(&Command::Register { org: example }).await.unwrap();
     hub.as_user(OWNER)
@@ -370,6 +373,9 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     shot(browser, "approvals").await;
     press(browser, &format!("Approve {REGISTRANT}")).await;
     assert_eq!(flash(browser).await, format!("Done: approve {REGISTRANT}."));
+    // ... and declines one they do not know.
+    press(browser, &format!("Decline {STRANGER}")).await;
+    assert_eq!(flash(browser).await, format!("Done: deactivate {STRANGER}."));
     assert!(text(browser).await.contains("No registration waits for approval."));
 
     // ... moves them to Sales, and invites a guest (and sends a new code).

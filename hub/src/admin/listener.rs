@@ -23,6 +23,10 @@
 //!   is parsed. The operator token spends from neither.
 //! - **Shutdown.** Idle connections are closed at once; requests in progress get
 //!   [`SHUTDOWN_GRACE`] to finish.
+//! - **The console.** For `/console` paths the `switchboard_console` cookie, if the request has
+//!   no `Authorization`, is taken as its bearer token (so everything above applies to it as to
+//!   the API); such a request needs no token to be answered (the console's sign-in page), and
+//!   its answers stay pages, not the API's JSON errors.
 
 use std::{
     collections::{HashMap, VecDeque},

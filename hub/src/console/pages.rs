@@ -630,6 +630,7 @@ fn member_actions(
         @match m.status.as_str() {
             "pending" => {
                 (button(session, back, "approve", &fields, "Approve", &m.user))
+                (button(session, back, "deactivate", &fields, "Decline", &m.user))
             },
             "active" => {
                 @if !m.owner {
@@ -694,6 +695,7 @@ pub(super) async fn approvals(
                     li {
                         (m.user) " (" (m.role) ") "
                         (button(&session, &back, "approve", &[("org", org.to_string()), ("user", m.user.clone())], "Approve", &m.user))
+                        (button(&session, &back, "deactivate", &[("org", org.to_string()), ("user", m.user.clone())], "Decline", &m.user))
                     }
                 }
             }
