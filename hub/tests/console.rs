@@ -439,6 +439,23 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     }
     check_page(browser).await;
     shot(browser, "groups").await;
+    // A group is deleted in two steps: the disclosure, then the button.
+    fill(browser, "g-name", "#temp").await;
+    press(browser, "Create the group").await;
+    let summaries = browser.find_all(Locator::Css("details summary")).await.unwrap();
+    for summary in summaries {
+        if summary.text().await.unwrap() == "Delete #temp…" {
+            summary.click().await.unwrap();
+        }
+    }
+    press(browser, "Delete for good #temp").await;
+    assert_eq!(flash(browser).await, "Done: delete group #temp.");
+    let left = browser.find_all(Locator::Css("section.group h2")).await.unwrap();
+    let mut names = Vec::new();
+    for heading in left {
+        names.push(heading.text().await.unwrap());
+    }
+    assert_eq!(names, ["#helpdesk", "#whistle"]);
 
     // ... deactivates a member who left, and deletes them with an heir.
     browser.goto(&format!("{console}/org/{}/members", example.0)).await.unwrap();

@@ -1103,7 +1103,12 @@ pub(super) async fn groups(State(c): State<Console>, headers: HeaderMap) -> Resp
                         }
                         button type="submit" { "Set the scope" }
                     }
-                    (button(&session, back, "delete_group", &[("group", g.address.clone())], "Delete the group", &g.address))
+                    // A second step, without a script: the button is behind a disclosure.
+                    details {
+                        summary { "Delete " (g.address) "…" }
+                        p { "Its members stop receiving what is sent to it, and its address is free again." }
+                        (button(&session, back, "delete_group", &[("group", g.address.clone())], "Delete for good", &g.address))
+                    }
                 }
             }
         }

@@ -315,7 +315,7 @@ pub(super) fn button(
             @for (name, value) in fields {
                 input type="hidden" name=(name) value=(value);
             }
-            button type="submit" aria-label={ (label) " " (what) } { (label) }
+            button type="submit" .danger[label.starts_with("Delete") || label.starts_with("Revoke")] aria-label={ (label) " " (what) } { (label) }
         }
     }
 }
