@@ -537,11 +537,11 @@ pub(super) async fn members(
             tbody {
                 @for m in &shown {
                     tr {
-                        td { (m.user) }
-                        td { span class=(m.status) { (m.status) } }
-                        td { (m.role) }
-                        td { (m.unit.as_deref().unwrap_or("-")) }
-                        td {
+                        th scope="row" { (m.user) }
+                        td data-label="Status" { span class=(m.status) { (m.status) } }
+                        td data-label="Type" { (m.role) }
+                        td data-label="Unit" { (m.unit.as_deref().unwrap_or("-")) }
+                        td data-label="Duties" {
                             @if m.owner { "owner " } @if m.admin { "admin " }
                             @if !m.group_admin_of.is_empty() { "group admin of " (m.group_admin_of.join(", ")) }
                         }
