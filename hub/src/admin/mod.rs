@@ -31,7 +31,7 @@
 //! | `POST /v1/org/domains/verify` | `{"org", "domain"}` | the event: the domain proven by its TXT record |
 //! | `PUT /v1/org/logo?org=N&unit=M` | PNG or JPEG bytes, at least 512 x 512 | the event |
 //! | `GET /v1/org/logo?unit=M` | | the logo's bytes (the organisation's members, or anyone once public) |
-//! | `GET /v1/org/events[?after=N&limit=M]` | | `{"events": [{"seq", "event"}], "next_after", "more"}` the caller may read |
+//! | `GET /v1/org/events[?after=N&limit=M]` | | `{"events": [{"seq", "event"}], "next_after", "more"}` the caller may read; with `newest=true[&before=N]` newest first, walking back (`next_after` is then the next `before`) |
 //! | `GET /v1/org/directory` | | lines and colleagues of the caller's organisations |
 //! | `GET /v1/me` | | `{"actor", "user", "orgs": [{"org", "name", "role", "status", "manages_members", "reads_log", "group_admin_of"}]}`: who the token acts as, in each organisation it has a part in |
 //! | `GET /v1/org/overview?org=N` | | owner, admins, seats, domains and their state, units tree, group admins (owner, admins, group admins) |

@@ -235,6 +235,12 @@ pub(super) struct EventsQuery {
     /// Most events in the page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Newest first: the events before position `before` (default: the end of the log),
+    /// walking back; not with `after`.
+    #[serde(default)]
+    newest: bool,
+    /// With `newest`: the position to read before (the previous page's `next_after`).
+    before: Option<u64>,
 }
 
 /// One event of the log and its position.
@@ -248,9 +254,9 @@ pub(super) struct Logged {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(super) struct EventPage {
     events: Vec<Logged>,
-    /// The position to ask after next time.
+    /// The position to ask after next time (with `newest`: to ask before).
     next_after: u64,
-    /// Whether the log goes on past `next_after`.
+    /// Whether the log goes on past `next_after` (with `newest`: before it).
     more: bool,
 }
 
@@ -263,7 +269,9 @@ const MAX_EVENTS_SCANNED: usize = 10_000;
 /// The next events after position `after` that the caller may read, and `next_after`, the
 /// position to ask after next time. The walk goes on past events the caller may not read (up
 /// to a bound per request), so a cursor always moves forward through the whole log; `more`
-/// says whether the log goes on past `next_after`.
+/// says whether the log goes on past `next_after`. With `newest=true` the walk goes backwards
+/// from `before` (default: the end of the log), the newest event first, and `next_after` is
+/// the position to ask before next time.
 #[utoipa::path(get, path = "/v1/org/events", tag = "org", params(EventsQuery), responses(
     (status = 200, description = "a page of events", body = EventPage),
     (status = 400, description = "a bad `after` or `limit`", body = ErrorBody),
@@ -279,6 +287,15 @@ pub(super) async fn org_events(
         Some(limit) if (1..=MAX_EVENTS_PAGE).contains(&limit) => limit,
         Some(_) => return Err(ApiError::field("limit", "between 1 and 1000")),
     };
+    if query.newest {
+        if query.after.is_some() {
+            return Err(ApiError::field("after", "not with newest (use before)"));
+        }
+        return newest_events(&state, actor, query.before, limit).await;
+    }
+    if query.before.is_some() {
+        return Err(ApiError::field("before", "only with newest=true"));
+    }
     let hub = state.hub.clone();
     let mut after = query.after.unwrap_or(0);
     let page = state
@@ -305,6 +322,49 @@ pub(super) async fn org_events(
                 }
             }
             Ok((out, after, more))
+        })
+        .await?;
+    let (events, next_after, more) = page;
+    Ok(Json(EventPage { events, next_after, more }))
+}
+
+/// The events before position `before` that `actor` may read, newest first.
+async fn newest_events(
+    state: &AppState,
+    actor: Actor,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Json<EventPage>, ApiError> {
+    let hub = state.hub.clone();
+    let page = state
+        .hub
+        .store()
+        .blocking(move |_| {
+            let snapshot = hub.org().snapshot();
+            let last = hub.org().last_position()?;
+            // Positions start at 1; `end` is the first position not to read.
+            let mut end = before.unwrap_or(u64::MAX).min(last + 1);
+            let (mut out, mut scanned) = (Vec::new(), 0);
+            'walk: while end > 1 && out.len() < limit && scanned < MAX_EVENTS_SCANNED {
+                let start = end.saturating_sub(1000).max(1);
+                let batch = hub.org().events(start - 1, (end - start) as usize)?;
+                if batch.is_empty() {
+                    end = start;
+                    continue;
+                }
+                for (seq, event) in batch.into_iter().rev() {
+                    scanned += 1;
+                    end = seq;
+                    if snapshot.may_read_event(&actor, &event) {
+                        out.push(Logged { seq, event });
+                        if out.len() == limit {
+                            break 'walk;
+                        }
+                    }
+                }
+                end = end.min(start);
+            }
+            Ok((out, end, end > 1))
         })
         .await?;
     let (events, next_after, more) = page;

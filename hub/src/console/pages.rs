@@ -824,8 +824,8 @@ pub(super) struct EventFilter {
     q: String,
     #[serde(default)]
     kind: String,
-    #[serde(default)]
-    after: u64,
+    /// Show the events before this position (default: the newest).
+    before: Option<u64>,
 }
 
 /// Events one page shows at most.
@@ -872,16 +872,19 @@ pub(super) async fn events(
         return view::refused_page("Event log", &session, &me, place, &refusal);
     }
     let needle = filter.q.trim().to_lowercase();
-    let (mut shown, mut after, mut more) = (Vec::new(), filter.after, true);
-    for _ in 0..EVENT_PAGES_READ {
-        let uri = format!("/v1/org/events?after={after}&limit=1000");
+    // Newest first: pages of the API walking back from `before`.
+    let (mut shown, mut before, mut more) = (Vec::new(), filter.before, true);
+    'read: for _ in 0..EVENT_PAGES_READ {
+        let uri = match before {
+            Some(before) => format!("/v1/org/events?newest=true&before={before}&limit=1000"),
+            None => "/v1/org/events?newest=true&limit=1000".to_string(),
+        };
         let page = match c.call(&session.token, Method::GET, &uri, None).await {
             Ok(page) => page,
             Err(refusal) => return view::refused_page("Event log", &session, &me, place, &refusal),
         };
         for logged in page["events"].as_array().into_iter().flatten() {
             let (Some(seq), event) = (logged["seq"].as_u64(), &logged["event"]) else { continue };
-            after = seq;
             let kind = event_kind(event);
             if concerns(event, org)
                 && (filter.kind.is_empty() || kind == filter.kind)
@@ -889,18 +892,15 @@ pub(super) async fn events(
             {
                 shown.push((seq, event.clone(), kind));
                 if shown.len() == EVENTS_PER_PAGE {
-                    break;
+                    // The next page starts below the last one shown.
+                    before = Some(seq);
+                    more = true;
+                    break 'read;
                 }
             }
         }
         more = page["more"].as_bool().unwrap_or(false);
-        if shown.len() == EVENTS_PER_PAGE {
-            more = true;
-            break;
-        }
-        if let Some(next) = page["next_after"].as_u64() {
-            after = after.max(next);
-        }
+        before = page["next_after"].as_u64();
         if !more {
             break;
         }
@@ -943,8 +943,8 @@ pub(super) async fn events(
         "accept_ownership",
     ];
     let next = {
-        let after = after.to_string();
-        serde_urlencoded_pairs(&[("q", &filter.q), ("kind", &filter.kind), ("after", &after)])
+        let before = before.map(|b| b.to_string()).unwrap_or_default();
+        serde_urlencoded_pairs(&[("q", &filter.q), ("kind", &filter.kind), ("before", &before)])
     };
     let content = html! {
         form method="get" action={ "/console/org/" (org) "/events" } .filters role="search" aria-label="Search the event log" {
@@ -976,7 +976,7 @@ pub(super) async fn events(
             }
         }
         @if more {
-            p { a href={ "/console/org/" (org) "/events" (next) } rel="next" { "Later events" } }
+            p { a href={ "/console/org/" (org) "/events" (next) } rel="next" { "Older events" } }
         }
     };
     respond(StatusCode::OK, &session, frame("Event log", &session, &me, place, content))

@@ -127,6 +127,11 @@ impl OrgService {
         Ok(())
     }
 
+    /// The position of the newest event (0 while the log is empty). Blocks on RocksDB.
+    pub fn last_position(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.store.stats(self.inner.log)?.last_seq)
+    }
+
     /// Up to `max` events after position `after`, with their positions. Blocks on RocksDB.
     pub fn events(&self, after: u64, max: usize) -> Result<Vec<(u64, Event)>, StoreError> {
         self.inner
