@@ -998,6 +998,9 @@ fn details(event: &Value) -> String {
             .iter()
             .filter(|(k, _)| *k != "command" && *k != "code_hash")
             .map(|(k, v)| match v {
+                Value::Number(n) if k.ends_with("_ms") => {
+                    format!("{}: {}", k.trim_end_matches("_ms"), date(n.as_u64().unwrap_or(0)))
+                }
                 Value::String(s) => format!("{k}: {s}"),
                 Value::Object(o) => format!(
                     "{k}: {}",
