@@ -696,6 +696,20 @@ async fn the_console_keeps_its_token_from_scripts_and_other_sites_and_runs_no_sc
         );
     }
 
+    // Unknown paths: the console's own answer a page; the API's keep the API's JSON error.
+    let (status, headers, body) =
+        http(&hub, &format!("GET /console/nowhere HTTP/1.1\r\n{cookie}"), "").await;
+    assert_eq!(status, 404);
+    assert!(
+        header(&headers, "content-type")[0].starts_with("text/html")
+            && body.contains("No such page")
+    );
+    let (status, headers, body) =
+        http(&hub, &format!("GET /v1/nowhere HTTP/1.1\r\nauthorization: Bearer {max}"), "").await;
+    assert_eq!(status, 404);
+    assert_eq!(header(&headers, "content-type"), ["application/json"]);
+    assert_eq!(body, r#"{"error":"no such route: GET /v1/nowhere"}"#);
+
     // A state-changing form without the CSRF token, or from another site, changes nothing.
     let (_, _, page) =
         http(&hub, &format!("GET /console/org/{} HTTP/1.1\r\n{cookie}", example.0), "").await;

@@ -244,7 +244,8 @@ pub(crate) fn router(api: Router, hub: Arc<Hub>) -> Router {
             )),
         )
         .route("/console/do/{action}", post(actions::act))
-        .fallback(pages::not_found)
+        // Unknown console paths only: a fallback would answer the API's unknown routes too.
+        .route("/console/{*rest}", get(pages::not_found))
         .layer(axum::middleware::map_response(secure_headers))
         .with_state(console)
 }
