@@ -298,9 +298,15 @@ async fn orgs(hub: &HubProcess) -> (OrgId, OrgId) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(dir.path());
+    // The owner proves a second domain with the TXT record the console shows: a real DNS server
+    // serves it (the organisation is the hub's first, id 1).
+    let record = switchboard_hub::org::OrgState::domain_token(OrgId(1), "example.net");
+    let _dns = Dns::start([127, 0, 0, 98], &[("_switchboard.example.net", &record)]);
+    let hub =
+        HubProcess::start_configured(dir.path(), "[org]\ndns_servers = [\"127.0.0.98:53\"]\n");
     let console = format!("http://{}/console", hub.admin);
     let (example, partner) = orgs(&hub).await;
+    assert_eq!(example, OrgId(1));
     let driver = driver().await;
     let browser = &driver.browser;
 
@@ -324,6 +330,20 @@ async fn an_organisation_runs_itself_from_the_console_in_a_real_browser() {
         press(browser, "Create the unit").await;
         assert!(flash(browser).await.starts_with("Done: create unit"), "{}", flash(browser).await);
     }
+    fill(browser, "domain", "example.net").await;
+    press(browser, "Add").await;
+    assert_eq!(flash(browser).await, "Done: add domain example.net.");
+    let domains =
+        browser.find(Locator::Css("section[aria-labelledby=domains] table")).await.unwrap();
+    let shown = domains.text().await.unwrap();
+    assert!(shown.contains("waiting for its DNS record"), "{shown}");
+    assert!(shown.contains(&format!("_switchboard.example.net TXT {record}")), "{shown}");
+    press(browser, "Verify example.net").await;
+    assert_eq!(flash(browser).await, "Done: verify domain example.net.");
+    let domains =
+        browser.find(Locator::Css("section[aria-labelledby=domains] table")).await.unwrap();
+    let shown = domains.text().await.unwrap();
+    assert!(shown.contains("example.net verified") && !shown.contains("waiting"), "{shown}");
     fill(browser, "admin", ADMIN).await;
     press(browser, "Name admin").await;
     assert_eq!(flash(browser).await, format!("Done: name admin {ADMIN}."));

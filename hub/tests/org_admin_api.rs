@@ -571,57 +571,6 @@ async fn tokens_are_made_for_active_users_only_listed_given_an_expiry_and_revoke
     refused(operator.new_token("ann@example.org").await, 409, "deactivated");
 }
 
-/// A real DNS server on loopback: dnsmasq, answering the TXT records given and nothing else.
-struct Dns {
-    child: std::process::Child,
-}
-
-impl Dns {
-    /// Starts dnsmasq on `ip`:53 (a loopback address of the test's own, so that no hub's
-    /// port can take it), answering `records`.
-    fn start(ip: [u8; 4], records: &[(&str, &str)]) -> Self {
-        let binary = ["/usr/sbin/dnsmasq", "dnsmasq"]
-            .into_iter()
-            .find(|b| std::process::Command::new(b).arg("--version").output().is_ok())
-            .expect("dnsmasq is not installed (deploy/install-deps.sh installs it)");
-        let addr = std::net::SocketAddr::from((ip, 53));
-        let mut command = std::process::Command::new(binary);
-        command.args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            "--user=root",
-            "--pid-file=",
-            "--port=53",
-            &format!("--listen-address={}", addr.ip()),
-        ]);
-        for (name, text) in records {
-            command.arg(format!("--txt-record={name},{text}"));
-        }
-        let mut child = command.stdout(std::process::Stdio::null()).spawn().unwrap();
-        // Ready when it answers on TCP (it serves TCP and UDP on the same port).
-        for _ in 0..100 {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("dnsmasq on {addr} exited: {status}");
-            }
-            if std::net::TcpStream::connect(addr).is_ok() {
-                return Self { child };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("dnsmasq on {addr} did not start");
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_is_an_organisations_only_once_proven_by_dns_or_by_the_operator() {
     use switchboard_hub::org::OrgState;

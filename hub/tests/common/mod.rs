@@ -459,3 +459,54 @@ pub fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// A real DNS server on loopback: dnsmasq, answering the TXT records given and nothing else.
+pub struct Dns {
+    child: std::process::Child,
+}
+
+impl Dns {
+    /// Starts dnsmasq on `ip`:53 (a loopback address of the test's own, so that no hub's
+    /// port can take it), answering `records`.
+    pub fn start(ip: [u8; 4], records: &[(&str, &str)]) -> Self {
+        let binary = ["/usr/sbin/dnsmasq", "dnsmasq"]
+            .into_iter()
+            .find(|b| std::process::Command::new(b).arg("--version").output().is_ok())
+            .expect("dnsmasq is not installed (deploy/install-deps.sh installs it)");
+        let addr = std::net::SocketAddr::from((ip, 53));
+        let mut command = std::process::Command::new(binary);
+        command.args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--bind-interfaces",
+            "--user=root",
+            "--pid-file=",
+            "--port=53",
+            &format!("--listen-address={}", addr.ip()),
+        ]);
+        for (name, text) in records {
+            command.arg(format!("--txt-record={name},{text}"));
+        }
+        let mut child = command.stdout(std::process::Stdio::null()).spawn().unwrap();
+        // Ready when it answers on TCP (it serves TCP and UDP on the same port).
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("dnsmasq on {addr} exited: {status}");
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Self { child };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("dnsmasq on {addr} did not start");
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
