@@ -47,10 +47,11 @@ pub(crate) async fn serve(
         None => "off".into(),
     };
     eprintln!(
-        "hub serving: QUIC {} · admin http://{} · metrics {metrics} · data {}",
+        "hub serving: QUIC {} · admin http://{} · metrics {metrics} · data {} · console http://{}/console",
         hub.quic_addr,
         hub.admin_addr,
-        hub.data_dir.display()
+        hub.data_dir.display(),
+        hub.admin_addr,
     );
     hub.hub().set_reload_hooks(ReloadHooks { overrides, log_filter });
     // systemd (Type=notify): ready once the store is open and every listener bound.
