@@ -155,6 +155,19 @@ impl Console {
         })
     }
 
+    /// Reads `uri` of the admin API as `token`, as a `T`.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        uri: &str,
+    ) -> Result<T, Refusal> {
+        let value = self.call(token, Method::GET, uri, None).await?;
+        serde_json::from_value(value).map_err(|e| Refusal {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            text: format!("GET {uri}: {e}"),
+        })
+    }
+
     /// Calls the admin API as `token` with a raw body: status, content type and bytes of a
     /// success, or the refusal.
     async fn call_raw(

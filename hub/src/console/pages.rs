@@ -20,11 +20,8 @@ pub(super) async fn signed_in(c: &Console, headers: &HeaderMap) -> Result<(Sessi
     let Some(session) = c.session(headers) else {
         return Err(view::to_sign_in(is_secure(headers)));
     };
-    match c.call(&session.token, Method::GET, "/v1/me", None).await {
-        Ok(value) => match serde_json::from_value(value) {
-            Ok(me) => Ok((session, me)),
-            Err(e) => Err(failure(StatusCode::INTERNAL_SERVER_ERROR, &format!("GET /v1/me: {e}"))),
-        },
+    match c.get(&session.token, "/v1/me").await {
+        Ok(me) => Ok((session, me)),
         Err(refusal) if refusal.status == StatusCode::UNAUTHORIZED => {
             Err(view::to_sign_in(session.secure))
         }
@@ -166,12 +163,7 @@ struct GroupAdminRow {
 }
 
 async fn overview_of(c: &Console, session: &Session, org: u64) -> Result<Overview, Refusal> {
-    let value =
-        c.call(&session.token, Method::GET, &format!("/v1/org/overview?org={org}"), None).await?;
-    serde_json::from_value(value).map_err(|e| Refusal {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        text: format!("GET /v1/org/overview: {e}"),
-    })
+    c.get(&session.token, &format!("/v1/org/overview?org={org}")).await
 }
 
 /// An organisation at a glance.
@@ -460,12 +452,7 @@ pub(super) struct MemberFilter {
 }
 
 async fn roster_of(c: &Console, session: &Session, org: u64) -> Result<Roster, Refusal> {
-    let value =
-        c.call(&session.token, Method::GET, &format!("/v1/org/members?org={org}"), None).await?;
-    serde_json::from_value(value).map_err(|e| Refusal {
-        status: StatusCode::INTERNAL_SERVER_ERROR,
-        text: format!("GET /v1/org/members: {e}"),
-    })
+    c.get(&session.token, &format!("/v1/org/members?org={org}")).await
 }
 
 /// The members, filtered, with their actions, and the invitations.
@@ -726,8 +713,8 @@ pub(super) async fn keys(
         Err(response) => return response,
     };
     let place = Place::Org(org, OrgPage::Keys);
-    let keys: Vec<KeyRow> = match c.call(&session.token, Method::GET, "/v1/org/keys", None).await {
-        Ok(value) => serde_json::from_value(value).unwrap_or_default(),
+    let keys: Vec<KeyRow> = match c.get(&session.token, "/v1/org/keys").await {
+        Ok(keys) => keys,
         Err(refusal) => return view::refused_page("Keys", &session, &me, place, &refusal),
     };
     let units = overview_of(&c, &session, org).await.map(|o| o.units).unwrap_or_default();
@@ -1035,13 +1022,12 @@ pub(super) async fn groups(State(c): State<Console>, headers: HeaderMap) -> Resp
         Ok(signed) => signed,
         Err(response) => return response,
     };
-    let groups: Vec<GroupRow> =
-        match c.call(&session.token, Method::GET, "/v1/org/groups", None).await {
-            Ok(value) => serde_json::from_value(value).unwrap_or_default(),
-            Err(refusal) => {
-                return view::refused_page("Groups", &session, &me, Place::Groups, &refusal);
-            }
-        };
+    let groups: Vec<GroupRow> = match c.get(&session.token, "/v1/org/groups").await {
+        Ok(groups) => groups,
+        Err(refusal) => {
+            return view::refused_page("Groups", &session, &me, Place::Groups, &refusal);
+        }
+    };
     let back = "/console/groups";
     let org_name = |id: Option<u64>| match id {
         None => "-".to_string(),

@@ -130,15 +130,7 @@ pub(super) fn frame(
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Switchboard console" }
-                link rel="stylesheet" href="/console/console.css";
-                // Named, so that a browser does not ask the listener for /favicon.ico without a
-                // token (a failed authentication).
-                link rel="icon" href="/console/icon.svg" type="image/svg+xml";
-            }
+            (head(title))
             body {
                 a.skip href="#main" { "Skip to content" }
                 header {
@@ -208,20 +200,27 @@ fn org_nav(me: &Me, org: u64, page: OrgPage) -> Markup {
     }
 }
 
+/// The `head` of every page.
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · Switchboard console" }
+            link rel="stylesheet" href="/console/console.css";
+            // Named, so that a browser does not ask the listener for /favicon.ico without a
+            // token (a failed authentication).
+            link rel="icon" href="/console/icon.svg" type="image/svg+xml";
+        }
+    }
+}
+
 /// A page for someone not signed in.
 pub(super) fn bare(title: &str, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · Switchboard console" }
-                link rel="stylesheet" href="/console/console.css";
-                // Named, so that a browser does not ask the listener for /favicon.ico without a
-                // token (a failed authentication).
-                link rel="icon" href="/console/icon.svg" type="image/svg+xml";
-            }
+            (head(title))
             body {
                 main id="main" .narrow { h1 { (title) } (content) }
             }
